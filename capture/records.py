@@ -1,0 +1,235 @@
+"""The interaction record, its validation, and the timestamp shape shared by store and API."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_CAP = 500
+
+JSON = Any  # a value orjson can encode: the prompt and response are stored as sent
+
+
+class InvalidRecord(ValueError):
+    """A record or query that cannot be accepted; the message names the field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The one string form of a time in the store and the API: 'YYYY-MM-DD HH:MM:SS' UTC."""
+    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def now_timestamp() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def parse_since(text: str) -> str:
+    """Normalise a user-given cutoff (the stored form, ISO 8601, or a bare date) to the stored form.
+
+    Naive times are taken as UTC, so a cutoff copied from a record matches that record.
+    """
+    candidate = text.strip()
+    if candidate.endswith("Z"):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise InvalidRecord(
+            "since", f"since must be 'YYYY-MM-DD HH:MM:SS' or ISO 8601, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_timestamp(moment)
+
+
+def new_interaction_id() -> str:
+    """A UUIDv7: time-ordered, so ids sort like the records they name."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & (2**48 - 1)) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One round-trip through the gateway (or one recorded by a client through the API)."""
+
+    id: str
+    created_at: str
+    prompt: JSON
+    project: str | None = None
+    session_id: str | None = None
+    client: str | None = None
+    model: str | None = None
+    params: JSON = None
+    response: JSON = None
+    memories_used: tuple[str, ...] = ()
+    chunks_used: tuple[str, ...] = ()
+    context_pack: str | None = None
+    tool_decisions: tuple[JSON, ...] = ()
+    status: str = "ok"
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The full record as the API returns it."""
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "project": self.project,
+            "session_id": self.session_id,
+            "client": self.client,
+            "model": self.model,
+            "status": self.status,
+            "error": self.error,
+            "prompt": self.prompt,
+            "params": self.params,
+            "response": self.response,
+            "memories_used": list(self.memories_used),
+            "chunks_used": list(self.chunks_used),
+            "context_pack": self.context_pack,
+            "tool_decisions": list(self.tool_decisions),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The list form: everything but the full prompt, response and pack text."""
+        full = self.as_dict()
+        for heavy in ("prompt", "params", "response", "context_pack", "tool_decisions"):
+            del full[heavy]
+        full["tool_decision_count"] = len(self.tool_decisions)
+        return full
+
+
+def is_blank(prompt: JSON) -> bool:
+    if prompt is None:
+        return True
+    if isinstance(prompt, str):
+        return not prompt.strip()
+    if isinstance(prompt, (list, dict)):
+        return not prompt
+    return False
+
+
+_OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack")
+_OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")
+_OPTIONAL_ID_LISTS = ("memories_used", "chunks_used")
+_ACCEPTED = {
+    "prompt", "response", "params", "tool_decisions", "created_at",
+    *_OPTIONAL_TEXT, *_OPTIONAL_NUMBER, *_OPTIONAL_ID_LISTS,
+}
+
+
+def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
+    """Validate a client-submitted record: `prompt` is required and not blank, the rest optional.
+
+    `prompt` and `response` may be text or the OpenAI messages/message they stand for.
+    """
+    unknown = sorted(set(payload) - _ACCEPTED)
+    if unknown:
+        raise InvalidRecord(unknown[0], f"unknown field {unknown[0]!r}")
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, (str, list, dict)):
+        raise InvalidRecord("prompt", "prompt is required: text or a list of messages")
+    if is_blank(prompt):
+        raise InvalidRecord("prompt", "prompt must not be empty or whitespace")
+    values: dict[str, Any] = {}
+    for name in _OPTIONAL_TEXT:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecord(name, f"{name} must be a string")
+        values[name] = value
+    for name in _OPTIONAL_NUMBER:
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidRecord(name, f"{name} must be a number")
+        values[name] = value
+    for name in _OPTIONAL_ID_LISTS:
+        ids = payload.get(name) or []
+        if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
+            raise InvalidRecord(name, f"{name} must be a list of ids")
+        values[name] = tuple(str(i) for i in ids)
+    decisions = payload.get("tool_decisions") or []
+    if not isinstance(decisions, list):
+        raise InvalidRecord("tool_decisions", "tool_decisions must be a list")
+    created_at = payload.get("created_at")
+    if created_at is not None and not isinstance(created_at, str):
+        raise InvalidRecord("created_at", "created_at must be a string")
+    return Interaction(
+        id=new_interaction_id(),
+        created_at=parse_since(created_at) if created_at else now_timestamp(),
+        prompt=prompt,
+        response=payload.get("response"),
+        params=payload.get("params"),
+        tool_decisions=tuple(decisions),
+        project=values["project"],
+        session_id=values["session_id"],
+        client=values["client"],
+        model=values["model"],
+        status=values["status"] or "ok",
+        error=values["error"],
+        context_pack=values["context_pack"],
+        prompt_tokens=values["prompt_tokens"],
+        completion_tokens=values["completion_tokens"],
+        latency_ms=values["latency_ms"],
+        ttft_ms=values["ttft_ms"],
+        memories_used=values["memories_used"],
+        chunks_used=values["chunks_used"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionQuery:
+    """Filters for listing interactions: newest first, `since` inclusive."""
+
+    project: str | None = None
+    session_id: str | None = None
+    client: str | None = None
+    since: str | None = None
+    limit: int = LIST_LIMIT_DEFAULT
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        project: str | None = None,
+        session_id: str | None = None,
+        client: str | None = None,
+        since: str | None = None,
+        limit: int | str | None = None,
+    ) -> InteractionQuery:
+        """Validate raw filter values (from a query string or the CLI); caps `limit` at 500."""
+        if limit is None or limit == "":
+            count = LIST_LIMIT_DEFAULT
+        else:
+            try:
+                count = int(limit)
+            except (TypeError, ValueError):
+                raise InvalidRecord("limit", f"limit must be an integer, got {limit!r}") from None
+            if count < 0:
+                raise InvalidRecord("limit", "limit must not be negative")
+        return cls(
+            project=project or None,
+            session_id=session_id or None,
+            client=client or None,
+            since=parse_since(since) if since else None,
+            limit=min(count, LIST_LIMIT_CAP),
+        )

@@ -1,0 +1,173 @@
+"""The embedded store: one SQLite connection in WAL mode, used from one thread off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
+from capture.records import Interaction, InteractionQuery, now_timestamp
+from capture.store import StoreUnavailable
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "id", "created_at", "project", "session_id", "client", "model", "status", "error",
+    "prompt", "params", "response", "memories_used", "chunks_used", "context_pack",
+    "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms",
+)
+_LIST_COLUMNS = frozenset({"memories_used", "chunks_used", "tool_decisions"})
+_NULLABLE_JSON_COLUMNS = frozenset({"params", "response"})
+_JSON_COLUMNS = _LIST_COLUMNS | _NULLABLE_JSON_COLUMNS | {"prompt"}
+_SUMMARY_COLUMNS = tuple(c for c in _COLUMNS if c not in {"prompt", "params", "response", "context_pack"})
+_INSERT = (
+    f"INSERT INTO interactions ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _row_values(interaction: Interaction) -> tuple[Any, ...]:
+    values = []
+    for column in _COLUMNS:
+        value = getattr(interaction, column)
+        if column in _JSON_COLUMNS and not (value is None and column in _NULLABLE_JSON_COLUMNS):
+            value = orjson.dumps(value).decode()
+        values.append(value)
+    return tuple(values)
+
+
+def _from_row(columns: Sequence[str], row: Sequence[Any]) -> Interaction:
+    fields: dict[str, Any] = {}
+    for column, value in zip(columns, row):
+        if column in _JSON_COLUMNS and value is not None:
+            value = orjson.loads(value)
+        fields[column] = tuple(value) if column in _LIST_COLUMNS else value
+    fields.setdefault("prompt", None)
+    return Interaction(**fields)
+
+
+class SQLiteStore:
+    """`Store` over one SQLite file. All access goes through a single worker thread, which
+    serialises writes (one writer is what SQLite wants) and keeps the event loop free."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxgate-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StoreUnavailable(f"store {self.path} is not open")
+            try:
+                return work(self._db)
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"sqlite {self.path}: {error}") from error
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            try:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=5000")
+                _migrate(db)
+            except (sqlite3.Error, OSError) as error:
+                raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(lambda db: db.execute("SELECT 1").fetchone() == (1,))
+        except StoreUnavailable:
+            return False
+
+    async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
+        rows = [_row_values(interaction) for interaction in batch]
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.executemany(_INSERT, rows)
+
+        await self._run(insert)
+
+    async def list_interactions(self, query: InteractionQuery) -> list[Interaction]:
+        if query.limit == 0:
+            return []
+        clauses, args = [], []
+        for column in ("project", "session_id", "client"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            clauses.append("created_at >= ?")
+            args.append(query.since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM interactions {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        args.append(query.limit)
+
+        def select(db: sqlite3.Connection) -> list[Interaction]:
+            return [_from_row(_SUMMARY_COLUMNS, row) for row in db.execute(sql, args)]
+
+        return await self._run(select)
+
+    async def get_interaction(self, interaction_id: str) -> Interaction | None:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE id = ?"
+
+        def select(db: sqlite3.Connection) -> Interaction | None:
+            row = db.execute(sql, (interaction_id,)).fetchone()
+            return None if row is None else _from_row(_COLUMNS, row)
+
+        return await self._run(select)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is in autocommit)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute(MIGRATIONS_TABLE)
+    applied = {name for (name,) in db.execute("SELECT name FROM schema_migrations")}
+    for migration in MIGRATIONS:
+        if migration.__name__ in applied:
+            continue
+        with _transaction(db):
+            migration(db.execute)
+            db.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                (migration.__name__, now_timestamp()),
+            )

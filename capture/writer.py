@@ -1,0 +1,146 @@
+"""The capture writer: the request path enqueues finished interactions, one task stores them.
+
+Nothing here can block or fail a response. While the store is unavailable the writer keeps
+the batch and retries with backoff; if it is still unavailable when the gateway stops, what
+is left goes to a spool file (JSON lines) that the next start replays first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import structlog
+
+from capture.records import Interaction
+from capture.store import Store
+
+log = structlog.get_logger("ctxgate.capture")
+
+
+class CaptureWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        spool_path: Path | None,
+        batch_size: int = 256,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.spool_path = spool_path
+        self.batch_size = batch_size
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.written_total = 0
+        self.failed_writes_total = 0
+        self._queue: asyncio.Queue[Interaction] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: list[Interaction] = []
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, interaction: Interaction) -> None:
+        """Enqueue; never blocks, never raises."""
+        self._queue.put_nowait(interaction)
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is stored."""
+        await self._queue.join()
+
+    async def start(self) -> None:
+        for interaction in self._read_spool():
+            self.submit(interaction)
+        self._task = asyncio.create_task(self._run(), name="ctxgate-capture-writer")
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Write everything enqueued so far; spool what the store would not take in time."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self._spool_remaining()
+
+    async def _run(self) -> None:
+        while not (self._stopping.is_set() and self._queue.empty()):
+            # Kept until stored, so a write cut off by the drain deadline is spooled, not lost
+            # (replaying an already stored id is a no-op).
+            self._in_flight = await self._next_batch()
+            if self._in_flight and not await self._write(self._in_flight):
+                return
+            for _ in self._in_flight:
+                self._queue.task_done()
+            self._in_flight = []
+
+    async def _next_batch(self) -> list[Interaction]:
+        if self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                return []
+            batch = [getter.result()]
+        else:
+            batch = [self._queue.get_nowait()]
+        while len(batch) < self.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _write(self, batch: list[Interaction]) -> bool:
+        """True once stored; False when the gateway is stopping and the store still refuses."""
+        delay = self.retry_initial_s
+        while True:
+            try:
+                await self.store.insert_interactions(batch)
+            except Exception as error:  # boundary: a store failure must never end the writer
+                self.failed_writes_total += 1
+                log.warning("capture_write_failed", error=str(error), batch=len(batch))
+                if self._stopping.is_set():
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            self.written_total += len(batch)
+            return True
+
+    def _spool_remaining(self) -> None:
+        left, self._in_flight = self._in_flight, []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        if not left:
+            return
+        if self.spool_path is None:
+            log.error("capture_lost", count=len(left), reason="store unavailable, no spool")
+            return
+        with self.spool_path.open("ab") as spool:
+            for interaction in left:
+                spool.write(orjson.dumps(interaction.as_dict()) + b"\n")
+        log.warning("capture_spooled", count=len(left), path=str(self.spool_path))
+
+    def _read_spool(self) -> Sequence[Interaction]:
+        if self.spool_path is None or not self.spool_path.exists():
+            return []
+        records = []
+        for line in self.spool_path.read_bytes().splitlines():
+            if line.strip():
+                fields = orjson.loads(line)
+                for name in ("memories_used", "chunks_used", "tool_decisions"):
+                    fields[name] = tuple(fields[name])
+                records.append(Interaction(**fields))
+        self.spool_path.unlink()
+        log.info("capture_spool_replayed", count=len(records))
+        return records

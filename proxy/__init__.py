@@ -1,0 +1,1 @@
+"""The gateway: aiohttp application, OpenAI-compatible handlers, CLI."""

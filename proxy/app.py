@@ -1,0 +1,97 @@
+"""The application factory: routes, middlewares, and the long-lived parts in cleanup contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from capture.store import open_store
+from capture.writer import CaptureWriter
+from proxy import capture_api
+from proxy.appkeys import CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.chat import chat_completions
+from proxy.errors import error_middleware
+from proxy.logs import add_request_id_header, request_log_middleware
+from proxy.metrics import Metrics
+from proxy.settings import Settings
+from proxy.upstream import Upstream
+from proxy.wire import json_response
+
+log = structlog.get_logger("ctxgate.proxy")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_log_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.extend([_store, _capture_writer, _upstream])
+    app.on_response_prepare.append(add_request_id_header)
+    for prefix in ("", "/p/{project}"):
+        app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
+        app.router.add_get(f"{prefix}/v1/models", list_models)
+    app.router.add_post("/interactions", capture_api.record_interaction)
+    app.router.add_get("/interactions", capture_api.list_interactions)
+    app.router.add_get("/interactions/{interaction_id}", capture_api.get_interaction)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[SETTINGS].store_url)
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
+    writer = CaptureWriter(app[STORE], spool_path=_spool_path(app[SETTINGS].store_url))
+    await writer.start()
+    app[CAPTURE_WRITER] = writer
+    yield
+    await writer.stop()
+    log.info("capture_drained", written_total=writer.written_total)
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    app[UPSTREAM] = Upstream(app[SETTINGS])
+    yield
+
+
+def _spool_path(store_url: str) -> Path | None:
+    """Beside a SQLite file; a store without a local file has no spool."""
+    if "://" in store_url and not store_url.startswith("sqlite:///"):
+        return None
+    path = store_url.removeprefix("sqlite:///")
+    return None if path == ":memory:" else Path(path + ".spool.jsonl")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    names = dict.fromkeys(route.model_name for route in request.app[SETTINGS].models)
+    return json_response(
+        {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ctxgate"} for n in names]}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answers once start-up is done; a down store degrades capture (it spools), not proxying."""
+    is_store_up = await request.app[STORE].ping()
+    return json_response(
+        {
+            "status": "ok" if is_store_up else "degraded",
+            "store": "ok" if is_store_up else "unreachable",
+            "capture_pending": request.app[CAPTURE_WRITER].pending,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[METRICS].render(request.app[CAPTURE_WRITER])
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"})

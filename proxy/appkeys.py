@@ -1,0 +1,25 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from capture.store import Store
+    from capture.writer import CaptureWriter
+    from proxy.exchange import Exchange
+    from proxy.metrics import Metrics
+    from proxy.settings import Settings
+    from proxy.upstream import Upstream
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+STORE: web.AppKey[Store] = web.AppKey("store")
+CAPTURE_WRITER: web.AppKey[CaptureWriter] = web.AppKey("capture_writer")
+UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+
+# Request-scoped: the exchange a chat request builds, read by the canonical log line.
+EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")

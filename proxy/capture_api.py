@@ -1,0 +1,58 @@
+"""The capture API: record, list and read interactions over HTTP."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from capture.records import InteractionQuery, InvalidRecord, interaction_from_payload
+from capture.store import StoreUnavailable
+from proxy.appkeys import STORE
+from proxy.bodies import read_json
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable
+from proxy.wire import json_response
+
+
+async def record_interaction(request: web.Request) -> web.Response:
+    """Recorded synchronously (not through the writer): the caller is told it is stored."""
+    payload = await read_json(request)
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_body")
+    try:
+        interaction = interaction_from_payload(payload)
+    except InvalidRecord as error:
+        raise BadRequest(str(error), param=error.field_name) from None
+    try:
+        await request.app[STORE].insert_interactions([interaction])
+    except StoreUnavailable as error:
+        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    return json_response(interaction.as_dict(), status=201)
+
+
+async def list_interactions(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        query = InteractionQuery.build(
+            project=q.get("project"),
+            session_id=q.get("session_id"),
+            client=q.get("client"),
+            since=q.get("since"),
+            limit=q.get("limit"),
+        )
+    except InvalidRecord as error:
+        raise BadRequest(str(error), param=error.field_name) from None
+    try:
+        found = await request.app[STORE].list_interactions(query)
+    except StoreUnavailable as error:
+        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    return json_response({"object": "list", "data": [i.summary() for i in found]})
+
+
+async def get_interaction(request: web.Request) -> web.Response:
+    interaction_id = request.match_info["interaction_id"]
+    try:
+        interaction = await request.app[STORE].get_interaction(interaction_id)
+    except StoreUnavailable as error:
+        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    if interaction is None:
+        raise NotFound(f"no interaction with id {interaction_id!r}", code="interaction_not_found")
+    return json_response(interaction.as_dict())

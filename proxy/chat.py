@@ -1,0 +1,133 @@
+"""`POST /v1/chat/completions`: the gateway's pipeline, top to bottom in one handler."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from proxy.appkeys import CAPTURE_WRITER, EXCHANGE, SETTINGS, UPSTREAM
+from proxy.assembly import StreamAssembler
+from proxy.bodies import read_json
+from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
+from proxy.errors import UpstreamError
+from proxy.exchange import Exchange, Outcome, Stage
+from proxy.identity import Identity, identify
+from proxy.upstream import Upstream
+from proxy.wire import SSE_DONE, error_envelope, json_response, sse_frame
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """parse -> identify -> pack context -> forward -> respond -> record."""
+    app = request.app
+    exchange = request[EXCHANGE] = Exchange()
+    chat = exchange.chat = parse_chat_request(await read_json(request))
+    started = time.perf_counter_ns()
+    identity = exchange.identity = identify(request, chat, app[SETTINGS])
+    exchange.call = prepare_call(chat, identity)
+    exchange.time_stage(Stage.CONTEXT, started)
+    try:
+        if chat.stream:
+            return await relay_stream(request, exchange, app[UPSTREAM])
+        return await relay_completion(exchange, app[UPSTREAM])
+    finally:
+        if exchange.outcome is None:  # cancelled: the client went away or the server stopped
+            exchange.finish(Outcome.CLIENT_DISCONNECTED, error="request cancelled before completion")
+        enqueued = time.perf_counter_ns()
+        app[CAPTURE_WRITER].submit(exchange.to_interaction())
+        exchange.time_stage(Stage.CAPTURE, enqueued)
+
+
+def prepare_call(chat: ChatRequest, identity: Identity) -> UpstreamCall:
+    """The call as it will be sent upstream. (The context pack is injected here.)"""
+    return UpstreamCall(
+        model=chat.model,
+        messages=chat.messages,
+        stream=chat.stream,
+        params=chat.params,
+        client_api_key=identity.bearer_token,
+    )
+
+
+async def relay_completion(exchange: Exchange, upstream: Upstream) -> web.Response:
+    assert exchange.call is not None
+    started = time.perf_counter_ns()
+    try:
+        completion = await upstream.complete(exchange.call)
+    except UpstreamError as error:
+        exchange.time_stage(Stage.UPSTREAM, started)
+        exchange.finish(Outcome.UPSTREAM_ERROR, error=error.message)
+        return _with_headers(error.response(), exchange)
+    exchange.time_stage(Stage.UPSTREAM, started)
+    messages = [choice.get("message") for choice in completion.get("choices", ())]
+    exchange.response = messages[0] if len(messages) == 1 else messages
+    _record_usage(exchange, upstream, completion.get("usage"), _message_text(messages))
+    exchange.finish(Outcome.OK)
+    exchange.ttft_ms = exchange.latency_ms
+    return json_response(completion, headers=exchange.headers())
+
+
+async def relay_stream(request: web.Request, exchange: Exchange, upstream: Upstream) -> web.StreamResponse:
+    """Starts the client's stream only once the first upstream chunk is in hand, so a call
+    that fails at once still gets a proper error status."""
+    assert exchange.call is not None
+    started = time.perf_counter_ns()
+    chunks = upstream.stream(exchange.call)
+    try:
+        chunk = await anext(chunks, None)
+    except UpstreamError as error:
+        exchange.time_stage(Stage.UPSTREAM, started)
+        exchange.finish(Outcome.UPSTREAM_ERROR, error=error.message)
+        return _with_headers(error.response(), exchange)
+    exchange.time_stage(Stage.UPSTREAM, started)
+    exchange.ttft_ms = round(exchange.elapsed_ms(), 3)
+
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **exchange.headers()}
+    )
+    assembler = StreamAssembler()
+    try:
+        await response.prepare(request)
+        while chunk is not None:
+            assembler.add(chunk)
+            await response.write(sse_frame(chunk))
+            chunk = await anext(chunks, None)
+        await response.write(SSE_DONE)
+        exchange.finish(Outcome.OK)
+    except UpstreamError as error:
+        exchange.finish(Outcome.UPSTREAM_ERROR, error=error.message)
+        # Mid-stream, the status is sent: OpenAI's own way is an error event the SDK raises.
+        try:
+            await response.write(sse_frame(error_envelope(error.message, error.kind, code=error.code)))
+        except ConnectionResetError:
+            pass
+    except ConnectionResetError:
+        exchange.finish(Outcome.CLIENT_DISCONNECTED, error="client closed the connection mid-stream")
+    finally:
+        await chunks.aclose()  # releases the upstream connection when we stop early
+        exchange.response = assembler.message()
+        _record_usage(exchange, upstream, assembler.usage, assembler.text())
+    return response
+
+
+def _record_usage(exchange: Exchange, upstream: Upstream, usage: dict[str, Any] | None, text: str) -> None:
+    if usage:
+        exchange.set_usage(usage)
+    elif exchange.call is not None:
+        exchange.prompt_tokens, exchange.completion_tokens = upstream.count_tokens(exchange.call, text)
+
+
+def _message_text(messages: list[Any]) -> str:
+    parts = []
+    for message in messages:
+        if isinstance(message, dict):
+            parts.append(message.get("content") or "")
+            for call in message.get("tool_calls") or ():
+                parts.append(call.get("function", {}).get("arguments") or "")
+    return "".join(parts)
+
+
+def _with_headers(response: web.Response, exchange: Exchange) -> web.Response:
+    response.headers.update(exchange.headers())
+    return response

@@ -1,0 +1,96 @@
+"""The gateway's error family and the middleware that turns every failure into the OpenAI envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from proxy.wire import error_envelope, json_response
+
+log = structlog.get_logger("ctxgate.proxy")
+
+
+class GatewayError(Exception):
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def response(self) -> web.Response:
+        return json_response(
+            error_envelope(self.message, self.kind, param=self.param, code=self.code), status=self.status
+        )
+
+
+class BadRequest(GatewayError):
+    status = 400
+    kind = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    kind = "authentication_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    kind = "not_found_error"
+
+
+class UpstreamError(GatewayError):
+    """The provider refused or failed. `status` is what the client gets (see upstream.py)."""
+
+    kind = "upstream_error"
+
+    def __init__(self, message: str, *, status: int, kind: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        if kind:
+            self.kind = kind
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    kind = "service_unavailable"
+
+
+_HTTP_KINDS = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"error": {...}}` with the right status; never a stack trace."""
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        return error.response()
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        kind = _HTTP_KINDS.get(error.status, "invalid_request_error")
+        message = error.reason
+        code = None
+        if error.status == 413:
+            message = f"request body too large: {error.text}"
+            code = "request_too_large"
+        elif error.status == 404:
+            message = f"no route for {request.method} {request.path}"
+        return json_response(error_envelope(message, kind, code=code), status=error.status)
+    except Exception:  # boundary: a bug of ours becomes a clean 500 and a logged traceback
+        log.exception("request_crashed", path=request.path)
+        return json_response(
+            error_envelope("internal gateway error; see the gateway log", "internal_error"), status=500
+        )

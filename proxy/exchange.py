@@ -1,0 +1,110 @@
+"""One request, one typed object: everything known about a chat exchange, ending in one outcome."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from capture.records import Interaction, new_interaction_id, now_timestamp
+from proxy.chat_request import ChatRequest, UpstreamCall
+from proxy.identity import Identity
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_DISCONNECTED = "client_disconnected"
+
+
+class Stage(StrEnum):
+    """The timed steps of the pipeline, as named in logs and `Server-Timing`."""
+
+    CONTEXT = "context"
+    UPSTREAM = "upstream"
+    POLICY = "policy"
+    CAPTURE = "capture"
+
+
+@dataclass(slots=True)
+class Exchange:
+    id: str = field(default_factory=new_interaction_id)
+    created_at: str = field(default_factory=now_timestamp)
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+    chat: ChatRequest | None = None
+    identity: Identity | None = None
+    call: UpstreamCall | None = None
+    response: Any = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    stage_ms: dict[Stage, float] = field(default_factory=dict)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter_ns() - self.started_ns) / 1e6
+
+    def time_stage(self, stage: Stage, since_ns: int) -> int:
+        """Add the time since `since_ns` to `stage`; returns now, to chain stages."""
+        now = time.perf_counter_ns()
+        self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + (now - since_ns) / 1e6
+        return now
+
+    def finish(self, outcome: Outcome, *, error: str | None = None) -> None:
+        self.outcome = outcome
+        self.error = error
+        self.latency_ms = round(self.elapsed_ms(), 3)
+
+    def set_usage(self, usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.prompt_tokens = usage.get("prompt_tokens")
+            self.completion_tokens = usage.get("completion_tokens")
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-Ctxgate-Interaction-Id": self.id}
+        if self.identity is not None:
+            headers["X-Ctxgate-Session"] = self.identity.session_id
+        if self.stage_ms:
+            headers["Server-Timing"] = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stage_ms.items())
+        return headers
+
+    def to_interaction(self) -> Interaction:
+        assert self.chat is not None and self.identity is not None and self.call is not None
+        return Interaction(
+            id=self.id,
+            created_at=self.created_at,
+            project=self.identity.project,
+            session_id=self.identity.session_id,
+            client=self.identity.client,
+            model=self.chat.model,
+            prompt=self.call.messages,
+            params=self.call.params or None,
+            response=self.response,
+            status=str(self.outcome or Outcome.CLIENT_DISCONNECTED),
+            error=self.error,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=self.latency_ms,
+            ttft_ms=self.ttft_ms,
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"interaction_id": self.id}
+        if self.chat is not None:
+            fields.update(model=self.chat.model, stream=self.chat.stream)
+        if self.identity is not None:
+            fields.update(
+                client=self.identity.client, project=self.identity.project, session_id=self.identity.session_id
+            )
+        if self.outcome is not None:
+            fields["outcome"] = str(self.outcome)
+        fields.update(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_ms=self.ttft_ms,
+            stage_ms={str(stage): round(ms, 3) for stage, ms in self.stage_ms.items()},
+        )
+        return fields

@@ -1,0 +1,183 @@
+"""An OpenAI-compatible fake provider: scripted replies, and a record of what it was sent.
+
+It backs `ctxgate demo`, the tests and the benchmarks. With nothing scripted it echoes the
+last user message. Streams can be split at awkward places, cut mid-way, or held open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.wire import SSE_DONE, sse_frame
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: str
+    id: str = ""
+
+
+@dataclass(slots=True)
+class Reply:
+    """One scripted answer. `fragment` is the size (in characters) of each streamed piece."""
+
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    status: int = 200
+    error: str = "scripted failure"
+    fragment: int = 3
+    reset_after_chunks: int | None = None
+    hold_after_first: asyncio.Event | None = None
+    delay_s: float = 0.0
+    usage: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedCall:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class FakeUpstream:
+    script: deque[Reply] = field(default_factory=deque)
+    received: list[ReceivedCall] = field(default_factory=list)
+    keep_received: bool = True
+    _runner: web.AppRunner | None = None
+    base_url: str = ""
+
+    def push(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.base_url = f"http://{host}:{bound}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _models(self, _: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if self.keep_received:
+            self.received.append(ReceivedCall(body=body, headers=dict(request.headers)))
+        reply = self.script.popleft() if self.script else Reply(text=_echo(body))
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status != 200:
+            return web.json_response(
+                {"error": {"message": reply.error, "type": "fake_error", "param": None, "code": None}},
+                status=reply.status,
+            )
+        if body.get("stream"):
+            return await _stream(request, body, reply)
+        return web.Response(body=orjson.dumps(_completion(body, reply)), content_type="application/json")
+
+
+def _echo(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return f"Echo: {content if isinstance(content, str) else orjson.dumps(content).decode()}"
+    return "Hello from the fake upstream."
+
+
+def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content") or "").split()) + 3 for m in body.get("messages") or [])
+    completion = len((reply.text or "").split()) + sum(len(c.arguments) // 4 + 1 for c in reply.tool_calls)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _tool_call_id(call: ToolCall, index: int) -> str:
+    return call.id or f"call_fake_{index}"
+
+
+def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": _tool_call_id(c, i), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(reply.tool_calls)
+        ]
+    completion: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "fake-model",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
+        ],
+    }
+    if reply.usage:
+        completion["usage"] = _usage(body, reply)
+    return completion
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def stream_chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+    """The chunks OpenAI would send for `reply`, fragments of `reply.fragment` characters."""
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+            "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if reply.text:
+        chunks += [chunk({"content": piece}) for piece in _pieces(reply.text, reply.fragment)]
+    for index, call in enumerate(reply.tool_calls):
+        for n, piece in enumerate(_pieces(call.arguments, reply.fragment)):
+            fragment: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+            if n == 0:
+                fragment.update(id=_tool_call_id(call, index), type="function")
+                fragment["function"]["name"] = call.name
+            chunks.append(chunk({"tool_calls": [fragment]}))
+    chunks.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+    if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
+        usage_chunk = chunk({})
+        usage_chunk["choices"] = []
+        usage_chunk["usage"] = _usage(body, reply)
+        chunks.append(usage_chunk)
+    return chunks
+
+
+async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for n, chunk in enumerate(stream_chunks(body, reply)):
+        if reply.reset_after_chunks is not None and n == reply.reset_after_chunks:
+            assert request.transport is not None
+            request.transport.abort()  # a connection reset mid-stream, as a crashed provider does
+            return response
+        await response.write(sse_frame(chunk))
+        if n == 0 and reply.hold_after_first is not None:
+            await reply.hold_after_first.wait()
+    await response.write(SSE_DONE)
+    return response

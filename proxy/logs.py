@@ -1,0 +1,125 @@
+"""Structured logs: structlog processors for our events and for the stdlib loggers of aiohttp
+and litellm, ISO UTC timestamps, orjson rendering, and one canonical line per request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID
+from proxy.errors import Handler
+
+log = structlog.get_logger("ctxgate.proxy")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# These libraries log request details (litellm at debug logs whole calls, keys included);
+# below WARNING they stay quiet whatever our level.
+_NOISY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai")
+
+
+def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    """Route structlog and the stdlib's root logger through one chain to stdout."""
+    redact = _Redactor(tuple(s for s in secrets if s))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    numeric = _LEVELS[level]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("aiohttp.access").disabled = True  # request_completed replaces it
+
+
+def _dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+class _Redactor:
+    """Last line of defence: a configured secret never leaves in a log line, whoever logged it."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        if not self.secrets:
+            return event
+        for key, value in event.items():
+            if isinstance(value, str):
+                for secret in self.secrets:
+                    if secret in value:
+                        value = value.replace(secret, "[redacted]")
+                event[key] = value
+        return event
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds a request id for every log line of the request, then writes the canonical line."""
+    request_id = request[REQUEST_ID] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        fields: dict[str, Any] = {}
+        exchange = request.get(EXCHANGE)
+        if exchange is not None:
+            fields = exchange.log_fields()
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        route = request.match_info.route.resource
+        request.app[METRICS].observe(route.canonical if route else "unmatched", status, latency_ms)
+        log.info(
+            "request_completed",
+            method=request.method,
+            path=request.path,
+            status=status,
+            latency_ms=latency_ms,
+            **fields,
+        )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: runs just before headers go out, streamed responses included."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["X-Request-Id"] = request_id

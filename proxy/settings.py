@@ -1,0 +1,239 @@
+"""Configuration: the YAML file, environment overrides and CLI flags, parsed once into frozen values.
+
+This is the only module that reads `os.environ`. Errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_DB = "./ctxgate.db"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """One `model_list` entry: the name clients use and the litellm parameters behind it."""
+
+    model_name: str
+    model: str
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+    shutdown_timeout_s: float = 30.0
+    store_url: str = DEFAULT_DB
+    models: tuple[ModelRoute, ...] = ()
+    default_project: str = "default"
+    upstream_timeout_s: float = 600.0
+    context_enabled: bool = True
+    context_budget_tokens: int = 1500
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    keys: tuple[Mapping[str, Any], ...] = ()
+    log_level: str = "info"
+    log_format: str = "json"
+    admin_key: str | None = field(default=None, repr=False)
+
+    def route_for(self, model_name: str) -> ModelRoute | None:
+        for route in self.models:
+            if route.model_name == model_name:
+                return route
+        return None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the settings hold, for redaction."""
+        found = [r.api_key for r in self.models if r.api_key]
+        if self.admin_key:
+            found.append(self.admin_key)
+        return tuple(found)
+
+
+_SCHEMA: dict[str, Any] = {
+    "server": {"host": str, "port": int, "max_body_mb": (int, float), "shutdown_timeout_s": (int, float)},
+    "store": {"url": str},
+    "model_list": list,
+    "default_project": str,
+    "upstream": {"timeout_s": (int, float)},
+    "context": {"enabled": bool, "budget_tokens": int},
+    "policy": {"default": dict, "projects": dict},
+    "keys": list,
+    "logging": {"level": str, "format": str},
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("json", "console")
+
+
+def load_settings(
+    config_path: str | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    db: str | None = None,
+    log_format: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from (lowest to highest precedence) defaults, the file, the environment, flags."""
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("CTXGATE_CONFIG")
+    settings = Settings()
+    if path:
+        settings = _from_file(Path(path), env)
+    where = "environment"
+    if env.get("CTXGATE_DB"):
+        settings = replace(settings, store_url=env["CTXGATE_DB"])
+    if env.get("CTXGATE_HOST"):
+        settings = replace(settings, host=env["CTXGATE_HOST"])
+    if env.get("CTXGATE_PORT"):
+        settings = replace(settings, port=_port(env["CTXGATE_PORT"], f"{where}: CTXGATE_PORT"))
+    if env.get("CTXGATE_ADMIN_KEY"):
+        settings = replace(settings, admin_key=env["CTXGATE_ADMIN_KEY"])
+    if db:
+        settings = replace(settings, store_url=db)
+    if host:
+        settings = replace(settings, host=host)
+    if port is not None:
+        settings = replace(settings, port=_port(port, "--port"))
+    if log_format:
+        if log_format not in _LOG_FORMATS:
+            raise ConfigError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}")
+        settings = replace(settings, log_format=log_format)
+    return settings
+
+
+def store_url_from(db: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The store URL for commands that only read the store: `--db`, else `CTXGATE_DB`, else the default."""
+    env = os.environ if environ is None else environ
+    return db or env.get("CTXGATE_DB") or DEFAULT_DB
+
+
+def _port(value: object, where: str) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]  # str or int, checked just below
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: port must be an integer, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{where}: port must be between 0 and 65535, got {number}")
+    return number
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    _check_shape(raw, _SCHEMA, path)
+
+    server = raw.get("server") or {}
+    store = raw.get("store") or {}
+    upstream = raw.get("upstream") or {}
+    context = raw.get("context") or {}
+    logging_ = raw.get("logging") or {}
+    defaults = Settings()
+    level = logging_.get("level", defaults.log_level).lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"{path}: logging.level: must be one of {', '.join(_LOG_LEVELS)}")
+    log_format = logging_.get("format", defaults.log_format)
+    if log_format not in _LOG_FORMATS:
+        raise ConfigError(f"{path}: logging.format: must be one of {', '.join(_LOG_FORMATS)}")
+    max_body_mb = server.get("max_body_mb", 8)
+    if max_body_mb <= 0:
+        raise ConfigError(f"{path}: server.max_body_mb: must be positive")
+    budget = context.get("budget_tokens", defaults.context_budget_tokens)
+    if budget < 0:
+        raise ConfigError(f"{path}: context.budget_tokens: must not be negative")
+    return Settings(
+        host=server.get("host", defaults.host),
+        port=_port(server.get("port", defaults.port), f"{path}: server.port"),
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        shutdown_timeout_s=float(server.get("shutdown_timeout_s", defaults.shutdown_timeout_s)),
+        store_url=store.get("url", defaults.store_url),
+        models=tuple(_model_route(entry, i, path, env) for i, entry in enumerate(raw.get("model_list") or [])),
+        default_project=raw.get("default_project", defaults.default_project),
+        upstream_timeout_s=float(upstream.get("timeout_s", defaults.upstream_timeout_s)),
+        context_enabled=context.get("enabled", defaults.context_enabled),
+        context_budget_tokens=budget,
+        policy=raw.get("policy") or {},
+        keys=tuple(raw.get("keys") or ()),
+        log_level=level,
+        log_format=log_format,
+    )
+
+
+def _check_shape(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path, prefix: str = "") -> None:
+    for key, value in raw.items():
+        place = f"{path}: {prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"{place}: unknown key {key!r} (known: {', '.join(schema)})")
+        expected = schema[key]
+        if value is None:
+            continue
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{place}: must be a mapping")
+            _check_shape(value, expected, path, f"{prefix}{key}.")
+        elif isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise ConfigError(f"{place}: must be {_type_name(expected)}, got {type(value).__name__}")
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(t.__name__ for t in expected)
+    return str(expected.__name__)
+
+
+_ROUTE_KEYS = {"model_name", "litellm_params", "model_info"}
+
+
+def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> ModelRoute:
+    where = f"{path}: model_list[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
+    unknown = sorted(set(entry) - _ROUTE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    name = entry.get("model_name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.model_name: required, a non-empty string")
+    params = entry.get("litellm_params")
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        raise ConfigError(f"{where}.litellm_params.model: required, a string such as openai/gpt-4o-mini")
+    resolved = {key: _resolve_secret(value, f"{where}.litellm_params.{key}", env) for key, value in params.items()}
+    return ModelRoute(
+        model_name=name,
+        model=resolved.pop("model"),
+        api_base=resolved.pop("api_base", None),
+        api_key=resolved.pop("api_key", None),
+        extra=resolved,
+    )
+
+
+def _resolve_secret(value: Any, where: str, env: Mapping[str, str]) -> Any:
+    """`os.environ/NAME` (the LiteLLM proxy's notation) reads NAME from the environment."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        if name not in env:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return env[name]
+    return value

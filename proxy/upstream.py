@@ -1,0 +1,138 @@
+"""The upstream seam: the one module that knows litellm.
+
+It takes an `UpstreamCall` and returns plain OpenAI wire-format data: a `chat.completion`
+dict, or an async iterator of `chat.completion.chunk` dicts. Provider failures leave it as
+`UpstreamError` with the status the client should get. Nothing outside sees litellm's types.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must precede the import: otherwise litellm fetches its model price list over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from collections.abc import AsyncIterator  # noqa: E402  (after the environment guard above)
+from typing import Any  # noqa: E402
+
+import litellm  # noqa: E402
+import structlog  # noqa: E402
+
+from proxy.chat_request import UpstreamCall  # noqa: E402
+from proxy.errors import UpstreamError  # noqa: E402
+from proxy.settings import Settings  # noqa: E402
+
+log = structlog.get_logger("ctxgate.upstream")
+
+# OpenAI chat parameters that litellm translates per provider, so they go as keyword
+# arguments. Everything else the client sent goes in `extra_body`, verbatim: litellm would
+# swallow some (`metadata`, `user`), and a client must never reach litellm's own keyword
+# arguments (`api_base`, `api_key`, `mock_response`, ...) through the request body.
+_TRANSLATED_PARAMS = frozenset({
+    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls",
+    "prediction", "presence_penalty", "reasoning_effort", "response_format", "seed",
+    "service_tier", "stop", "stream_options", "temperature", "tool_choice", "tools",
+    "top_logprobs", "top_p", "web_search_options",
+})
+_LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
+_PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
+
+
+class Upstream:
+    """Forwards calls through `litellm.acompletion` to the route the model name maps to."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        litellm.suppress_debug_info = True  # it otherwise prints banners into our stdout logs
+
+    async def complete(self, call: UpstreamCall) -> dict[str, Any]:
+        try:
+            response = await litellm.acompletion(**self._arguments(call))
+        except Exception as error:  # boundary: every provider failure becomes an UpstreamError
+            raise _upstream_error(error) from error
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        _strip_litellm_keys(data)
+        data["model"] = call.model
+        return data
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[dict[str, Any]]:
+        try:
+            response = await litellm.acompletion(**self._arguments(call))
+            async for chunk in response:
+                yield _chunk_dict(chunk, call.model)
+        except Exception as error:  # boundary, as in complete()
+            raise _upstream_error(error) from error
+
+    def count_tokens(self, call: UpstreamCall, completion_text: str) -> tuple[int, int]:
+        """(prompt, completion) tokens counted locally, for upstreams that report no usage."""
+        route = self.settings.route_for(call.model)
+        model = route.model if route else call.model
+        try:
+            prompt = litellm.token_counter(model=model, messages=call.messages)
+            completion = litellm.token_counter(model=model, text=completion_text) if completion_text else 0
+        except Exception:  # boundary: counting is best effort, never a failed request
+            log.warning("token_count_failed", model=call.model)
+            return 0, 0
+        return int(prompt), int(completion)
+
+    def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        extra_body: dict[str, Any] = {}
+        for name, value in call.params.items():
+            (arguments if name in _TRANSLATED_PARAMS else extra_body)[name] = value
+        route = self.settings.route_for(call.model)
+        if route is None:
+            # Not declared: litellm resolves the name itself, with the client's own key.
+            arguments.update(model=call.model, api_key=call.client_api_key)
+        else:
+            arguments.update(route.extra)
+            arguments.update(model=route.model, api_key=route.api_key or call.client_api_key)
+            if route.api_base:
+                arguments["api_base"] = route.api_base
+        if extra_body:
+            arguments["extra_body"] = extra_body
+        arguments.update(
+            messages=call.messages,
+            stream=call.stream,
+            timeout=self.settings.upstream_timeout_s,
+            max_retries=0,  # retries are the client's call, as they would be without us
+        )
+        return arguments
+
+
+def _chunk_dict(chunk: Any, model: str) -> dict[str, Any]:
+    data: dict[str, Any] = chunk.model_dump(exclude_none=True)
+    _strip_litellm_keys(data)
+    data["model"] = model
+    choices = data.get("choices", [])
+    for choice in choices:
+        choice.setdefault("finish_reason", None)
+    if "usage" in data and all(not c.get("delta") and c["finish_reason"] is None for c in choices):
+        # OpenAI's usage chunk has no choices; litellm adds an empty one.
+        data["choices"] = []
+    return data
+
+
+def _strip_litellm_keys(data: dict[str, Any]) -> None:
+    for key in _LITELLM_ONLY_KEYS:
+        data.pop(key, None)
+    for choice in data.get("choices", ()):
+        choice.pop("provider_specific_fields", None)
+        for part in ("message", "delta"):
+            if part in choice:
+                for key in _LITELLM_ONLY_KEYS:
+                    choice[part].pop(key, None)
+
+
+def _upstream_error(error: Exception) -> UpstreamError:
+    status = getattr(error, "status_code", None)
+    message = str(getattr(error, "message", None) or error)
+    if isinstance(error, litellm.Timeout) or status in (408, 504):
+        return UpstreamError(f"upstream timed out: {message}", status=504, kind="timeout", code="upstream_timeout")
+    if status in _PASSED_STATUSES:
+        kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else None
+        return UpstreamError(message, status=status, kind=kind, code=f"upstream_{status}")
+    if not isinstance(error, litellm.exceptions.APIError | litellm.APIConnectionError) and status is None:
+        log.error("upstream_call_crashed", error_type=type(error).__name__, error=message)
+    return UpstreamError(f"upstream failed: {message}", status=502, code="upstream_unavailable")

@@ -1,0 +1,74 @@
+"""Shared fixtures: a fake upstream, the gateway in front of it, the real openai SDK as client."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+from collections.abc import AsyncIterator  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import openai  # noqa: E402
+import pytest  # noqa: E402
+from aiohttp import web  # noqa: E402
+from aiohttp.test_utils import TestServer  # noqa: E402
+
+from proxy.app import create_app  # noqa: E402
+from proxy.appkeys import CAPTURE_WRITER, STORE  # noqa: E402
+from proxy.fake_upstream import FakeUpstream  # noqa: E402
+from proxy.settings import ModelRoute, Settings  # noqa: E402
+
+PROVIDER_KEY = "sk-provider-secret-4f9a1c"
+CLIENT_KEY = "sk-client-secret-77e0b2"
+MODEL = "gpt-test"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@dataclass
+class Gateway:
+    server: TestServer
+    app: web.Application
+    upstream: FakeUpstream
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        options: dict[str, Any] = {"base_url": self.url + "/v1", "api_key": CLIENT_KEY, "max_retries": 0}
+        options.update(kwargs)
+        return openai.AsyncOpenAI(**options)
+
+    async def recorded(self) -> list[Any]:
+        """Every stored interaction, oldest first, once the capture queue has drained."""
+        from capture.records import InteractionQuery
+
+        await self.app[CAPTURE_WRITER].flush()
+        summaries = await self.app[STORE].list_interactions(InteractionQuery(limit=500))
+        full = [await self.app[STORE].get_interaction(s.id) for s in reversed(summaries)]
+        return full
+
+
+def gateway_settings(upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Settings:
+    settings = Settings(
+        store_url=str(tmp_path / "ctxgate.db"),
+        models=(ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=upstream.base_url, api_key=PROVIDER_KEY),),
+    )
+    return replace(settings, **overrides)
+
+
+@pytest.fixture
+async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
+    app = create_app(gateway_settings(upstream, tmp_path))
+    server = await aiohttp_server(app)
+    return Gateway(server=server, app=app, upstream=upstream)
