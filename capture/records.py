@@ -52,13 +52,27 @@ def parse_since(text: str) -> str:
     return format_timestamp(moment)
 
 
+_last_ms = 0
+_last_sequence = 0
+
+
 def new_interaction_id() -> str:
-    """A UUIDv7: time-ordered, so ids sort like the records they name."""
+    """A UUIDv7 that is strictly increasing within the process (RFC 9562, method 3: the random
+    bits act as a counter within one millisecond), so ids sort like the records they name."""
+    global _last_ms, _last_sequence
     unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (unix_ms & (2**48 - 1)) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    if unix_ms <= _last_ms:
+        unix_ms, sequence = _last_ms, _last_sequence + 1
+    else:
+        sequence = int.from_bytes(os.urandom(10), "big") >> 7  # 73 bits: room to count up
+    _last_ms, _last_sequence = unix_ms, sequence
+    value = (
+        (unix_ms & (2**48 - 1)) << 80
+        | 0x7 << 76  # version 7
+        | (sequence >> 62) << 64
+        | 0x2 << 62  # RFC 4122 variant
+        | (sequence & (2**62 - 1))
+    )
     return str(uuid.UUID(int=value))
 
 

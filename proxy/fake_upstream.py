@@ -50,12 +50,19 @@ class ReceivedCall:
 class FakeUpstream:
     script: deque[Reply] = field(default_factory=deque)
     received: list[ReceivedCall] = field(default_factory=list)
+    calls: int = 0
     keep_received: bool = True
     _runner: web.AppRunner | None = None
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     base_url: str = ""
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
+
+    async def wait_for_calls(self, count: int) -> None:
+        """Until at least `count` calls have arrived in all."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self.calls >= count)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -83,6 +90,9 @@ class FakeUpstream:
         body = orjson.loads(await request.read())
         if self.keep_received:
             self.received.append(ReceivedCall(body=body, headers=dict(request.headers)))
+        async with self._arrived:
+            self.calls += 1
+            self._arrived.notify_all()
         reply = self.script.popleft() if self.script else Reply(text=_echo(body))
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)

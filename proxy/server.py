@@ -26,7 +26,11 @@ def serve(settings: Settings) -> None:
             models=[route.model_name for route in settings.models],
         )
 
+    async def announce_stop(_: web.Application) -> None:
+        log.info("gateway_stopping", in_flight_grace_s=settings.shutdown_timeout_s)
+
     app.on_startup.append(announce)
+    app.on_shutdown.append(announce_stop)
     web.run_app(
         app,
         host=settings.host,

@@ -1,0 +1,68 @@
+"""The SQLite store: schema by recorded migrations, round trips, and the `since` string shape."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from capture.migrations import MIGRATIONS
+from capture.records import Interaction, InteractionQuery, new_interaction_id
+from capture.sqlite import SQLiteStore
+
+
+def interaction(**fields: object) -> Interaction:
+    defaults: dict[str, object] = {"id": new_interaction_id(), "created_at": "2026-05-01 09:00:00", "prompt": "p"}
+    defaults.update(fields)
+    return Interaction(**defaults)  # type: ignore[arg-type]
+
+
+async def test_blank_database_gets_every_migration_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "ctxgate.db"
+    for _ in range(2):  # a second open applies nothing again
+        store = SQLiteStore(str(path))
+        await store.open()
+        await store.close()
+    db = sqlite3.connect(path)
+    names = [name for (name,) in db.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"ix_interactions_session_id", "ix_interactions_project", "ix_interactions_client",
+            "ix_interactions_created_at"} <= indexes
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_created_at_is_stored_as_the_same_string_the_api_returns(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.open()
+    record = interaction(created_at="2026-05-01 09:00:00")
+    await store.insert_interactions([record])
+    await store.close()
+    raw = sqlite3.connect(tmp_path / "x.db").execute("SELECT created_at FROM interactions").fetchone()
+    assert raw == ("2026-05-01 09:00:00",)
+
+
+async def test_reinserting_a_stored_id_changes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.open()
+    record = interaction(prompt="original")
+    await store.insert_interactions([record])
+    await store.insert_interactions([record, interaction(prompt="other")])
+    found = await store.list_interactions(InteractionQuery())
+    assert len(found) == 2
+    stored = await store.get_interaction(record.id)
+    assert stored is not None and stored.prompt == "original"
+    await store.close()
+
+
+async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
+    from capture.store import StoreUnavailable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = SQLiteStore(str(blocker / "db.sqlite"))  # parent is a file
+    try:
+        await store.open()
+    except StoreUnavailable as error:
+        assert "db.sqlite" in str(error)
+    else:
+        raise AssertionError("expected StoreUnavailable")

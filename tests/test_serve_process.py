@@ -1,0 +1,116 @@
+"""`ctxgate serve` as a real process: JSON logs on stdout, and SIGTERM loses no interaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from capture.records import InteractionQuery
+from capture.sqlite import SQLiteStore
+from proxy.fake_upstream import FakeUpstream, Reply
+
+PROVIDER_SECRET = "sk-proc-provider-9d1e7a"
+CLIENT_SECRET = "sk-proc-client-51c3aa"
+PROMPT_MARKER = "confidential-prompt-text-XYZZY"
+REQUIRED_FIELDS = {
+    "timestamp", "level", "event", "request_id", "path", "status", "model", "stream", "client", "project",
+    "session_id", "interaction_id", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "stage_ms",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def read_until(stream: asyncio.StreamReader, event: str, seen: list[str]) -> None:
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 30)).decode()
+        if not line:
+            raise AssertionError(f"gateway exited before {event!r}: {''.join(seen)}")
+        seen.append(line)
+        if json.loads(line).get("event") == event:
+            return
+
+
+async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstream, tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    config = tmp_path / "ctxgate.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-test\n"
+        "    litellm_params:\n"
+        "      model: openai/fake-model\n"
+        f"      api_base: {upstream.base_url}\n"
+        "      api_key: os.environ/TEST_PROVIDER_KEY\n"
+        "logging: {level: debug}\n"
+    )
+    port = free_port()
+    env = {**os.environ, "TEST_PROVIDER_KEY": PROVIDER_SECRET, "CTXGATE_DB": str(db),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+    try:
+        await read_until(process.stdout, "gateway_started", lines)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=CLIENT_SECRET, max_retries=0)
+        messages: Any = [{"role": "user", "content": PROMPT_MARKER}]
+
+        completed = 8
+        for n in range(completed):
+            await client.chat.completions.create(model="gpt-test", messages=messages, stream=n % 2 == 1)
+
+        release = asyncio.Event()
+        upstream.push(Reply(text="held stream one", hold_after_first=release),
+                      Reply(text="held stream two", hold_after_first=release))
+
+        async def held_stream() -> str:
+            stream = await client.chat.completions.create(model="gpt-test", messages=messages, stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+        held = [asyncio.create_task(held_stream()) for _ in range(2)]
+        await asyncio.wait_for(upstream.wait_for_calls(completed + 2), 30)  # both held calls arrived
+
+        process.send_signal(signal.SIGTERM)
+        await read_until(process.stdout, "gateway_stopping", lines)
+        release.set()  # in-flight requests may still finish after the stop signal
+        assert await asyncio.gather(*held) == ["held stream one", "held stream two"]
+        rest, errors = await asyncio.wait_for(process.communicate(), 30)
+        lines += rest.decode().splitlines(keepends=True)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    assert process.returncode == 0, errors.decode()
+    store = SQLiteStore(str(db))
+    await store.open()
+    stored = await store.list_interactions(InteractionQuery(limit=500))
+    await store.close()
+    assert len(stored) == completed + 2
+    assert {s.status for s in stored} == {"ok"}
+
+    records = [json.loads(line) for line in lines]  # every stdout line is one JSON object
+    requests = [r for r in records if r["event"] == "request_completed"]
+    assert len(requests) == completed + 2
+    for record in requests:
+        assert REQUIRED_FIELDS <= set(record), REQUIRED_FIELDS - set(record)
+        assert record["status"] == 200 and record["path"] == "/v1/chat/completions"
+        assert {"context", "upstream", "capture"} <= set(record["stage_ms"])
+    assert {r["interaction_id"] for r in requests} == {s.id for s in stored}
+    everything = "".join(lines) + errors.decode()
+    for secret in (PROVIDER_SECRET, CLIENT_SECRET, PROMPT_MARKER):
+        assert secret not in everything
