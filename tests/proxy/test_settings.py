@@ -1,0 +1,90 @@
+"""Config is parsed once, strictly: errors name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.settings import ConfigError, load_settings
+
+FULL = """
+server: {host: 0.0.0.0, port: 9090, max_body_mb: 2}
+store: {url: sqlite:///data/ctxgate.db}
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: https://example.internal/v1
+      api_key: os.environ/TEST_OPENAI_KEY
+      timeout: 30
+default_project: atmos
+context: {enabled: true, budget_tokens: 1500}
+policy:
+  default: {mode: allow, allowed_tools: [], restricted_tools: [], blocked_tools: [], yolo_mode: false, approval_timeout_s: 120}
+  projects: {atmos: {mode: prompt, blocked_tools: [atmos_terraform_destroy]}}
+keys: []
+logging: {level: info, format: json}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ctxgate.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_design_example_parses_into_frozen_settings(tmp_path: Path) -> None:
+    settings = load_settings(str(write(tmp_path, FULL)), environ={"TEST_OPENAI_KEY": "sk-from-env"})
+    assert (settings.host, settings.port, settings.max_body_bytes) == ("0.0.0.0", 9090, 2 * 1024 * 1024)
+    assert settings.store_url == "sqlite:///data/ctxgate.db"
+    [route] = settings.models
+    assert (route.model_name, route.model, route.api_key) == ("gpt-4o-mini", "openai/gpt-4o-mini", "sk-from-env")
+    assert route.extra == {"timeout": 30}
+    assert "sk-from-env" not in repr(settings)
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_no_config_runs_on_embedded_defaults() -> None:
+    settings = load_settings(environ={})
+    assert (settings.host, settings.port, settings.store_url, settings.models) == ("127.0.0.1", 8080, "./ctxgate.db", ())
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {port: 9000}\nstore: {url: from-file.db}\n")
+    env = {"CTXGATE_CONFIG": str(path), "CTXGATE_PORT": "9100", "CTXGATE_DB": "from-env.db", "CTXGATE_HOST": "0.0.0.0"}
+    settings = load_settings(environ=env)
+    assert (settings.port, settings.store_url, settings.host) == (9100, "from-env.db", "0.0.0.0")
+    settings = load_settings(environ=env, port=9200, db="from-flag.db")
+    assert (settings.port, settings.store_url) == (9200, "from-flag.db")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("colour: blue\n", "colour"),
+        ("server: {hots: 0.0.0.0}\n", "server.hots"),
+        ("server: {port: eighty}\n", "server.port"),
+        ("server: {port: true}\n", "server.port"),
+        ("context: {budget_tokens: -5}\n", "context.budget_tokens"),
+        ("logging: {level: loud}\n", "logging.level"),
+        ("model_list: [{model_name: x}]\n", "model_list[0].litellm_params.model"),
+        ("model_list: [{model_name: x, litellm_params: {model: openai/x}, extra: 1}]\n", "model_list[0]"),
+        ("model_list: [{model_name: x, litellm_params: {model: openai/x, api_key: os.environ/NOPE_UNSET}}]\n",
+         "NOPE_UNSET"),
+        ("[1, 2]\n", "top level"),
+        ("server: {port: [\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_file_and_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), environ={})
+    assert str(path) in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(str(tmp_path / "absent.yaml"), environ={})

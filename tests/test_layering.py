@@ -1,0 +1,48 @@
+"""Dependencies point one way, and store-only commands never pay for litellm."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+
+def modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_capture_imports_neither_proxy_nor_aiohttp_nor_litellm() -> None:
+    loaded = modules_after("import capture.records, capture.store, capture.sqlite, capture.writer, capture.migrations")
+    assert not {m for m in loaded if m.split(".")[0] in {"proxy", "aiohttp", "litellm", "policy"}}
+
+
+def test_store_reading_cli_commands_do_not_import_litellm(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    loaded = modules_after(f"from proxy.cli import main\nmain(['interactions', 'list', '--db', {str(db)!r}])")
+    assert "litellm" not in loaded
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_only_the_upstream_module_imports_litellm() -> None:
+    root = Path(__file__).resolve().parent.parent
+    importers = sorted(
+        str(path.relative_to(root))
+        for package in ("proxy", "capture")
+        for path in (root / package).rglob("*.py")
+        if "litellm" in imported_roots(path)
+    )
+    assert importers == ["proxy/upstream.py"]
