@@ -122,9 +122,9 @@ def store_url_from(db: str | None, environ: Mapping[str, str] | None = None) -> 
     return db or env.get("CTXGATE_DB") or DEFAULT_DB
 
 
-def _port(value: object, where: str) -> int:
+def _port(value: str | int, where: str) -> int:
     try:
-        number = int(value)  # type: ignore[call-overload]  # str or int, checked just below
+        number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: port must be an integer, got {value!r}") from None
     if not 0 <= number <= 65535:

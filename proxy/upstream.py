@@ -12,7 +12,7 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from collections.abc import AsyncIterator  # noqa: E402  (after the environment guard above)
+from collections.abc import AsyncGenerator  # noqa: E402  (after the environment guard above)
 from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
@@ -56,7 +56,7 @@ class Upstream:
         data["model"] = call.model
         return data
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
         try:
             response = await litellm.acompletion(**self._arguments(call))
             async for chunk in response:
@@ -128,11 +128,11 @@ def _strip_litellm_keys(data: dict[str, Any]) -> None:
 def _upstream_error(error: Exception) -> UpstreamError:
     status = getattr(error, "status_code", None)
     message = str(getattr(error, "message", None) or error)
-    if isinstance(error, litellm.Timeout) or status in (408, 504):
+    if isinstance(error, litellm.exceptions.Timeout) or status in (408, 504):
         return UpstreamError(f"upstream timed out: {message}", status=504, kind="timeout", code="upstream_timeout")
     if status in _PASSED_STATUSES:
         kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else None
         return UpstreamError(message, status=status, kind=kind, code=f"upstream_{status}")
-    if not isinstance(error, litellm.exceptions.APIError | litellm.APIConnectionError) and status is None:
-        log.error("upstream_call_crashed", error_type=type(error).__name__, error=message)
+    if status is None:  # not an HTTP answer from the provider: say what it was
+        log.warning("upstream_call_failed", error_type=type(error).__name__, error=message)
     return UpstreamError(f"upstream failed: {message}", status=502, code="upstream_unavailable")
