@@ -51,6 +51,7 @@ class FakeUpstream:
     script: deque[Reply] = field(default_factory=deque)
     received: list[ReceivedCall] = field(default_factory=list)
     calls: int = 0
+    default_reply: Reply | None = None  # when nothing is scripted; else echo the last user message
     keep_received: bool = True
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -93,7 +94,10 @@ class FakeUpstream:
         async with self._arrived:
             self.calls += 1
             self._arrived.notify_all()
-        reply = self.script.popleft() if self.script else Reply(text=_echo(body))
+        if self.script:
+            reply = self.script.popleft()
+        else:
+            reply = self.default_reply or Reply(text=_echo(body))
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status != 200:

@@ -1,0 +1,97 @@
+"""The processes a benchmark run compares, each started as `python -m bench.servers KIND PORT ...`.
+
+- upstream: the fake provider (zero delay), answering every call with the same reply;
+- passthrough: a minimal aiohttp byte relay, the floor for any Python proxy;
+- bare_litellm: an aiohttp handler that only awaits `litellm.acompletion`, the floor for
+  anything that forwards through litellm's default path.
+ctxgate itself runs as `ctxgate serve`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from typing import Any  # noqa: E402
+
+import orjson  # noqa: E402
+from aiohttp import ClientSession, web  # noqa: E402
+
+from proxy.fake_upstream import FakeUpstream, Reply  # noqa: E402
+
+# About what a short chat answer looks like: ~60 tokens, streamed in ~25 chunks.
+REPLY_TEXT = (
+    "The production VPC uses 10.0.0.0/16, split into three private and three public subnets "
+    "across availability zones; NAT gateways sit in the public ones. Peering goes to shared."
+)
+REPLY_FRAGMENT = 8
+
+
+def upstream_app() -> web.Application:
+    fake = FakeUpstream(keep_received=False, default_reply=Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT))
+    return fake.app()
+
+
+def passthrough_app(upstream_base: str) -> web.Application:
+    async def session_ctx(app: web.Application) -> Any:
+        app["session"] = ClientSession()
+        yield
+        await app["session"].close()
+
+    async def relay(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {"Content-Type": "application/json", "Authorization": request.headers.get("Authorization", "")}
+        async with request.app["session"].post(upstream_base + "/chat/completions", data=body, headers=headers) as up:
+            response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
+            await response.prepare(request)
+            async for piece in up.content.iter_any():
+                await response.write(piece)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/v1/chat/completions", relay)
+    return app
+
+
+def bare_litellm_app(upstream_base: str) -> web.Application:
+    import litellm
+
+    litellm.suppress_debug_info = True
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        body.pop("model")
+        result = await litellm.acompletion(model="openai/fake-model", api_base=upstream_base, api_key="sk-bench", **body)
+        if not body.get("stream"):
+            return web.Response(body=result.model_dump_json(), content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        async for chunk in result:
+            await response.write(b"data: " + chunk.model_dump_json().encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    return app
+
+
+def main() -> None:
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "upstream":
+        app = upstream_app()
+    elif kind == "passthrough":
+        app = passthrough_app(sys.argv[3])
+    elif kind == "bare_litellm":
+        app = bare_litellm_app(sys.argv[3])
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
