@@ -25,12 +25,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
     identity = exchange.identity = identify(request, chat, app[SETTINGS])
-    exchange.call = prepare_call(chat, identity)
+    call = exchange.call = prepare_call(chat, identity)
     exchange.time_stage(Stage.CONTEXT, started)
     try:
         if chat.stream:
-            return await relay_stream(request, exchange, app[UPSTREAM])
-        return await relay_completion(exchange, app[UPSTREAM])
+            return await relay_stream(request, call, exchange, app[UPSTREAM])
+        return await relay_completion(call, exchange, app[UPSTREAM])
     finally:
         if exchange.outcome is None:  # cancelled: the client went away or the server stopped
             exchange.finish(Outcome.CLIENT_DISCONNECTED, error="request cancelled before completion")
@@ -40,7 +40,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def prepare_call(chat: ChatRequest, identity: Identity) -> UpstreamCall:
-    """The call as it will be sent upstream. (The context pack is injected here.)"""
+    """The call as it will be sent upstream: the client's messages and parameters, as given."""
     return UpstreamCall(
         model=chat.model,
         messages=chat.messages,
@@ -50,11 +50,10 @@ def prepare_call(chat: ChatRequest, identity: Identity) -> UpstreamCall:
     )
 
 
-async def relay_completion(exchange: Exchange, upstream: Upstream) -> web.Response:
-    assert exchange.call is not None
+async def relay_completion(call: UpstreamCall, exchange: Exchange, upstream: Upstream) -> web.Response:
     started = time.perf_counter_ns()
     try:
-        completion = await upstream.complete(exchange.call)
+        completion = await upstream.complete(call)
     except UpstreamError as error:
         exchange.time_stage(Stage.UPSTREAM, started)
         exchange.finish(Outcome.UPSTREAM_ERROR, error=error.message)
@@ -62,18 +61,19 @@ async def relay_completion(exchange: Exchange, upstream: Upstream) -> web.Respon
     exchange.time_stage(Stage.UPSTREAM, started)
     messages = [choice.get("message") for choice in completion.get("choices", ())]
     exchange.response = messages[0] if len(messages) == 1 else messages
-    _record_usage(exchange, upstream, completion.get("usage"), _message_text(messages))
+    _record_usage(exchange, upstream, call, completion.get("usage"), _message_text(messages))
     exchange.finish(Outcome.OK)
     exchange.ttft_ms = exchange.latency_ms
     return json_response(completion, headers=exchange.headers())
 
 
-async def relay_stream(request: web.Request, exchange: Exchange, upstream: Upstream) -> web.StreamResponse:
+async def relay_stream(
+    request: web.Request, call: UpstreamCall, exchange: Exchange, upstream: Upstream
+) -> web.StreamResponse:
     """Starts the client's stream only once the first upstream chunk is in hand, so a call
     that fails at once still gets a proper error status."""
-    assert exchange.call is not None
     started = time.perf_counter_ns()
-    chunks = upstream.stream(exchange.call)
+    chunks = upstream.stream(call)
     try:
         chunk = await anext(chunks, None)
     except UpstreamError as error:
@@ -107,15 +107,18 @@ async def relay_stream(request: web.Request, exchange: Exchange, upstream: Upstr
     finally:
         await chunks.aclose()  # releases the upstream connection when we stop early
         exchange.response = assembler.message()
-        _record_usage(exchange, upstream, assembler.usage, assembler.text())
+        _record_usage(exchange, upstream, call, assembler.usage, assembler.text())
     return response
 
 
-def _record_usage(exchange: Exchange, upstream: Upstream, usage: dict[str, Any] | None, text: str) -> None:
+def _record_usage(
+    exchange: Exchange, upstream: Upstream, call: UpstreamCall, usage: dict[str, Any] | None, text: str
+) -> None:
+    """Usage as the provider reported it, else counted locally."""
     if usage:
         exchange.set_usage(usage)
-    elif exchange.call is not None:
-        exchange.prompt_tokens, exchange.completion_tokens = upstream.count_tokens(exchange.call, text)
+    else:
+        exchange.prompt_tokens, exchange.completion_tokens = upstream.count_tokens(call, text)
 
 
 def _message_text(messages: list[Any]) -> str:

@@ -3,6 +3,7 @@ and litellm, ISO UTC timestamps, orjson rendering, and one canonical line per re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -91,7 +92,7 @@ class _Redactor:
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Binds a request id for every log line of the request, then writes the canonical line."""
-    request_id = request[REQUEST_ID] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     status = 500
@@ -99,6 +100,9 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:
+        status = 499  # the client closed the connection before the answer (nginx's convention)
+        raise
     finally:
         fields: dict[str, Any] = {}
         exchange = request.get(EXCHANGE)

@@ -1,0 +1,56 @@
+"""What an operator watches: /metrics, /healthz, request ids."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from capture.store import StoreUnavailable
+from proxy.appkeys import STORE
+from tests.conftest import MODEL, Gateway
+
+
+async def get(gateway: Gateway, path: str) -> tuple[int, str, aiohttp.typedefs.LooseHeaders]:
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(gateway.url + path)
+        return response.status, await response.text(), response.headers
+
+
+async def test_metrics_count_requests_by_route_and_status(gateway: Gateway) -> None:
+    client = gateway.client()
+    for _ in range(3):
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    await gateway.recorded()
+    status, text, headers = await get(gateway, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'ctxgate_requests_total{route="/v1/chat/completions",status="200"} 3' in text
+    assert "ctxgate_capture_written_total 3" in text
+    assert "ctxgate_request_latency_ms_count 3" in text
+
+
+async def test_healthz_says_when_the_store_is_unreachable(gateway: Gateway) -> None:
+    store = gateway.app[STORE]
+
+    async def down() -> bool:
+        return False
+
+    store.ping = down  # type: ignore[method-assign]
+    status, text, _ = await get(gateway, "/healthz")
+    assert status == 200  # still proxying: captures wait in the writer, so the gateway stays in rotation
+    assert '"store":"unreachable"' in text and '"status":"degraded"' in text
+
+
+async def test_capture_api_reports_an_unavailable_store_as_503(gateway: Gateway) -> None:
+    async def broken(*_: object) -> None:
+        raise StoreUnavailable("disk detached")
+
+    gateway.app[STORE].get_interaction = broken  # type: ignore[method-assign,assignment]
+    status, text, _ = await get(gateway, "/interactions/some-id")
+    assert status == 503 and "disk detached" in text and '"error"' in text
+
+
+async def test_request_id_is_echoed_or_made(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        given = await session.get(gateway.url + "/healthz", headers={"X-Request-Id": "trace-123"})
+        made = await session.get(gateway.url + "/healthz")
+    assert given.headers["X-Request-Id"] == "trace-123"
+    assert len(made.headers["X-Request-Id"]) == 32
