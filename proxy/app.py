@@ -61,7 +61,9 @@ async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    app[UPSTREAM] = Upstream(app[SETTINGS])
+    upstream = Upstream(app[SETTINGS])
+    log.info("upstream_warmed_up", ms=round(await upstream.warm_up(), 1))
+    app[UPSTREAM] = upstream
     yield
 
 

@@ -12,7 +12,9 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from collections.abc import AsyncGenerator  # noqa: E402  (after the environment guard above)
+import socket  # noqa: E402  (after the environment guard above)
+import time  # noqa: E402
+from collections.abc import AsyncGenerator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
@@ -37,6 +39,7 @@ _TRANSLATED_PARAMS = frozenset({
 })
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
 _PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
+_WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
 
 
 class Upstream:
@@ -45,6 +48,30 @@ class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         litellm.suppress_debug_info = True  # it otherwise prints banners into our stdout logs
+
+    async def warm_up(self) -> float:
+        """litellm imports most of its call path on first use (about a second on a small
+        machine). Pay that at start-up, before /healthz answers, against a closed loopback port,
+        rather than on a user's first request. Returns the milliseconds it took."""
+        started = time.perf_counter()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        for stream in (False, True):
+            try:
+                await litellm.acompletion(
+                    model="openai/ctxgate-warm-up",
+                    api_base=f"http://127.0.0.1:{closed_port}/v1",
+                    api_key="warm-up",
+                    messages=[{"role": "user", "content": "warm-up"}],
+                    tools=[_WARM_UP_TOOL],
+                    stream=stream,
+                    max_retries=0,
+                    timeout=5,
+                )
+            except Exception:  # refused by design: only the imports on the way matter
+                pass
+        return (time.perf_counter() - started) * 1000
 
     async def complete(self, call: UpstreamCall) -> dict[str, Any]:
         try:
