@@ -104,9 +104,8 @@ class SQLiteStore:
             return False
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
-        rows = [_row_values(interaction) for interaction in batch]
-
         def insert(db: sqlite3.Connection) -> None:
+            rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
             with _transaction(db):
                 db.executemany(_INSERT, rows)
 
@@ -156,7 +155,17 @@ class _transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+        if kind is not None:
+            self.db.execute("ROLLBACK")
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            # A failed COMMIT (BUSY, FULL) can leave the transaction open, and every later
+            # BEGIN would fail with it: close it here.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -21,18 +22,27 @@ from capture.store import Store
 log = structlog.get_logger("ctxgate.capture")
 
 
+UsageCounter = Callable[[Interaction], tuple[int, int]]
+
+
 class CaptureWriter:
+    """`usage_counter`, when given, fills in (prompt, completion) tokens for records that
+    arrive without them (the provider reported none); it runs in a thread, never on the
+    request path."""
+
     def __init__(
         self,
         store: Store,
         *,
         spool_path: Path | None,
+        usage_counter: UsageCounter | None = None,
         batch_size: int = 256,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
         self.store = store
         self.spool_path = spool_path
+        self.usage_counter = usage_counter
         self.batch_size = batch_size
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -42,6 +52,7 @@ class CaptureWriter:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: list[Interaction] = []
+        self._progress = asyncio.Condition()
 
     @property
     def pending(self) -> int:
@@ -54,6 +65,11 @@ class CaptureWriter:
     async def flush(self) -> None:
         """Wait until everything submitted so far is stored."""
         await self._queue.join()
+
+    async def wait_written(self, count: int) -> None:
+        """Wait until at least `count` interactions have been stored since start."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.written_total >= count)
 
     async def start(self) -> None:
         for interaction in self._read_spool():
@@ -101,6 +117,8 @@ class CaptureWriter:
 
     async def _write(self, batch: list[Interaction]) -> bool:
         """True once stored; False when the gateway is stopping and the store still refuses."""
+        if self.usage_counter is not None and any(i.prompt_tokens is None for i in batch):
+            batch[:] = await asyncio.to_thread(self._with_usage, batch)
         delay = self.retry_initial_s
         while True:
             try:
@@ -114,8 +132,24 @@ class CaptureWriter:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            self.written_total += len(batch)
+            async with self._progress:
+                self.written_total += len(batch)
+                self._progress.notify_all()
             return True
+
+    def _with_usage(self, batch: list[Interaction]) -> list[Interaction]:
+        assert self.usage_counter is not None
+        counted = []
+        for interaction in batch:
+            if interaction.prompt_tokens is None:
+                try:
+                    prompt, completion = self.usage_counter(interaction)
+                except Exception:  # boundary: counting is best effort, the record is what matters
+                    log.warning("usage_count_failed", interaction_id=interaction.id)
+                else:
+                    interaction = replace(interaction, prompt_tokens=prompt, completion_tokens=completion)
+            counted.append(interaction)
+        return counted
 
     def _spool_remaining(self) -> None:
         left, self._in_flight = self._in_flight, []

@@ -8,10 +8,12 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from capture.records import Interaction
 from capture.store import open_store
 from capture.writer import CaptureWriter
 from proxy import capture_api
 from proxy.appkeys import CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.assembly import completion_text
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
 from proxy.logs import add_request_id_header, request_log_middleware
@@ -30,7 +32,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([_store, _capture_writer, _upstream])
+    # Started in this order, stopped in reverse: the writer drains before the store closes.
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer])
     app.on_response_prepare.append(add_request_id_header)
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
@@ -52,7 +55,14 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
-    writer = CaptureWriter(app[STORE], spool_path=_spool_path(app[SETTINGS].store_url))
+    upstream = app[UPSTREAM]
+
+    def count_usage(interaction: Interaction) -> tuple[int, int]:
+        return upstream.count_tokens(interaction.model or "", interaction.prompt, completion_text(interaction.response))
+
+    writer = CaptureWriter(
+        app[STORE], spool_path=_spool_path(app[SETTINGS].store_url), usage_counter=count_usage
+    )
     await writer.start()
     app[CAPTURE_WRITER] = writer
     yield

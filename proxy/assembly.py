@@ -65,15 +65,20 @@ class StreamAssembler:
         messages = [parts.message() for _, parts in sorted(self._choices.items())]
         return messages[0] if len(messages) == 1 else messages
 
-    def text(self) -> str:
-        """All generated text and tool arguments, for counting tokens locally."""
-        pieces: list[str] = []
-        for parts in self._choices.values():
-            pieces.extend(parts.content)
-            for call in parts.tool_calls.values():
-                pieces.append(call["name"])
-                pieces.extend(call["arguments"])
-        return "".join(pieces)
+
+def completion_text(response: Any) -> str:
+    """The generated text and tool-call arguments of an assistant message (or list of them),
+    which is what a provider counts as completion tokens."""
+    messages = response if isinstance(response, list) else [response]
+    pieces: list[str] = []
+    for message in messages:
+        if isinstance(message, dict):
+            pieces.append(message.get("content") or "")
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                pieces.append(function.get("name") or "")
+                pieces.append(function.get("arguments") or "")
+    return "".join(pieces)
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:

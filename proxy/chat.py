@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
@@ -11,9 +10,10 @@ from proxy.appkeys import CAPTURE_WRITER, EXCHANGE, SETTINGS, UPSTREAM
 from proxy.assembly import StreamAssembler
 from proxy.bodies import read_json
 from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
-from proxy.errors import UpstreamError
+from proxy.errors import Unauthorized, UpstreamError
 from proxy.exchange import Exchange, Outcome, Stage
 from proxy.identity import Identity, identify
+from proxy.settings import Settings
 from proxy.upstream import Upstream
 from proxy.wire import SSE_DONE, error_envelope, json_response, sse_frame
 
@@ -25,7 +25,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
     identity = exchange.identity = identify(request, chat, app[SETTINGS])
-    call = exchange.call = prepare_call(chat, identity)
+    call = exchange.call = prepare_call(chat, identity, app[SETTINGS])
     exchange.time_stage(Stage.CONTEXT, started)
     try:
         if chat.stream:
@@ -39,8 +39,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         exchange.time_stage(Stage.CAPTURE, enqueued)
 
 
-def prepare_call(chat: ChatRequest, identity: Identity) -> UpstreamCall:
+def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> UpstreamCall:
     """The call as it will be sent upstream: the client's messages and parameters, as given."""
+    if identity.bearer_token is None and settings.route_for(chat.model) is None:
+        # Without this, litellm would fall back to provider credentials in the gateway's own
+        # environment, and any caller could spend them on any model.
+        raise Unauthorized(
+            f"model {chat.model!r} is not declared in this gateway's model_list, so the call needs "
+            "your own provider key: send it as 'Authorization: Bearer <key>'",
+            code="missing_provider_key",
+        )
     return UpstreamCall(
         model=chat.model,
         messages=chat.messages,
@@ -61,7 +69,7 @@ async def relay_completion(call: UpstreamCall, exchange: Exchange, upstream: Ups
     exchange.time_stage(Stage.UPSTREAM, started)
     messages = [choice.get("message") for choice in completion.get("choices", ())]
     exchange.response = messages[0] if len(messages) == 1 else messages
-    _record_usage(exchange, upstream, call, completion.get("usage"), _message_text(messages))
+    exchange.set_usage(completion.get("usage"))
     exchange.finish(Outcome.OK)
     exchange.ttft_ms = exchange.latency_ms
     return json_response(completion, headers=exchange.headers())
@@ -90,8 +98,8 @@ async def relay_stream(
     try:
         await response.prepare(request)
         while chunk is not None:
-            assembler.add(chunk)
             await response.write(sse_frame(chunk))
+            assembler.add(chunk)  # after the write: a chunk that could not be sent is not recorded
             chunk = await anext(chunks, None)
         await response.write(SSE_DONE)
         exchange.finish(Outcome.OK)
@@ -107,28 +115,8 @@ async def relay_stream(
     finally:
         await chunks.aclose()  # releases the upstream connection when we stop early
         exchange.response = assembler.message()
-        _record_usage(exchange, upstream, call, assembler.usage, assembler.text())
+        exchange.set_usage(assembler.usage)
     return response
-
-
-def _record_usage(
-    exchange: Exchange, upstream: Upstream, call: UpstreamCall, usage: dict[str, Any] | None, text: str
-) -> None:
-    """Usage as the provider reported it, else counted locally."""
-    if usage:
-        exchange.set_usage(usage)
-    else:
-        exchange.prompt_tokens, exchange.completion_tokens = upstream.count_tokens(call, text)
-
-
-def _message_text(messages: list[Any]) -> str:
-    parts = []
-    for message in messages:
-        if isinstance(message, dict):
-            parts.append(message.get("content") or "")
-            for call in message.get("tool_calls") or ():
-                parts.append(call.get("function", {}).get("arguments") or "")
-    return "".join(parts)
 
 
 def _with_headers(response: web.Response, exchange: Exchange) -> web.Response:

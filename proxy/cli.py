@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, host=args.host, port=args.port, db=args.db, log_format=args.log_format)
-    from proxy.server import serve  # imports litellm: only the commands that proxy pay for it
+    from proxy.server import (
+        serve,  # imports litellm: only the commands that proxy pay for it
+    )
 
     serve(settings)
     return 0

@@ -35,7 +35,9 @@ class Reply:
     error: str = "scripted failure"
     fragment: int = 3
     reset_after_chunks: int | None = None
-    hold_after_first: asyncio.Event | None = None
+    hold: asyncio.Event | None = None  # stream: wait for it after `hold_after_chunks` chunks
+    hold_after_chunks: int = 1
+    chunk_interval_s: float = 0.0  # stream: pause between chunks, as a provider generating
     delay_s: float = 0.0
     usage: bool = True
 
@@ -52,6 +54,7 @@ class FakeUpstream:
     received: list[ReceivedCall] = field(default_factory=list)
     calls: int = 0
     default_reply: Reply | None = None  # when nothing is scripted; else echo the last user message
+    streams_cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when a reader hung up
     keep_received: bool = True
     _runner: web.AppRunner | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -72,7 +75,8 @@ class FakeUpstream:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # handler_cancellation: a held stream learns at once that its reader hung up.
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -106,7 +110,14 @@ class FakeUpstream:
                 status=reply.status,
             )
         if body.get("stream"):
-            return await _stream(request, body, reply)
+            try:
+                return await _stream(request, body, reply)
+            except asyncio.CancelledError:
+                self.streams_cut.set()
+                raise
+            except ConnectionResetError:
+                self.streams_cut.set()
+                return web.Response()  # nobody left to read it
         return web.Response(body=orjson.dumps(_completion(body, reply)), content_type="application/json")
 
 
@@ -191,7 +202,9 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
             request.transport.abort()  # a connection reset mid-stream, as a crashed provider does
             return response
         await response.write(sse_frame(chunk))
-        if n == 0 and reply.hold_after_first is not None:
-            await reply.hold_after_first.wait()
+        if n + 1 == reply.hold_after_chunks and reply.hold is not None:
+            await reply.hold.wait()
+        elif reply.chunk_interval_s:
+            await asyncio.sleep(reply.chunk_interval_s)
     await response.write(SSE_DONE)
     return response

@@ -12,7 +12,8 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import socket  # noqa: E402  (after the environment guard above)
+import functools  # noqa: E402  (after the environment guard above)
+import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
 from typing import Any  # noqa: E402
@@ -37,6 +38,10 @@ _TRANSLATED_PARAMS = frozenset({
     "service_tier", "stop", "stream_options", "temperature", "tool_choice", "tools",
     "top_logprobs", "top_p", "web_search_options",
 })
+# litellm swallows these for OpenAI-style providers, so there they travel in `extra_body`;
+# for other providers litellm maps them itself (Anthropic: `user` -> metadata.user_id).
+_OPENAI_BODY_PARAMS = frozenset({"metadata", "user"})
+_OPENAI_STYLE_PROVIDERS = frozenset({"openai", "azure", "openai_like", "custom_openai", "hosted_vllm", "text-completion-openai"})
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
 _PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
@@ -86,46 +91,59 @@ class Upstream:
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
         try:
             response = await litellm.acompletion(**self._arguments(call))
+        except Exception as error:  # boundary, as in complete()
+            raise _upstream_error(error) from error
+        try:
             async for chunk in response:
                 yield _chunk_dict(chunk, call.model)
         except Exception as error:  # boundary, as in complete()
             raise _upstream_error(error) from error
+        finally:
+            # Only this releases the provider connection when we stop early (client gone):
+            # otherwise the provider keeps generating, and billing, until garbage collection.
+            await response.aclose()
 
-    def count_tokens(self, call: UpstreamCall, completion_text: str) -> tuple[int, int]:
-        """(prompt, completion) tokens counted locally, for upstreams that report no usage."""
-        route = self.settings.route_for(call.model)
-        model = route.model if route else call.model
-        try:
-            prompt = litellm.token_counter(model=model, messages=call.messages)
-            completion = litellm.token_counter(model=model, text=completion_text) if completion_text else 0
-        except Exception:  # boundary: counting is best effort, never a failed request
-            log.warning("token_count_failed", model=call.model)
-            return 0, 0
+    def count_tokens(self, model_name: str, messages: Any, completion_text: str) -> tuple[int, int]:
+        """(prompt, completion) tokens counted locally, for upstreams that report no usage.
+        Blocking and CPU-bound: call it from a thread."""
+        route = self.settings.route_for(model_name)
+        model = route.model if route else model_name
+        prompt = litellm.token_counter(model=model, messages=messages) if isinstance(messages, list) else 0
+        completion = litellm.token_counter(model=model, text=completion_text) if completion_text else 0
         return int(prompt), int(completion)
 
     def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
-        arguments: dict[str, Any] = {}
+        route = self.settings.route_for(call.model)
+        model = route.model if route else call.model
+        translated = _TRANSLATED_PARAMS | (frozenset() if _speaks_openai(model) else _OPENAI_BODY_PARAMS)
+        arguments: dict[str, Any] = {
+            "timeout": self.settings.upstream_timeout_s,
+            "max_retries": 0,  # retries are the client's call, as they would be without us
+        }
         extra_body: dict[str, Any] = {}
         for name, value in call.params.items():
-            (arguments if name in _TRANSLATED_PARAMS else extra_body)[name] = value
-        route = self.settings.route_for(call.model)
+            (arguments if name in translated else extra_body)[name] = value
         if route is None:
             # Not declared: litellm resolves the name itself, with the client's own key.
-            arguments.update(model=call.model, api_key=call.client_api_key)
+            arguments.update(model=model, api_key=call.client_api_key)
         else:
-            arguments.update(route.extra)
-            arguments.update(model=route.model, api_key=route.api_key or call.client_api_key)
+            arguments.update(route.extra)  # a route's own timeout etc. win over the defaults
+            arguments.update(model=model, api_key=route.api_key or call.client_api_key)
             if route.api_base:
                 arguments["api_base"] = route.api_base
         if extra_body:
             arguments["extra_body"] = extra_body
-        arguments.update(
-            messages=call.messages,
-            stream=call.stream,
-            timeout=self.settings.upstream_timeout_s,
-            max_retries=0,  # retries are the client's call, as they would be without us
-        )
+        arguments.update(messages=call.messages, stream=call.stream)
         return arguments
+
+
+@functools.cache
+def _speaks_openai(model: str) -> bool:
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:  # an unknown name: litellm will say so when called
+        return True
+    return provider in _OPENAI_STYLE_PROVIDERS
 
 
 def _chunk_dict(chunk: Any, model: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
+import asyncio  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -49,11 +50,12 @@ class Gateway:
         options.update(kwargs)
         return openai.AsyncOpenAI(**options)
 
-    async def recorded(self) -> list[Any]:
-        """Every stored interaction, oldest first, once the capture queue has drained."""
+    async def recorded(self, at_least: int = 1) -> list[Any]:
+        """Every stored interaction, oldest first, once at least `at_least` have been written
+        (a handler records after its last byte, so the client can finish first)."""
         from capture.records import InteractionQuery
 
-        await self.app[CAPTURE_WRITER].flush()
+        await asyncio.wait_for(self.app[CAPTURE_WRITER].wait_written(at_least), 10)
         summaries = await self.app[STORE].list_interactions(InteractionQuery(limit=500))
         full = [await self.app[STORE].get_interaction(s.id) for s in reversed(summaries)]
         return full

@@ -74,8 +74,8 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
             await client.chat.completions.create(model="gpt-test", messages=messages, stream=n % 2 == 1)
 
         release = asyncio.Event()
-        upstream.push(Reply(text="held stream one", hold_after_first=release),
-                      Reply(text="held stream two", hold_after_first=release))
+        upstream.push(Reply(text="held stream one", hold=release),
+                      Reply(text="held stream two", hold=release))
 
         async def held_stream() -> str:
             stream = await client.chat.completions.create(model="gpt-test", messages=messages, stream=True)

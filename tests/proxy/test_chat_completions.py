@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
@@ -78,6 +79,22 @@ async def test_undeclared_model_is_forwarded_with_the_clients_own_key(
     assert received.body["model"] == "gpt-4o-mini"
     # A body field reaches the provider verbatim; it never steers where the gateway sends it.
     assert received.body["api_base"] == "http://127.0.0.1:1/v1"
+
+
+async def test_undeclared_model_without_a_key_is_refused_not_sent_with_gateway_credentials(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", gateway.upstream.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-gateway-environment-key")
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            gateway.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        body = await response.json()
+    assert response.status == 401
+    assert body["error"]["code"] == "missing_provider_key"
+    assert gateway.upstream.received == []
 
 
 async def test_streamed_text_arrives_in_order_and_ends_with_done(gateway: Gateway) -> None:

@@ -10,7 +10,9 @@ import aiohttp
 import openai
 import pytest
 
+from capture.records import InteractionQuery
 from proxy.app import create_app
+from proxy.appkeys import CAPTURE_WRITER, STORE
 from proxy.fake_upstream import FakeUpstream, Reply
 from proxy.settings import ModelRoute
 from tests.conftest import MODEL, Gateway, gateway_settings
@@ -65,6 +67,18 @@ async def test_body_over_the_limit_gets_413(aiohttp_server: Any, upstream: FakeU
     assert response.status == 413
     assert assert_envelope(body)["code"] == "request_too_large"
     assert upstream.received == []
+
+
+async def test_body_that_does_not_decode_gets_400(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            gateway.url + "/v1/chat/completions",
+            data=b"this is not gzip at all",
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        body = await response.json()
+    assert response.status == 400
+    assert assert_envelope(body)["code"] == "invalid_body"
 
 
 async def test_unknown_route_gets_404_envelope(gateway: Gateway) -> None:
@@ -127,6 +141,25 @@ async def test_upstream_timeout_gets_504(aiohttp_server: Any, upstream: FakeUpst
     with pytest.raises(openai.APIStatusError) as caught:
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 504
+    assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
+    await app[CAPTURE_WRITER].wait_written(1)
+    [summary] = await app[STORE].list_interactions(InteractionQuery())
+    assert summary.status == "upstream_error" and "timed out" in (summary.error or "")
+
+
+async def test_a_routes_own_timeout_wins_over_the_default(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=upstream.base_url, api_key="k",
+                       extra={"timeout": 0.3})
+    app = create_app(gateway_settings(upstream, tmp_path, models=(route,), upstream_timeout_s=600))
+    server = await aiohttp_server(app)
+    upstream.push(Reply(text="too late", delay_s=2))
+    client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 504
+    assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
 
 
 async def test_stream_cut_by_upstream_raises_in_sdk_and_keeps_partial_response(gateway: Gateway) -> None:

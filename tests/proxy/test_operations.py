@@ -19,7 +19,7 @@ async def test_metrics_count_requests_by_route_and_status(gateway: Gateway) -> N
     client = gateway.client()
     for _ in range(3):
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-    await gateway.recorded()
+    await gateway.recorded(at_least=3)
     status, text, headers = await get(gateway, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert 'ctxgate_requests_total{route="/v1/chat/completions",status="200"} 3' in text
