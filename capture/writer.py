@@ -37,6 +37,7 @@ class CaptureWriter:
         spool_path: Path | None,
         usage_counter: UsageCounter | None = None,
         batch_size: int = 256,
+        max_pending: int = 50_000,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
@@ -44,6 +45,8 @@ class CaptureWriter:
         self.spool_path = spool_path
         self.usage_counter = usage_counter
         self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.spooled_total = 0
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.written_total = 0
@@ -53,13 +56,18 @@ class CaptureWriter:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: list[Interaction] = []
         self._progress = asyncio.Condition()
+        self._stopped = False
 
     @property
     def pending(self) -> int:
         return self._queue.qsize()
 
     def submit(self, interaction: Interaction) -> None:
-        """Enqueue; never blocks, never raises."""
+        """Enqueue; never blocks on the store. Past `max_pending` (a store down for long), or
+        once stopped, the record goes straight to the spool file instead of memory."""
+        if self._stopped or self._queue.qsize() >= self.max_pending:
+            self._spool([interaction])
+            return
         self._queue.put_nowait(interaction)
 
     async def flush(self) -> None:
@@ -72,8 +80,7 @@ class CaptureWriter:
             await self._progress.wait_for(lambda: self.written_total >= count)
 
     async def start(self) -> None:
-        for interaction in self._read_spool():
-            self.submit(interaction)
+        await self._replay_spool()
         self._task = asyncio.create_task(self._run(), name="ctxgate-capture-writer")
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
@@ -86,7 +93,11 @@ class CaptureWriter:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        self._spool_remaining()
+        self._stopped = True
+        left, self._in_flight = self._in_flight, []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        self._spool(left)
 
     async def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
@@ -151,30 +162,35 @@ class CaptureWriter:
             counted.append(interaction)
         return counted
 
-    def _spool_remaining(self) -> None:
-        left, self._in_flight = self._in_flight, []
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
-        if not left:
+    def _spool(self, interactions: Sequence[Interaction]) -> None:
+        if not interactions:
             return
         if self.spool_path is None:
-            log.error("capture_lost", count=len(left), reason="store unavailable, no spool")
+            log.error("capture_lost", count=len(interactions), reason="store unavailable and no spool file")
             return
         with self.spool_path.open("ab") as spool:
-            for interaction in left:
-                spool.write(orjson.dumps(interaction.as_dict()) + b"\n")
-        log.warning("capture_spooled", count=len(left), path=str(self.spool_path))
+            spool.write(b"".join(orjson.dumps(i.as_dict()) + b"\n" for i in interactions))
+        self.spooled_total += len(interactions)
+        log.warning("capture_spooled", count=len(interactions), path=str(self.spool_path))
 
-    def _read_spool(self) -> Sequence[Interaction]:
+    async def _replay_spool(self) -> None:
+        """Store what an earlier run spooled; the file goes only once its records are stored."""
         if self.spool_path is None or not self.spool_path.exists():
-            return []
-        records = []
+            return
+        records, unreadable = [], 0
         for line in self.spool_path.read_bytes().splitlines():
-            if line.strip():
+            try:
                 fields = orjson.loads(line)
                 for name in ("memories_used", "chunks_used", "tool_decisions"):
                     fields[name] = tuple(fields[name])
                 records.append(Interaction(**fields))
+            except (orjson.JSONDecodeError, TypeError, KeyError):  # a line cut by a crash mid-write
+                unreadable += int(bool(line.strip()))
+        try:
+            for start in range(0, len(records), self.batch_size):
+                await self.store.insert_interactions(records[start : start + self.batch_size])
+        except Exception as error:  # boundary: keep the spool for the next start
+            log.warning("capture_spool_replay_failed", error=str(error), count=len(records))
+            return
         self.spool_path.unlink()
-        log.info("capture_spool_replayed", count=len(records))
-        return records
+        log.info("capture_spool_replayed", count=len(records), unreadable_lines=unreadable)

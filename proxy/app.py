@@ -16,7 +16,7 @@ from proxy.appkeys import CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.assembly import completion_text
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
-from proxy.logs import add_request_id_header, request_log_middleware
+from proxy.logs import stamp_response_headers, request_log_middleware
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.upstream import Upstream
@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     # Started in this order, stopped in reverse: the writer drains before the store closes.
     app.cleanup_ctx.extend([_store, _upstream, _capture_writer])
-    app.on_response_prepare.append(add_request_id_header)
+    app.on_response_prepare.append(stamp_response_headers)
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/v1/models", list_models)

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 
 from capture.records import InteractionQuery, InvalidRecord, interaction_from_payload
 from capture.store import StoreUnavailable
-from proxy.appkeys import STORE
+from proxy.appkeys import SETTINGS, STORE
 from proxy.bodies import read_json
-from proxy.errors import BadRequest, NotFound, ServiceUnavailable
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from proxy.identity import bearer_token
 from proxy.wire import json_response
+
+
+def require_admin(request: web.Request) -> None:
+    """With an admin key configured, the audit trail (every prompt and response) needs it."""
+    admin_key = request.app[SETTINGS].admin_key
+    if admin_key is None:
+        return
+    given = bearer_token(request) or ""
+    if not hmac.compare_digest(given.encode(), admin_key.encode()):
+        raise Unauthorized("the capture API needs the admin key as 'Authorization: Bearer <key>'",
+                           code="admin_key_required")
 
 
 async def record_interaction(request: web.Request) -> web.Response:
     """Recorded synchronously (not through the writer): the caller is told it is stored."""
+    require_admin(request)
     payload = await read_json(request)
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_body")
@@ -29,6 +44,7 @@ async def record_interaction(request: web.Request) -> web.Response:
 
 
 async def list_interactions(request: web.Request) -> web.Response:
+    require_admin(request)
     q = request.query
     try:
         query = InteractionQuery.build(
@@ -48,6 +64,7 @@ async def list_interactions(request: web.Request) -> web.Response:
 
 
 async def get_interaction(request: web.Request) -> web.Response:
+    require_admin(request)
     interaction_id = request.match_info["interaction_id"]
     try:
         interaction = await request.app[STORE].get_interaction(interaction_id)

@@ -67,9 +67,11 @@ class Exchange:
         headers = {"X-Ctxgate-Interaction-Id": self.id}
         if self.identity is not None:
             headers["X-Ctxgate-Session"] = self.identity.session_id
-        if self.stage_ms:
-            headers["Server-Timing"] = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stage_ms.items())
         return headers
+
+    def server_timing(self) -> str:
+        """The stages done so far, as a `Server-Timing` header value."""
+        return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stage_ms.items())
 
     def to_interaction(self) -> Interaction:
         assert self.chat is not None and self.identity is not None and self.call is not None
@@ -92,7 +94,9 @@ class Exchange:
         )
 
     def log_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"interaction_id": self.id}
+        fields: dict[str, Any] = {}
+        if self.call is not None:  # forwarded, so recorded: otherwise there is no such record
+            fields["interaction_id"] = self.id
         if self.chat is not None:
             fields.update(model=self.chat.model, stream=self.chat.stream)
         if self.identity is not None:

@@ -80,13 +80,19 @@ class _Redactor:
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         if not self.secrets:
             return event
-        for key, value in event.items():
-            if isinstance(value, str):
-                for secret in self.secrets:
-                    if secret in value:
-                        value = value.replace(secret, "[redacted]")
-                event[key] = value
-        return event
+        return {key: self._scrub(value) for key, value in event.items()}
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, "[redacted]")
+            return value
+        if isinstance(value, dict):
+            return {key: self._scrub(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._scrub(item) for item in value]
+        return value
 
 
 @web.middleware
@@ -122,8 +128,12 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         structlog.contextvars.unbind_contextvars("request_id")
 
 
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: runs just before headers go out, streamed responses included."""
+async def stamp_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: runs just before headers go out, streamed responses included, so
+    `Server-Timing` holds every stage done by then (for a stream: up to its first chunk)."""
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["X-Request-Id"] = request_id
+    exchange = request.get(EXCHANGE)
+    if exchange is not None and exchange.stage_ms:
+        response.headers["Server-Timing"] = exchange.server_timing()

@@ -25,6 +25,8 @@ def serve(settings: Settings) -> None:
             store=_store_label(settings.store_url),
             models=[route.model_name for route in settings.models],
         )
+        if settings.admin_key is None:
+            log.warning("capture_api_open", hint="set CTXGATE_ADMIN_KEY to require a key for /interactions")
 
     async def announce_stop(_: web.Application) -> None:
         log.info("gateway_stopping", in_flight_grace_s=settings.shutdown_timeout_s)

@@ -188,7 +188,9 @@ def _check_shape(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path, 
             raise ConfigError(f"{place}: unknown key {key!r} (known: {', '.join(schema)})")
         expected = schema[key]
         if value is None:
-            continue
+            if isinstance(expected, dict) or expected in (list, dict):
+                continue  # an empty section or list: the defaults
+            raise ConfigError(f"{place}: must be {_type_name(expected)}, got nothing")
         if isinstance(expected, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{place}: must be a mapping")

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
+import pytest
 
 from capture.records import InteractionQuery
 from capture.sqlite import SQLiteStore
@@ -19,6 +21,7 @@ from proxy.fake_upstream import FakeUpstream, Reply
 
 PROVIDER_SECRET = "sk-proc-provider-9d1e7a"
 CLIENT_SECRET = "sk-proc-client-51c3aa"
+ADMIN_SECRET = "sk-proc-admin-0be4d2"
 PROMPT_MARKER = "confidential-prompt-text-XYZZY"
 REQUIRED_FIELDS = {
     "timestamp", "level", "event", "request_id", "path", "status", "model", "stream", "client", "project",
@@ -57,7 +60,9 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
     )
     port = free_port()
     env = {**os.environ, "TEST_PROVIDER_KEY": PROVIDER_SECRET, "CTXGATE_DB": str(db),
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+           "CTXGATE_ADMIN_KEY": ADMIN_SECRET, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           # litellm's default OpenAI base, for the undeclared model: the fake upstream
+           "OPENAI_BASE_URL": upstream.base_url}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -69,9 +74,15 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=CLIENT_SECRET, max_retries=0)
         messages: Any = [{"role": "user", "content": PROMPT_MARKER}]
 
-        completed = 8
-        for n in range(completed):
+        for n in range(8):
             await client.chat.completions.create(model="gpt-test", messages=messages, stream=n % 2 == 1)
+        upstream.push(Reply(status=401, error="provider refused the key"))
+        with pytest.raises(openai.AuthenticationError):
+            await client.chat.completions.create(model="gpt-test", messages=messages)
+        # Not declared: forwarded with the client's own key, which must not surface anywhere.
+        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        assert upstream.received[-1].headers["Authorization"] == f"Bearer {CLIENT_SECRET}"
+        completed = 10
 
         release = asyncio.Event()
         upstream.push(Reply(text="held stream one", hold=release),
@@ -83,6 +94,12 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
 
         held = [asyncio.create_task(held_stream()) for _ in range(2)]
         await asyncio.wait_for(upstream.wait_for_calls(completed + 2), 30)  # both held calls arrived
+
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_SECRET}"}) as session:
+            listing = await session.get(f"http://127.0.0.1:{port}/interactions?limit=500")
+            api_text = await listing.text()
+            first_id = (await listing.json())["data"][0]["id"]
+            api_text += await (await session.get(f"http://127.0.0.1:{port}/interactions/{first_id}")).text()
 
         process.send_signal(signal.SIGTERM)
         await read_until(process.stdout, "gateway_stopping", lines)
@@ -101,16 +118,19 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
     stored = await store.list_interactions(InteractionQuery(limit=500))
     await store.close()
     assert len(stored) == completed + 2
-    assert {s.status for s in stored} == {"ok"}
+    assert sorted(s.status for s in stored) == ["ok"] * (completed + 1) + ["upstream_error"]
 
     records = [json.loads(line) for line in lines]  # every stdout line is one JSON object
-    requests = [r for r in records if r["event"] == "request_completed"]
+    requests = [r for r in records if r["event"] == "request_completed" and r["path"] == "/v1/chat/completions"]
     assert len(requests) == completed + 2
     for record in requests:
         assert REQUIRED_FIELDS <= set(record), REQUIRED_FIELDS - set(record)
-        assert record["status"] == 200 and record["path"] == "/v1/chat/completions"
+        assert record["status"] in (200, 401)
         assert {"context", "upstream", "capture"} <= set(record["stage_ms"])
     assert {r["interaction_id"] for r in requests} == {s.id for s in stored}
     everything = "".join(lines) + errors.decode()
-    for secret in (PROVIDER_SECRET, CLIENT_SECRET, PROMPT_MARKER):
+    for secret in (PROVIDER_SECRET, CLIENT_SECRET, ADMIN_SECRET, PROMPT_MARKER):
         assert secret not in everything
+    for secret in (PROVIDER_SECRET, CLIENT_SECRET, ADMIN_SECRET):
+        assert secret not in api_text
+    assert PROMPT_MARKER in api_text  # the audit trail does hold the prompt: the check is real

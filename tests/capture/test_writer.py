@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
+
 from capture.records import Interaction, InteractionQuery, new_interaction_id
 from capture.sqlite import SQLiteStore
 from capture.store import StoreUnavailable
@@ -95,3 +97,49 @@ async def test_store_down_at_shutdown_spools_and_next_start_replays(tmp_path: Pa
     await healthy.close()
     assert not spool.exists()
     assert await stored_prompts(tmp_path / "db") == ["a", "b", "c"]
+
+
+async def test_a_cut_spool_line_is_skipped_not_fatal(tmp_path: Path) -> None:
+    spool = tmp_path / "db.spool.jsonl"
+    good = interaction("survivor")
+    spool.write_bytes(orjson.dumps(good.as_dict()) + b"\n" + b'{"id": "half-writ')
+    store = SQLiteStore(str(tmp_path / "db"))
+    await store.open()
+    writer = CaptureWriter(store, spool_path=spool)
+    await writer.start()
+    await writer.stop()
+    await store.close()
+    assert not spool.exists()
+    assert await stored_prompts(tmp_path / "db") == ["survivor"]
+
+
+async def test_spool_is_kept_when_the_store_refuses_the_replay(tmp_path: Path) -> None:
+    spool = tmp_path / "db.spool.jsonl"
+    spool.write_bytes(orjson.dumps(interaction("waiting").as_dict()) + b"\n")
+    store = FlakyStore(str(tmp_path / "db"))
+    await store.open()
+    writer = CaptureWriter(store, spool_path=spool)
+    await writer.start()  # starts all the same: the gateway must come up with its store down
+    await writer.stop()
+    await store.close()
+    assert b"waiting" in spool.read_bytes()
+
+
+async def test_records_beyond_the_memory_bound_or_after_stop_go_to_the_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "db.spool.jsonl"
+    store = FlakyStore(str(tmp_path / "db"))
+    await store.open()
+    writer = CaptureWriter(store, spool_path=spool, max_pending=2, retry_initial_s=10)
+    await writer.start()
+    writer.submit(interaction("taken by the writer"))
+    await store.refused_once.wait()  # the writer holds that one, retrying
+    for prompt in ("queued 1", "queued 2", "overflow"):
+        writer.submit(interaction(prompt))
+    assert writer.spooled_total == 1 and b"overflow" in spool.read_bytes()
+    await writer.stop(drain_timeout_s=5)
+    writer.submit(interaction("after stop"))
+    await store.close()
+    lines = spool.read_bytes().splitlines()
+    assert sorted(orjson.loads(line)["prompt"] for line in lines) == [
+        "after stop", "overflow", "queued 1", "queued 2", "taken by the writer",
+    ]

@@ -153,3 +153,21 @@ async def test_list_is_capped_at_500(gateway: Gateway) -> None:
     assert len(body["data"]) == 500
     _, body = await call(gateway, "GET", "/interactions")
     assert len(body["data"]) == 50
+
+
+async def test_admin_key_guards_the_capture_api(aiohttp_server: Any, upstream: Any, tmp_path: Any) -> None:
+    from proxy.app import create_app
+    from tests.conftest import gateway_settings
+
+    app = create_app(gateway_settings(upstream, tmp_path, admin_key="admin-secret-k3y"))
+    server = await aiohttp_server(app)
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            for method, path in (("GET", "/interactions"), ("GET", "/interactions/x"), ("POST", "/interactions")):
+                response = await session.request(method, base + path, headers=headers, json={"prompt": "p"})
+                body = await response.json()
+                assert response.status == 401 and body["error"]["code"] == "admin_key_required", (method, path)
+        ok = await session.post(base + "/interactions", json={"prompt": "p"},
+                                headers={"Authorization": "Bearer admin-secret-k3y"})
+        assert ok.status == 201

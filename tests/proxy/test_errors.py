@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import structlog
 
 from capture.records import InteractionQuery
 from proxy.app import create_app
@@ -175,3 +176,11 @@ async def test_stream_cut_by_upstream_raises_in_sdk_and_keeps_partial_response(g
     [stored] = await gateway.recorded()
     assert stored.status == "upstream_error"
     assert stored.response["content"] == "abcdef"
+
+
+async def test_a_refused_request_logs_no_interaction_id(gateway: Gateway) -> None:
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await post(gateway, b'{"model": "gpt-test"}')
+    assert status == 400
+    [line] = [entry for entry in logs if entry["event"] == "request_completed"]
+    assert line["status"] == 400 and "interaction_id" not in line

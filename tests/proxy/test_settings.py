@@ -73,6 +73,8 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path: Pat
         ("model_list: [{model_name: x, litellm_params: {model: openai/x}, extra: 1}]\n", "model_list[0]"),
         ("model_list: [{model_name: x, litellm_params: {model: openai/x, api_key: os.environ/NOPE_UNSET}}]\n",
          "NOPE_UNSET"),
+        ("logging: {level: }\n", "logging.level"),
+        ("store: {url: }\n", "store.url"),
         ("[1, 2]\n", "top level"),
         ("server: {port: [\n", "not valid YAML"),
     ],
@@ -83,6 +85,11 @@ def test_errors_name_the_file_and_the_field(tmp_path: Path, text: str, expected:
         load_settings(str(path), environ={})
     assert str(path) in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
+    settings = load_settings(str(write(tmp_path, "server:\nmodel_list:\npolicy:\n")), environ={})
+    assert (settings.port, settings.models) == (8080, ())
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
