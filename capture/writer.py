@@ -1,8 +1,9 @@
 """The capture writer: the request path enqueues finished interactions, one task stores them.
 
 Nothing here can block or fail a response. While the store is unavailable the writer keeps
-the batch and retries with backoff; if it is still unavailable when the gateway stops, what
-is left goes to a spool file (JSON lines) that the next start replays first.
+the batch and retries with backoff, holding at most `max_pending` records in memory; past
+that, and whatever is left when the gateway stops, goes to a spool file (JSON lines) that the
+next start stores first.
 """
 
 from __future__ import annotations

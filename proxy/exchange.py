@@ -23,7 +23,6 @@ class Stage(StrEnum):
 
     CONTEXT = "context"
     UPSTREAM = "upstream"
-    POLICY = "policy"
     CAPTURE = "capture"
 
 
