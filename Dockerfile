@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY capture ./capture
+COPY policy ./policy
 RUN pip install . \
     && mkdir -p /data \
     && chown 10001:10001 /data

@@ -21,6 +21,11 @@ def test_capture_imports_neither_proxy_nor_aiohttp_nor_litellm() -> None:
     assert not {m for m in loaded if m.split(".")[0] in {"proxy", "aiohttp", "litellm", "policy"}}
 
 
+def test_policy_imports_neither_proxy_nor_capture_nor_aiohttp() -> None:
+    loaded = modules_after("import policy.rules, policy.evaluate")
+    assert not {m for m in loaded if m.split(".")[0] in {"proxy", "capture", "aiohttp", "litellm"}}
+
+
 def test_store_reading_cli_commands_do_not_import_litellm(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     loaded = modules_after(f"from proxy.cli import main\nmain(['interactions', 'list', '--db', {str(db)!r}])")
@@ -41,7 +46,7 @@ def test_only_the_upstream_module_imports_litellm() -> None:
     root = Path(__file__).resolve().parent.parent
     importers = sorted(
         str(path.relative_to(root))
-        for package in ("proxy", "capture")
+        for package in ("proxy", "capture", "policy")
         for path in (root / package).rglob("*.py")
         if "litellm" in imported_roots(path)
     )
