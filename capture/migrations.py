@@ -41,7 +41,6 @@ def m001_interactions(execute: Execute) -> None:
         execute(f"CREATE INDEX ix_interactions_{column} ON interactions ({column})")
 
 
-MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions,)
 
 MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -49,3 +48,42 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TEXT NOT NULL
 )
 """
+
+
+def m002_approvals(execute: Execute) -> None:
+    execute(
+        """
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            project TEXT NOT NULL,
+            session_id TEXT,
+            interaction_id TEXT,
+            tool TEXT NOT NULL,
+            call_id TEXT,
+            arguments TEXT,
+            rule TEXT,
+            reason TEXT,
+            status TEXT NOT NULL,
+            decided_by TEXT,
+            decided_at TEXT,
+            always INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    execute("CREATE INDEX ix_approvals_status ON approvals (status)")
+    execute(
+        """
+        CREATE TABLE tool_allowances (
+            project TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            decided_by TEXT,
+            PRIMARY KEY (project, tool)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals)

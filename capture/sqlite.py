@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from capture.approvals import Approval, ApprovalStatus
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from capture.records import Interaction, InteractionQuery, now_timestamp
 from capture.store import StoreUnavailable
@@ -143,6 +144,81 @@ class SQLiteStore:
             return None if row is None else _from_row(_COLUMNS, row)
 
         return await self._run(select)
+
+
+    async def insert_approval(self, approval: Approval) -> None:
+        values = approval.as_dict()
+        columns = ", ".join(values)
+        sql = f"INSERT INTO approvals ({columns}) VALUES ({', '.join('?' for _ in values)})"
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(sql, tuple(values.values()))
+
+        await self._run(insert)
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        def select(db: sqlite3.Connection) -> Approval | None:
+            return _get_approval(db, approval_id)
+
+        return await self._run(select)
+
+    async def list_approvals(self, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
+        where, args = ("WHERE status = ?", [str(status)]) if status else ("", [])
+        sql = f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals {where} ORDER BY created_at, id LIMIT ?"
+
+        def select(db: sqlite3.Connection) -> list[Approval]:
+            return [_approval_from_row(row) for row in db.execute(sql, (*args, limit))]
+
+        return await self._run(select)
+
+    async def decide_approval(
+        self, approval_id: str, status: ApprovalStatus, decided_by: str, *, always: bool = False
+    ) -> Approval | None:
+        remember = always and status is ApprovalStatus.APPROVED
+
+        def decide(db: sqlite3.Connection) -> Approval | None:
+            now = now_timestamp()
+            with _transaction(db):
+                changed = db.execute(
+                    "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, always = ? "
+                    "WHERE id = ? AND status = 'pending'",
+                    (str(status), decided_by, now, int(remember), approval_id),
+                ).rowcount
+                approval = _get_approval(db, approval_id)
+                if changed and remember and approval is not None:
+                    db.execute(
+                        "INSERT INTO tool_allowances (project, tool, created_at, decided_by) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (project, tool) DO NOTHING",
+                        (approval.project, approval.tool, now, decided_by),
+                    )
+            return approval
+
+        return await self._run(decide)
+
+    async def allowed_always(self, project: str) -> frozenset[str]:
+        def select(db: sqlite3.Connection) -> frozenset[str]:
+            rows = db.execute("SELECT tool FROM tool_allowances WHERE project = ?", (project,))
+            return frozenset(tool for (tool,) in rows)
+
+        return await self._run(select)
+
+
+_APPROVAL_COLUMNS = Approval.__slots__
+
+
+def _approval_from_row(row: Sequence[Any]) -> Approval:
+    fields = dict(zip(_APPROVAL_COLUMNS, row))
+    fields["status"] = ApprovalStatus(fields["status"])
+    fields["always"] = bool(fields["always"])
+    return Approval(**fields)
+
+
+def _get_approval(db: sqlite3.Connection, approval_id: str) -> Approval | None:
+    row = db.execute(
+        f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals WHERE id = ?", (approval_id,)
+    ).fetchone()
+    return None if row is None else _approval_from_row(row)
 
 
 class _transaction:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from capture.approvals import Approval, ApprovalStatus
 from capture.records import Interaction, InteractionQuery
 
 
@@ -30,6 +31,23 @@ class Store(Protocol):
         """Newest first; the records carry no prompt, params, response or pack text."""
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None: ...
+
+    async def insert_approval(self, approval: Approval) -> None: ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(self, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
+        """Oldest first: the order in which they are waiting."""
+
+    async def decide_approval(
+        self, approval_id: str, status: ApprovalStatus, decided_by: str, *, always: bool = False
+    ) -> Approval | None:
+        """Decide a pending approval (an `always` approval also remembers the tool for the
+        project, in the same transaction). Returns the approval as it now stands, decided by
+        this call or earlier; None when there is no such approval."""
+
+    async def allowed_always(self, project: str) -> frozenset[str]:
+        """Tools a person allowed always for `project`."""
 
 
 def open_store(url: str) -> Store:

@@ -12,7 +12,8 @@ from capture.records import Interaction
 from capture.store import open_store
 from capture.writer import CaptureWriter
 from proxy import capture_api
-from proxy.appkeys import CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
@@ -33,7 +34,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Started in this order, stopped in reverse: the writer drains before the store closes.
-    app.cleanup_ctx.extend([_store, _upstream, _capture_writer])
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals])
+    app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
@@ -75,6 +77,16 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     log.info("upstream_warmed_up", ms=round(await upstream.warm_up(), 1))
     app[UPSTREAM] = upstream
     yield
+
+
+async def _approvals(app: web.Application) -> AsyncIterator[None]:
+    app[APPROVALS] = ApprovalBook(app[STORE])
+    yield
+
+
+async def _release_waiters(app: web.Application) -> None:
+    """On shutdown, before in-flight requests are awaited: calls waiting for a person deny."""
+    app[APPROVALS].close()
 
 
 def _spool_path(store_url: str) -> Path | None:

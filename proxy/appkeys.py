@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from capture.store import Store
     from capture.writer import CaptureWriter
+    from proxy.approvals import ApprovalBook
     from proxy.exchange import Exchange
     from proxy.metrics import Metrics
     from proxy.settings import Settings
@@ -19,6 +20,7 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 CAPTURE_WRITER: web.AppKey[CaptureWriter] = web.AppKey("capture_writer")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+APPROVALS: web.AppKey[ApprovalBook] = web.AppKey("approvals")
 
 # Request-scoped: the exchange a chat request builds, read by the canonical log line.
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")

@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from proxy.appkeys import CAPTURE_WRITER, EXCHANGE, SETTINGS, UPSTREAM
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, SETTINGS, STORE, UPSTREAM
 from proxy.assembly import StreamAssembler
 from proxy.bodies import read_json
 from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
@@ -14,23 +14,29 @@ from proxy.errors import Unauthorized, UpstreamError
 from proxy.exchange import Exchange, Outcome, Stage
 from proxy.identity import Identity, identify
 from proxy.settings import Settings
+from proxy.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
 from proxy.upstream import Upstream
-from proxy.wire import SSE_DONE, error_envelope, json_response, sse_frame
+from proxy.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """parse -> identify -> pack context -> forward -> respond -> record."""
+    """parse -> identify -> pack context -> forward -> enforce policy -> respond -> record."""
     app = request.app
     exchange = request[EXCHANGE] = Exchange()
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
     identity = exchange.identity = identify(request, chat, app[SETTINGS])
     call = exchange.call = prepare_call(chat, identity, app[SETTINGS])
+    guard = ToolGuard(
+        policies=app[SETTINGS].policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
+        session_id=identity.session_id, interaction_id=exchange.id, declared=declared_tool_names(call.params),
+    )
+    exchange.tool_decisions = guard.decisions
     exchange.time_stage(Stage.CONTEXT, started)
     try:
         if chat.stream:
-            return await relay_stream(request, call, exchange, app[UPSTREAM])
-        return await relay_completion(call, exchange, app[UPSTREAM])
+            return await relay_stream(request, call, exchange, app[UPSTREAM], guard)
+        return await relay_completion(request, call, exchange, app[UPSTREAM], guard)
     finally:
         if exchange.outcome is None:  # cancelled: the client went away or the server stopped
             exchange.finish(Outcome.CLIENT_DISCONNECTED, error="request cancelled before completion")
@@ -40,7 +46,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> UpstreamCall:
-    """The call as it will be sent upstream: the client's messages and parameters, as given."""
+    """The call as it will be sent upstream: the client's messages and parameters, less the
+    tools the project's policy blocks."""
     if identity.bearer_token is None and settings.route_for(chat.model) is None:
         # Without this, litellm would fall back to provider credentials in the gateway's own
         # environment, and any caller could spend them on any model.
@@ -49,16 +56,21 @@ def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> U
             "your own provider key: send it as 'Authorization: Bearer <key>'",
             code="missing_provider_key",
         )
+    params = chat.params
+    if settings.policy.enforcing:
+        params = screen_request(params, settings.policy.for_project(identity.project))
     return UpstreamCall(
         model=chat.model,
         messages=chat.messages,
         stream=chat.stream,
-        params=chat.params,
+        params=params,
         client_api_key=identity.bearer_token,
     )
 
 
-async def relay_completion(call: UpstreamCall, exchange: Exchange, upstream: Upstream) -> web.Response:
+async def relay_completion(
+    request: web.Request, call: UpstreamCall, exchange: Exchange, upstream: Upstream, guard: ToolGuard
+) -> web.Response:
     started = time.perf_counter_ns()
     try:
         completion = await upstream.complete(call)
@@ -66,7 +78,9 @@ async def relay_completion(call: UpstreamCall, exchange: Exchange, upstream: Ups
         exchange.time_stage(Stage.UPSTREAM, started)
         exchange.finish(Outcome.UPSTREAM_ERROR, error=error.message)
         return _with_headers(error.response(), exchange)
-    exchange.time_stage(Stage.UPSTREAM, started)
+    started = exchange.time_stage(Stage.UPSTREAM, started)
+    completion = await enforce_completion(completion, guard, is_client_gone=lambda: _is_gone(request))
+    exchange.time_stage(Stage.POLICY, started)
     messages = [choice.get("message") for choice in completion.get("choices", ())]
     exchange.response = messages[0] if len(messages) == 1 else messages
     exchange.set_usage(completion.get("usage"))
@@ -76,7 +90,7 @@ async def relay_completion(call: UpstreamCall, exchange: Exchange, upstream: Ups
 
 
 async def relay_stream(
-    request: web.Request, call: UpstreamCall, exchange: Exchange, upstream: Upstream
+    request: web.Request, call: UpstreamCall, exchange: Exchange, upstream: Upstream, guard: ToolGuard
 ) -> web.StreamResponse:
     """Starts the client's stream only once the first upstream chunk is in hand, so a call
     that fails at once still gets a proper error status."""
@@ -95,11 +109,17 @@ async def relay_stream(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **exchange.headers()}
     )
     assembler = StreamAssembler()
+    # The SDK skips SSE comments: they keep the connection alive while a person decides.
+    gate = StreamToolGate(guard, keepalive=lambda: response.write(SSE_KEEPALIVE),
+                          is_client_gone=lambda: _is_gone(request))
     try:
         await response.prepare(request)
         while chunk is not None:
-            await response.write(sse_frame(chunk))
-            assembler.add(chunk)  # after the write: a chunk that could not be sent is not recorded
+            gated = time.perf_counter_ns()
+            for allowed in await gate.feed(chunk):
+                await response.write(sse_frame(allowed))
+                assembler.add(allowed)  # after the write: what could not be sent is not recorded
+            exchange.time_stage(Stage.POLICY, gated)
             chunk = await anext(chunks, None)
         await response.write(SSE_DONE)
         exchange.finish(Outcome.OK)
@@ -117,6 +137,10 @@ async def relay_stream(
         exchange.response = assembler.message()
         exchange.set_usage(assembler.usage)
     return response
+
+
+def _is_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 def _with_headers(response: web.Response, exchange: Exchange) -> web.Response:

@@ -23,6 +23,7 @@ class Stage(StrEnum):
 
     CONTEXT = "context"
     UPSTREAM = "upstream"
+    POLICY = "policy"
     CAPTURE = "capture"
 
 
@@ -41,6 +42,7 @@ class Exchange:
     completion_tokens: int | None = None
     ttft_ms: float | None = None
     latency_ms: float | None = None
+    tool_decisions: list[dict[str, Any]] = field(default_factory=list)
     stage_ms: dict[Stage, float] = field(default_factory=dict)
 
     def elapsed_ms(self) -> float:
@@ -84,6 +86,7 @@ class Exchange:
             prompt=self.call.messages,
             params=self.call.params or None,
             response=self.response,
+            tool_decisions=tuple(self.tool_decisions),
             status=str(self.outcome or Outcome.CLIENT_DISCONNECTED),
             error=self.error,
             prompt_tokens=self.prompt_tokens,
@@ -108,6 +111,7 @@ class Exchange:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             ttft_ms=self.ttft_ms,
+            tool_calls_denied=sum(1 for d in self.tool_decisions if d["action"] == "deny"),
             stage_ms={str(stage): round(ms, 3) for stage, ms in self.stage_ms.items()},
         )
         return fields

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from policy.rules import PolicyConfigError, PolicySet, parse_policy
+
 DEFAULT_DB = "./ctxgate.db"
 
 
@@ -43,7 +45,7 @@ class Settings:
     upstream_timeout_s: float = 600.0
     context_enabled: bool = True
     context_budget_tokens: int = 1500
-    policy: Mapping[str, Any] = field(default_factory=dict)
+    policy: PolicySet = field(default_factory=PolicySet)
     keys: tuple[Mapping[str, Any], ...] = ()
     log_level: str = "info"
     log_format: str = "json"
@@ -174,11 +176,21 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         upstream_timeout_s=float(upstream.get("timeout_s", defaults.upstream_timeout_s)),
         context_enabled=context.get("enabled", defaults.context_enabled),
         context_budget_tokens=budget,
-        policy=raw.get("policy") or {},
+        policy=_policy(raw, path),
         keys=tuple(raw.get("keys") or ()),
         log_level=level,
         log_format=log_format,
     )
+
+
+def _policy(raw: Mapping[str, Any], path: Path) -> PolicySet:
+    """No `policy` key at all: observe-only. Any `policy` key: enforced as written."""
+    if "policy" not in raw:
+        return PolicySet()
+    try:
+        return parse_policy(raw["policy"] or {})
+    except PolicyConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def _check_shape(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path, prefix: str = "") -> None:

@@ -126,7 +126,7 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
     for record in requests:
         assert REQUIRED_FIELDS <= set(record), REQUIRED_FIELDS - set(record)
         assert record["status"] in (200, 401)
-        assert {"context", "upstream", "capture"} <= set(record["stage_ms"])
+        assert {"context", "upstream", "policy", "capture"} <= set(record["stage_ms"]) or record["status"] == 401
     assert {r["interaction_id"] for r in requests} == {s.id for s in stored}
     everything = "".join(lines) + errors.decode()
     for secret in (PROVIDER_SECRET, CLIENT_SECRET, ADMIN_SECRET, PROMPT_MARKER):

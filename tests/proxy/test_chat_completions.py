@@ -181,7 +181,7 @@ async def test_every_response_names_its_interaction_and_session(gateway: Gateway
     interaction_id = raw.headers["X-Ctxgate-Interaction-Id"]
     assert raw.headers["X-Ctxgate-Session"] == "sess-42"
     assert [part.split(";")[0] for part in raw.headers["Server-Timing"].split(", ")] == [
-        "context", "upstream", "capture",
+        "context", "upstream", "policy", "capture",
     ]
     [stored] = await gateway.recorded()
     assert stored.id == interaction_id and stored.session_id == "sess-42"

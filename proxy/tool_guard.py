@@ -1,0 +1,259 @@
+"""Enforcing the tool policy on an exchange: the request's `tools`, and the calls in the reply.
+
+A call reaches the client only if the policy allows it or a person approved it. Streamed
+replies pass text through as it comes; each tool call is held until complete, decided, and
+then sent whole, renumbered, or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from capture.store import Store
+from policy.evaluate import Decision, evaluate, undeclared
+from policy.rules import Action, ProjectPolicy, PolicySet
+from proxy.approvals import ApprovalBook
+from proxy.errors import BadRequest
+
+log = structlog.get_logger("ctxgate.policy")
+
+Keepalive = Callable[[], Awaitable[None]]
+
+
+def declared_tool_names(params: dict[str, Any]) -> frozenset[str]:
+    return frozenset(
+        tool["function"]["name"]
+        for tool in params.get("tools") or ()
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+        and isinstance(tool["function"].get("name"), str)
+    )
+
+
+def screen_request(params: dict[str, Any], policy: ProjectPolicy) -> dict[str, Any]:
+    """The parameters with blocked tools taken out of `tools`, so the model is not offered
+    them; a `tool_choice` that forces a blocked tool is refused."""
+    tools = params.get("tools")
+    if not isinstance(tools, list):
+        return params
+    forced = params.get("tool_choice")
+    if isinstance(forced, dict):
+        name = (forced.get("function") or {}).get("name")
+        if isinstance(name, str) and policy.blocked_tools.first_match(name) is not None:
+            raise BadRequest(f"tool_choice forces {name!r}, which this project's policy blocks",
+                             param="tool_choice", code="tool_blocked")
+    kept = [t for t in tools if not _is_blocked(t, policy)]
+    if len(kept) == len(tools):
+        return params
+    screened = {**params, "tools": kept}
+    if not kept:  # an empty tools list is an error at most providers
+        del screened["tools"]
+        screened.pop("tool_choice", None)
+        screened.pop("parallel_tool_calls", None)
+    return screened
+
+
+def _is_blocked(tool: Any, policy: ProjectPolicy) -> bool:
+    name = tool.get("function", {}).get("name") if isinstance(tool, dict) else None
+    return isinstance(name, str) and policy.blocked_tools.first_match(name) is not None
+
+
+@dataclass(slots=True)
+class ToolGuard:
+    """Decides the tool calls of one exchange and keeps the audit entries."""
+
+    policies: PolicySet
+    book: ApprovalBook
+    store: Store
+    project: str
+    session_id: str | None
+    interaction_id: str
+    declared: frozenset[str]
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    _always_allowed: frozenset[str] | None = None
+
+    @property
+    def policy(self) -> ProjectPolicy:
+        return self.policies.for_project(self.project)
+
+    async def decide(
+        self, call_id: str | None, name: str, arguments: str, *,
+        keepalive: Keepalive | None = None, is_client_gone: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """True when the call may reach the client. Records the decision either way."""
+        started = time.monotonic()
+        if name in self.declared:
+            if self._always_allowed is None:  # read once per exchange, and only when calls come
+                self._always_allowed = await self.store.allowed_always(self.project)
+            decision = evaluate(self.policy, name, arguments, always_allowed=self._always_allowed)
+        else:
+            decision = undeclared(name)
+        entry: dict[str, Any] = {
+            "tool": name, "call_id": call_id, "arguments": arguments, "policy_action": str(decision.action),
+            "rule": decision.rule, "reason": decision.reason, "decided_by": "policy", "approval_id": None,
+        }
+        allowed = decision.action is Action.ALLOW
+        if not self.policies.enforcing:
+            allowed, entry["decided_by"] = True, "observe_only"
+        elif decision.action is Action.ASK:
+            allowed = await self._ask(decision, entry, call_id, name, arguments, keepalive, is_client_gone)
+        entry["action"] = "allow" if allowed else "deny"
+        entry["wait_ms"] = round((time.monotonic() - started) * 1000, 3)
+        self.decisions.append(entry)
+        log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule=entry["rule"],
+                 decided_by=entry["decided_by"], interaction_id=self.interaction_id)
+        return allowed
+
+    async def _ask(
+        self, decision: Decision, entry: dict[str, Any], call_id: str | None, name: str, arguments: str,
+        keepalive: Keepalive | None, is_client_gone: Callable[[], bool],
+    ) -> bool:
+        timeout_s = self.policy.approval_timeout_s
+        approval = await self.book.request(
+            project=self.project, session_id=self.session_id, interaction_id=self.interaction_id, tool=name,
+            call_id=call_id, arguments=arguments, rule=decision.rule, reason=decision.reason, timeout_s=timeout_s,
+        )
+        resolution = await self.book.wait(approval, timeout_s, keepalive=keepalive, is_client_gone=is_client_gone)
+        entry.update(approval_id=approval.id, decided_by=resolution.decided_by)
+        if not resolution.approved:
+            entry["reason"] = (
+                f"{decision.reason}; a person denied it" if resolution.decided_by == "human"
+                else f"{decision.reason}; no decision ({resolution.decided_by}), so denied"
+            )
+        return resolution.approved
+
+    def refusal_text(self, names: list[str]) -> str:
+        """What the client reads in place of the calls it will not get."""
+        lines = []
+        for entry in self.decisions:
+            if entry["action"] == "deny" and entry["tool"] in names:
+                lines.append(f"ctxgate refused the call to {entry['tool']!r}: {entry['reason']} ({entry['rule']}).")
+        return "\n".join(lines)
+
+
+async def enforce_completion(
+    completion: dict[str, Any], guard: ToolGuard, is_client_gone: Callable[[], bool] = lambda: False
+) -> dict[str, Any]:
+    """A non-streamed reply with every tool call decided: the allowed ones stay; when none
+    does, the message says which calls were refused and why, with `finish_reason: stop`."""
+    for choice in completion.get("choices", ()):
+        message = choice.get("message") or {}
+        calls = message.get("tool_calls")
+        if not calls:
+            continue
+        kept = []
+        for call in calls:
+            function = call.get("function") or {}
+            name, arguments = str(function.get("name")), str(function.get("arguments") or "")
+            if await guard.decide(call.get("id"), name, arguments, is_client_gone=is_client_gone):
+                kept.append(call)
+        if kept:
+            message["tool_calls"] = kept
+            choice["finish_reason"] = "tool_calls"
+            continue
+        del message["tool_calls"]
+        refusal = guard.refusal_text([str((c.get("function") or {}).get("name")) for c in calls])
+        message["content"] = f"{message['content']}\n\n{refusal}" if message.get("content") else refusal
+        choice["finish_reason"] = "stop"
+    return completion
+
+
+@dataclass(slots=True)
+class _HeldCall:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _ChoiceState:
+    held: dict[int, _HeldCall] = field(default_factory=dict)
+    sent_calls: int = 0
+    refused: list[str] = field(default_factory=list)
+    has_content: bool = False
+
+
+class StreamToolGate:
+    """Streamed chunks in, chunks for the client out. Tool-call deltas are held per index
+    until the call is complete (the next index starts, or the choice finishes), then decided
+    one by one; the client never sees a fragment of a refused call."""
+
+    def __init__(self, guard: ToolGuard, keepalive: Keepalive, is_client_gone: Callable[[], bool]) -> None:
+        self.guard = guard
+        self.keepalive = keepalive
+        self.is_client_gone = is_client_gone
+        self._choices: dict[int, _ChoiceState] = {}
+
+    async def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for choice in chunk.get("choices", ()):
+            state = self._choices.setdefault(choice.get("index", 0), _ChoiceState())
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                state.has_content = True
+            for call_delta in delta.pop("tool_calls", None) or ():
+                index = call_delta.get("index", 0)
+                if index not in state.held:
+                    out += await self._release(chunk, choice, state, below=index)
+                    state.held[index] = _HeldCall()
+                _merge(state.held[index], call_delta)
+            if choice.get("finish_reason"):
+                out += await self._release(chunk, choice, state, below=None)
+                if choice["finish_reason"] == "tool_calls" or state.refused:
+                    if state.sent_calls:
+                        choice["finish_reason"] = "tool_calls"
+                    else:
+                        refusal = self.guard.refusal_text(state.refused)
+                        out.append(_chunk_like(chunk, choice.get("index", 0),
+                                               {"content": f"\n\n{refusal}" if state.has_content else refusal}))
+                        choice["finish_reason"] = "stop"
+        if _says_something(chunk):
+            out.append(chunk)
+        return out
+
+    async def _release(
+        self, template: dict[str, Any], choice: dict[str, Any], state: _ChoiceState, below: int | None
+    ) -> list[dict[str, Any]]:
+        """Decide the held calls that are complete (all below `below`, or all) and send the allowed."""
+        out = []
+        for index in sorted(i for i in state.held if below is None or i < below):
+            call = state.held.pop(index)
+            arguments = "".join(call.arguments)
+            if await self.guard.decide(call.id, call.name, arguments, keepalive=self.keepalive,
+                                       is_client_gone=self.is_client_gone):
+                delta = {"tool_calls": [{"index": state.sent_calls, "id": call.id, "type": "function",
+                                         "function": {"name": call.name, "arguments": arguments}}]}
+                out.append(_chunk_like(template, choice.get("index", 0), delta))
+                state.sent_calls += 1
+            else:
+                state.refused.append(call.name)
+        return out
+
+
+def _merge(call: _HeldCall, delta: dict[str, Any]) -> None:
+    if delta.get("id"):
+        call.id = delta["id"]
+    function = delta.get("function") or {}
+    if function.get("name"):
+        call.name += function["name"]
+    if function.get("arguments"):
+        call.arguments.append(function["arguments"])
+
+
+def _chunk_like(template: dict[str, Any], choice_index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": template.get("id"), "object": "chat.completion.chunk", "created": template.get("created"),
+        "model": template.get("model"),
+        "choices": [{"index": choice_index, "delta": delta, "finish_reason": None}],
+    }
+
+
+def _says_something(chunk: dict[str, Any]) -> bool:
+    """False for a chunk left empty once its tool-call deltas were taken out."""
+    if chunk.get("usage") or not chunk.get("choices"):
+        return True
+    return any(choice.get("delta") or choice.get("finish_reason") for choice in chunk["choices"])
