@@ -11,7 +11,7 @@ from aiohttp import web
 from capture.records import Interaction
 from capture.store import open_store
 from capture.writer import CaptureWriter
-from proxy import capture_api
+from proxy import approvals_api, capture_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
@@ -43,6 +43,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
     app.router.add_get("/interactions/{interaction_id}", capture_api.get_interaction)
+    app.router.add_get("/approvals", approvals_api.list_approvals)
+    app.router.add_get("/approvals/{approval_id}", approvals_api.get_approval)
+    app.router.add_post(r"/approvals/{approval_id}/{verdict:approve|deny}", approvals_api.decide_approval)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

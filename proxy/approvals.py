@@ -35,10 +35,18 @@ class Resolution:
 
 
 class ApprovalBook:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, keepalive_every_s: float = 5.0) -> None:
         self.store = store
+        self.keepalive_every_s = keepalive_every_s
+        self.requested_total = 0
+        self._requested = asyncio.Condition()
         self._wakers: dict[str, asyncio.Event] = {}
         self._closing = False
+
+    async def wait_requested(self, count: int) -> None:
+        """Until at least `count` approvals have been requested since start."""
+        async with self._requested:
+            await self._requested.wait_for(lambda: self.requested_total >= count)
 
     async def request(
         self, *, project: str, session_id: str | None, interaction_id: str, tool: str, call_id: str | None,
@@ -53,6 +61,9 @@ class ApprovalBook:
         )
         await self.store.insert_approval(approval)
         self._wakers[approval.id] = asyncio.Event()
+        async with self._requested:
+            self.requested_total += 1
+            self._requested.notify_all()
         log.info("tool_approval_requested", approval_id=approval.id, tool=tool, project=project,
                  interaction_id=interaction_id, timeout_s=timeout_s)
         return approval
@@ -63,11 +74,11 @@ class ApprovalBook:
         timeout_s: float,
         *,
         keepalive: Callable[[], Awaitable[None]] | None = None,
-        keepalive_every_s: float = 5.0,
         is_client_gone: Callable[[], bool] = lambda: False,
     ) -> Resolution:
         """Until decided, timed out, the client gone or the gateway stopping. `keepalive` is
         awaited every `keepalive_every_s` (a streamed response sends an SSE comment)."""
+        keepalive_every_s = self.keepalive_every_s
         started = time.monotonic()
         waker = self._wakers.setdefault(approval.id, asyncio.Event())
         next_keepalive = started + keepalive_every_s

@@ -29,7 +29,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = exchange.call = prepare_call(chat, identity, app[SETTINGS])
     guard = ToolGuard(
         policies=app[SETTINGS].policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
-        session_id=identity.session_id, interaction_id=exchange.id, declared=declared_tool_names(call.params),
+        session_id=identity.session_id, interaction_id=exchange.id, declared=declared_tool_names(chat.params),
     )
     exchange.tool_decisions = guard.decisions
     exchange.time_stage(Stage.CONTEXT, started)

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
+from capture.approvals import Approval, ApprovalStatus
 from capture.records import Interaction, InteractionQuery, InvalidRecord
 from capture.store import Store, StoreUnavailable, open_store
-from proxy.settings import ConfigError, load_settings, store_url_from
+from proxy.settings import ConfigError, current_user, load_settings, store_url_from
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +62,89 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="compact JSON on one line")
     show.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
     show.set_defaults(run=_interactions_show)
+    approvals = commands.add_parser("approvals", help="tool calls waiting for a person")
+    which = approvals.add_subparsers(title="approvals commands")
+    listing = which.add_parser("list", help="pending approvals, oldest first")
+    listing.add_argument("--status", default="pending", choices=[s.value for s in ApprovalStatus] + ["all"])
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    listing.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    listing.set_defaults(run=_approvals_list)
+    for verdict in ("approve", "deny"):
+        decide = which.add_parser(verdict, help=f"{verdict} a pending tool call")
+        decide.add_argument("id")
+        if verdict == "approve":
+            decide.add_argument("--always", action="store_true", help="allow this tool for the project from now on")
+        decide.add_argument("--by", default=None, help="who decides (default: $USER)")
+        decide.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+        decide.set_defaults(run=_approvals_decide, verdict=verdict)
+
+    policy = commands.add_parser("policy", help="the tool-call policy")
+    which = policy.add_subparsers(title="policy commands")
+    check = which.add_parser("check", help="the decision for a tool call, and the rule that made it")
+    check.add_argument("tool")
+    check.add_argument("--project", help="default: the config's default_project")
+    check.add_argument("--args", default="{}", help="the call's arguments, as JSON")
+    check.add_argument("--config", help="YAML config file (default: $CTXGATE_CONFIG)")
+    check.add_argument("--db", help="also count remembered 'allow always' decisions in this store")
+    check.set_defaults(run=_policy_check)
     return parser
+
+
+def _approvals_list(args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else ApprovalStatus(args.status)
+    found: list[Approval] = asyncio.run(
+        _with_store(store_url_from(args.db), lambda store: store.list_approvals(status))
+    )
+    if args.json:
+        for approval in found:
+            sys.stdout.write(orjson.dumps(approval.as_dict()).decode() + "\n")
+        return 0
+    if not found:
+        print(f"no {args.status} approvals")
+        return 0
+    for approval in found:
+        print(f"{approval.id}  {approval.created_at}  expires {approval.expires_at}  {approval.status:<8}  "
+              f"project={approval.project}  tool={approval.tool}  args={approval.arguments}  ({approval.reason})")
+    return 0
+
+
+def _approvals_decide(args: argparse.Namespace) -> int:
+    approve = args.verdict == "approve"
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+    decided_by = args.by or current_user()
+    always = getattr(args, "always", False)
+    approval: Approval | None = asyncio.run(
+        _with_store(store_url_from(args.db),
+                    lambda store: store.decide_approval(args.id, status, decided_by, always=always))
+    )
+    if approval is None:
+        print(f"ctxgate: error: no approval with id {args.id!r}", file=sys.stderr)
+        return 1
+    if approval.status is not status or approval.decided_by != decided_by:
+        print(f"ctxgate: error: approval {args.id} was already {approval.status}", file=sys.stderr)
+        return 1
+    remembered = " (allowed always for this project)" if approval.always else ""
+    print(f"{approval.status} {approval.tool} for project {approval.project}{remembered}")
+    return 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from policy.evaluate import evaluate
+
+    settings = load_settings(args.config)
+    project = args.project or settings.default_project
+    try:
+        arguments = orjson.loads(args.args)
+    except orjson.JSONDecodeError:
+        raise InvalidRecord("args", f"--args must be JSON, got {args.args!r}") from None
+    remembered: frozenset[str] = frozenset()
+    if args.db:
+        remembered = asyncio.run(_with_store(args.db, lambda store: store.allowed_always(project)))
+    decision = evaluate(settings.policy.for_project(project), args.tool, arguments, always_allowed=remembered)
+    mode = "" if settings.policy.enforcing else "  (no policy configured: observe-only, nothing is blocked)"
+    print(f"{decision.action}  rule={decision.rule}  project={project}{mode}")
+    print(f"  {decision.reason}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -124,6 +124,12 @@ def store_url_from(db: str | None, environ: Mapping[str, str] | None = None) -> 
     return db or env.get("CTXGATE_DB") or DEFAULT_DB
 
 
+def current_user(environ: Mapping[str, str] | None = None) -> str:
+    """Who runs the CLI, for `decided_by`."""
+    env = os.environ if environ is None else environ
+    return env.get("USER") or env.get("LOGNAME") or "cli"
+
+
 def _port(value: str | int, where: str) -> int:
     try:
         number = int(value)

@@ -69,8 +69,12 @@ def gateway_settings(upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -
     return replace(settings, **overrides)
 
 
-@pytest.fixture
-async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
-    app = create_app(gateway_settings(upstream, tmp_path))
+async def make_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Gateway:
+    app = create_app(gateway_settings(upstream, tmp_path, **overrides))
     server = await aiohttp_server(app)
     return Gateway(server=server, app=app, upstream=upstream)
+
+
+@pytest.fixture
+async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
+    return await make_gateway(aiohttp_server, upstream, tmp_path)

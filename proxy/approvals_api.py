@@ -1,0 +1,68 @@
+"""The approvals API: see what waits for a person, and decide it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from capture.approvals import ApprovalStatus
+from capture.store import StoreUnavailable
+from proxy.appkeys import APPROVALS, STORE
+from proxy.bodies import read_json
+from proxy.capture_api import require_admin
+from proxy.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
+from proxy.identity import CLIENT_HEADER
+from proxy.wire import json_response
+
+
+class Conflict(GatewayError):
+    status = 409
+    kind = "invalid_request_error"
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    require_admin(request)
+    raw_status = request.query.get("status")
+    try:
+        status = ApprovalStatus(raw_status) if raw_status else None
+    except ValueError:
+        choices = ", ".join(s.value for s in ApprovalStatus)
+        raise BadRequest(f"status must be one of {choices}", param="status") from None
+    try:
+        approvals = await request.app[STORE].list_approvals(status)
+    except StoreUnavailable as error:
+        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    return json_response({"object": "list", "data": [a.as_dict() for a in approvals]})
+
+
+async def get_approval(request: web.Request) -> web.Response:
+    require_admin(request)
+    approval = await request.app[STORE].get_approval(request.match_info["approval_id"])
+    if approval is None:
+        raise NotFound(f"no approval with id {request.match_info['approval_id']!r}", code="approval_not_found")
+    return json_response(approval.as_dict())
+
+
+async def decide_approval(request: web.Request) -> web.Response:
+    """`POST /approvals/{id}/approve|deny`, body optional: `{"always": true}` remembers an
+    allow for that project and tool."""
+    require_admin(request)
+    approval_id, verdict = request.match_info["approval_id"], request.match_info["verdict"]
+    always = False
+    if request.can_read_body:
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("always", False), bool):
+            raise BadRequest("body must be an object like {\"always\": true}", param="always")
+        always = body.get("always", False)
+    decided_by = request.headers.get(CLIENT_HEADER) or "api"
+    try:
+        approval = await request.app[APPROVALS].decide(
+            approval_id, approve=verdict == "approve", decided_by=decided_by, always=always
+        )
+    except StoreUnavailable as error:
+        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    if approval is None:
+        raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
+    expected = ApprovalStatus.APPROVED if verdict == "approve" else ApprovalStatus.DENIED
+    if approval.status is not expected or approval.decided_by != decided_by:
+        raise Conflict(f"approval {approval_id!r} was already {approval.status}", code="approval_already_decided")
+    return json_response(approval.as_dict())
