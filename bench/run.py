@@ -26,6 +26,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.policy import big_policy
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 BODY = {"model": MODEL, "messages": [{"role": "system", "content": "You are an infra assistant."},
@@ -125,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     totals = {1: 100, 16: 300} if args.quick else {1: 400, 16: 1600}
     warmup = 20 if args.quick else 100
-    targets = args.only or ["direct", "passthrough", "bare_litellm", "ctxgate"]
+    targets = args.only or ["direct", "passthrough", "bare_litellm", "ctxgate", "ctxgate_policy"]
 
     python = sys.executable
     upstream_port = free_port()
@@ -141,12 +143,15 @@ def main() -> None:
             if target == "direct":
                 url = upstream_base + "/chat/completions"
             else:
-                if target == "ctxgate":
-                    config = workdir / "ctxgate.yaml"
-                    config.write_text(
+                if target.startswith("ctxgate"):
+                    config = workdir / f"{target}.yaml"
+                    text = (
                         f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n"
                         f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
                     )
+                    if target == "ctxgate_policy":  # enforcing a 200-rule policy (bench/policy.py)
+                        text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
+                    config.write_text(text)
                     command = [python, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
                                "--db", str(db)]
                 else:
@@ -164,10 +169,10 @@ def main() -> None:
                 if process is not None:
                     process.terminate()
                     process.wait(30)
-            if target == "ctxgate":
+            if target.startswith("ctxgate"):
                 expected = 4 * warmup + 2 * (totals[1] + totals[16])
                 (stored,) = sqlite3.connect(db).execute("SELECT count(*) FROM interactions").fetchone()
-                print(f"ctxgate recorded {stored} of {expected} interactions")
+                print(f"{target} recorded {stored} of {expected} interactions")
                 if stored != expected:
                     raise SystemExit("capture lost interactions")
     finally:
@@ -188,6 +193,14 @@ def _summary(results: list[Result]) -> None:
     print("\nctxgate against its floors (same run):")
     for stream in (False, True):
         for concurrency in (1, 16):
+            guarded = by_key.get(("ctxgate_policy", stream, concurrency))
+            plain = by_key.get(("ctxgate", stream, concurrency))
+            if guarded and plain:
+                print(f"  {'stream' if stream else 'plain '} c={concurrency:<3}, a 200-rule policy enforced: "
+                      f"cpu/req {guarded.cpu_ms_per_request / plain.cpu_ms_per_request:.2f}x, "
+                      f"p50 {guarded.p50_ms - plain.p50_ms:+.2f}ms against ctxgate without")
+    for stream in (False, True):
+        for concurrency in (1, 16):
             ours = by_key.get(("ctxgate", stream, concurrency))
             bare = by_key.get(("bare_litellm", stream, concurrency))
             relay = by_key.get(("passthrough", stream, concurrency))
@@ -203,7 +216,8 @@ def _summary(results: list[Result]) -> None:
                 parts.append(f"added p50 {ours.p50_ms - direct.p50_ms:+.2f}ms")
             if bare:
                 parts.append(f"req/s vs bare litellm {ours.rps / bare.rps:.2f}x")
-            print("  " + ", ".join(parts))
+            if len(parts) > 1:
+                print("  " + ", ".join(parts))
 
 
 if __name__ == "__main__":

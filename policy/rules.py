@@ -38,14 +38,17 @@ class PatternList:
     def of(cls, patterns: tuple[str, ...]) -> PatternList:
         if not patterns:
             return cls()
-        joined = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
+        # One capturing group per pattern (translate() adds none of its own), tried in order:
+        # the group that matched is the first pattern that matches.
+        joined = "|".join(f"({fnmatch.translate(p)})" for p in patterns)
         return cls(patterns, re.compile(joined, re.DOTALL))
 
     def first_match(self, name: str) -> int | None:
         """The index of the first pattern matching `name`, or None."""
-        if self._compiled is None or self._compiled.match(name) is None:
+        if self._compiled is None:
             return None
-        return next(i for i, p in enumerate(self.patterns) if fnmatch.fnmatchcase(name, p))
+        found = self._compiled.match(name)
+        return None if found is None or found.lastindex is None else found.lastindex - 1
 
 
 @dataclass(frozen=True, slots=True)

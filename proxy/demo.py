@@ -12,24 +12,40 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 from aiohttp import web
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from capture.records import InteractionQuery
 from proxy.app import create_app
-from proxy.appkeys import CAPTURE_WRITER, STORE
+from policy.rules import parse_policy
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, STORE
 from proxy.cli import format_table
 from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.logs import configure_logging
 from proxy.settings import ModelRoute, Settings
 
-WEATHER_TOOL: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
+def _tool(name: str, description: str) -> Any:
+    return {"type": "function", "function": {"name": name, "description": description,
+                                             "parameters": {"type": "object", "properties": {}}}}
+
+
+WEATHER_TOOL = _tool("get_weather", "Current weather for a city")
+TOOLS = [
+    WEATHER_TOOL,
+    _tool("atmos_describe_component", "Describe a component in a stack"),
+    _tool("atmos_terraform_destroy", "Destroy a component's infrastructure"),
+    _tool("file_edit", "Edit a file"),
+]
+DEMO_POLICY = {
+    "default": {
+        "mode": "prompt",
+        "allowed_tools": ["get_weather", "atmos_describe_*"],
+        "restricted_tools": ["file_edit"],
+        "blocked_tools": ["atmos_terraform_destroy"],
+        "approval_timeout_s": 30,
+    }
 }
 
 
@@ -38,6 +54,35 @@ def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="ctxgate-demo-") as workdir:
         asyncio.run(_demo(Path(workdir)))
     return 0
+
+
+async def _show_tool_reply(client: openai.AsyncOpenAI, question: str, *, stream: bool = False) -> None:
+    messages: Any = [{"role": "user", "content": question}]
+    completion: Any
+    if stream:
+        state: ChatCompletionStreamState = ChatCompletionStreamState()
+        async for chunk in await client.chat.completions.create(
+            model="demo-model", messages=messages, tools=TOOLS, stream=True
+        ):
+            state.handle_chunk(chunk)
+        completion = state.get_final_completion()
+    else:
+        completion = await client.chat.completions.create(model="demo-model", messages=messages, tools=TOOLS)
+    message = completion.choices[0].message
+    for call in message.tool_calls or []:
+        print(f"tool call reached the client: {call.function.name}({call.function.arguments})")
+    if message.content:
+        print(f"assistant: {message.content}")
+
+
+async def _approve(app: web.Application, gateway_url: str) -> None:
+    """What a person does with `ctxgate approvals approve ID` or the approvals API."""
+    await app[APPROVALS].wait_requested(1)
+    async with aiohttp.ClientSession() as session:
+        pending = await (await session.get(f"{gateway_url}/approvals?status=pending")).json()
+        for approval in pending["data"]:
+            print(f"(a person approves {approval['tool']}({approval['arguments']}): POST /approvals/{approval['id']}/approve)")
+            await session.post(f"{gateway_url}/approvals/{approval['id']}/approve", headers={"X-Ctxgate-Client": "demo-operator"})
 
 
 def _section(title: str) -> None:
@@ -52,6 +97,7 @@ async def _demo(workdir: Path) -> None:
         store_url=str(workdir / "ctxgate.db"),
         models=(ModelRoute(model_name="demo-model", model="openai/fake-model", api_base=upstream.base_url,
                            api_key="sk-demo-provider-key"),),
+        policy=parse_policy(DEMO_POLICY),
     )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -86,13 +132,19 @@ async def _demo(workdir: Path) -> None:
                 print(chunk.choices[0].delta.content or "", end="", flush=True)
         print()
 
-        _section("3. tool call")
+        print("\npolicy: allowed get_weather, atmos_describe_*; restricted (ask a person) file_edit;"
+              " blocked atmos_terraform_destroy")
+        _section("3. an allowed tool call")
         upstream.push(Reply(tool_calls=(ToolCall("get_weather", '{"city": "Paris"}', id="call_demo_1"),)))
-        completion = await client.chat.completions.create(
-            model="demo-model", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL]
-        )
-        for call in completion.choices[0].message.tool_calls or []:
-            print(f"tool call: {call.function.name}({call.function.arguments})")  # type: ignore[union-attr]
+        await _show_tool_reply(client, "Weather in Paris?")
+
+        _section("4. a blocked tool call (streamed): the client never sees it")
+        upstream.push(Reply(tool_calls=(ToolCall("atmos_terraform_destroy", '{"stack": "prod"}', id="call_demo_2"),)))
+        await _show_tool_reply(client, "Tear down prod", stream=True)
+
+        _section("5. a restricted tool call, approved by a person mid-stream")
+        upstream.push(Reply(tool_calls=(ToolCall("file_edit", '{"path": "/srv/app.conf"}', id="call_demo_3"),)))
+        await asyncio.gather(_show_tool_reply(client, "Fix the config", stream=True), _approve(app, gateway_url))
 
         await app[CAPTURE_WRITER].flush()
         _section("recorded interactions (ctxgate interactions list)")
@@ -102,6 +154,12 @@ async def _demo(workdir: Path) -> None:
         newest = await app[STORE].get_interaction(summaries[0].id)
         assert newest is not None
         print(json.dumps(newest.as_dict(), indent=2))
+        print("\nTool decisions recorded across the run:")
+        for summary in reversed(summaries):
+            full = await app[STORE].get_interaction(summary.id)
+            for decision in full.tool_decisions if full else ():
+                print(f"  {decision['tool']:<26} {decision['action']:<5} rule={decision['rule']:<20} "
+                      f"decided_by={decision['decided_by']}")
         print("\nWhat the upstream received for that call (the provider key, not the client's):")
         print(f"  Authorization: Bearer {'*' * 8}...{upstream.received[-1].headers['Authorization'][-4:]}")
     finally:
