@@ -179,11 +179,14 @@ class SQLiteStore:
 
         def decide(db: sqlite3.Connection) -> Approval | None:
             now = now_timestamp()
+            # Past its expiry a pending approval can only be expired: a gateway that died while
+            # waiting leaves it pending, and approving it then would grant what nobody waits for.
+            deadline = "" if status is ApprovalStatus.EXPIRED else now  # every timestamp sorts after ""
             with _transaction(db):
                 changed = db.execute(
                     "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, always = ? "
-                    "WHERE id = ? AND status = 'pending'",
-                    (str(status), decided_by, now, int(remember), approval_id),
+                    "WHERE id = ? AND status = 'pending' AND expires_at > ?",
+                    (str(status), decided_by, now, int(remember), approval_id, deadline),
                 ).rowcount
                 approval = _get_approval(db, approval_id)
                 if changed and remember and approval is not None:
@@ -195,6 +198,18 @@ class SQLiteStore:
             return approval
 
         return await self._run(decide)
+
+    async def expire_stale_approvals(self) -> int:
+        def expire(db: sqlite3.Connection) -> int:
+            now = now_timestamp()
+            with _transaction(db):
+                return db.execute(
+                    "UPDATE approvals SET status = 'expired', decided_by = 'gateway_restart', decided_at = ? "
+                    "WHERE status = 'pending' AND expires_at <= ?",
+                    (now, now),
+                ).rowcount
+
+        return await self._run(expire)
 
     async def allowed_always(self, project: str) -> frozenset[str]:
         def select(db: sqlite3.Connection) -> frozenset[str]:

@@ -46,6 +46,9 @@ class Store(Protocol):
         project, in the same transaction). Returns the approval as it now stands, decided by
         this call or earlier; None when there is no such approval."""
 
+    async def expire_stale_approvals(self) -> int:
+        """Mark pending approvals past their expiry as expired; returns how many."""
+
     async def allowed_always(self, project: str) -> frozenset[str]:
         """Tools a person allowed always for `project`."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,8 @@ def evaluate(
 ) -> Decision:
     """Deny beats ask beats allow:
     1. a `blocked_tools` match, or an argument rule that denies -> deny (yolo does not override);
-    2. a remembered "allow always" for this tool -> allow;
+    2. a remembered "allow always" for this tool -> allow, unless an argument rule asks: those
+       look at each call's arguments, which a remembered allow never saw;
     3. a `restricted_tools` match, or an argument rule that asks -> ask (yolo -> allow);
     4. an `allowed_tools` match -> allow;
     5. the mode: allow -> allow, prompt -> ask (yolo -> allow), deny -> deny.
@@ -56,7 +59,7 @@ def _evaluate(policy: ProjectPolicy, name: str, arguments: Any, always_allowed: 
         if verdict is not None and verdict.action is Action.DENY:
             return verdict
         asked_by_argument = asked_by_argument or verdict
-    if name in always_allowed:
+    if name in always_allowed and asked_by_argument is None:
         return Decision(Action.ALLOW, "always_allowed", f"a person allowed {name!r} always for this project")
     restricted = policy.restricted_tools.first_match(name)
     asking_rule = f"restricted_tools[{restricted}]" if restricted is not None else None
@@ -90,10 +93,20 @@ def _argument_verdict(rule: ArgumentRule, index: int, name: str, arguments: Any)
         return None
     value = parsed[rule.argument]
     text = value if isinstance(value, str) else json.dumps(value)
-    if rule.matches.first_match(text) is None:
+    if all(rule.matches.first_match(candidate) is None for candidate in _spellings(text)):
         return None
     return Decision(rule.action, where,
                     f"argument {rule.argument!r} of {name!r} matches {rule.matches.patterns[0]!r}")
+
+
+def _spellings(text: str) -> set[str]:
+    """The value, and for a path its normal form too: `//etc/x`, `/./etc/x` and
+    `/tmp/../etc/x` must not slip past a rule written for `/etc/*`."""
+    if "/" not in text:
+        return {text}
+    collapsed = re.sub(r"/+", "/", text)
+    normal = posixpath.normpath(collapsed)
+    return {text, collapsed, normal}
 
 
 def _parse_arguments(arguments: Any) -> dict[str, Any] | None:

@@ -85,6 +85,8 @@ class PolicySet:
         return self.projects.get(project, self.default)
 
 
+MAX_APPROVAL_TIMEOUT_S = 86_400  # a day: nothing waits forever (this also rules out inf and nan)
+
 _RULE_KEYS = {
     "mode", "allowed_tools", "restricted_tools", "blocked_tools", "argument_rules", "yolo_mode",
     "approval_timeout_s",
@@ -102,13 +104,13 @@ def parse_policy(raw: Mapping[str, Any] | None, where: str = "policy") -> Policy
     unknown = sorted(set(raw) - {"default", "projects"})
     if unknown:
         raise PolicyConfigError(f"{where}: unknown key {unknown[0]!r}")
-    default_raw = raw.get("default") or {}
-    default = _project_policy(default_raw, ProjectPolicy(), f"{where}.default")
+    default_raw = raw.get("default")
+    default = _project_policy({} if default_raw is None else default_raw, ProjectPolicy(), f"{where}.default")
     projects_raw = raw.get("projects") or {}
     if not isinstance(projects_raw, Mapping):
         raise PolicyConfigError(f"{where}.projects: must be a mapping of project name to rules")
     projects = {
-        str(name): _project_policy(rules or {}, default, f"{where}.projects.{name}")
+        str(name): _project_policy({} if rules is None else rules, default, f"{where}.projects.{name}")
         for name, rules in projects_raw.items()
     }
     return PolicySet(default=default, projects=projects, enforcing=True)
@@ -142,8 +144,9 @@ def _project_policy(raw: Any, base: ProjectPolicy, where: str) -> ProjectPolicy:
         values["yolo_mode"] = raw["yolo_mode"]
     if "approval_timeout_s" in raw:
         timeout = raw["approval_timeout_s"]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise PolicyConfigError(f"{where}.approval_timeout_s: must be a positive number of seconds")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_APPROVAL_TIMEOUT_S:
+            raise PolicyConfigError(
+                f"{where}.approval_timeout_s: must be a number of seconds above 0 and at most {MAX_APPROVAL_TIMEOUT_S}")
         values["approval_timeout_s"] = float(timeout)
     return ProjectPolicy(**{**_fields(base), **values})
 
@@ -165,6 +168,9 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
     for index, pattern in enumerate(patterns):
         if not isinstance(pattern, str) or not pattern:
             raise PolicyConfigError(f"{where}[{index}]: must be a non-empty string (a tool name or glob)")
+        if pattern != pattern.strip():
+            raise PolicyConfigError(f"{where}[{index}]: {pattern!r} has leading or trailing whitespace, "
+                                    "so it would never match a tool name")
     return tuple(patterns)
 
 

@@ -83,6 +83,9 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _approvals(app: web.Application) -> AsyncIterator[None]:
+    expired = await app[STORE].expire_stale_approvals()
+    if expired:
+        log.info("stale_approvals_expired", count=expired)
     app[APPROVALS] = ApprovalBook(app[STORE])
     yield
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from capture.approvals import ApprovalStatus
 from capture.store import StoreUnavailable
-from proxy.appkeys import APPROVALS, STORE
+from proxy.appkeys import APPROVALS, SETTINGS, STORE
 from proxy.bodies import read_json
 from proxy.capture_api import require_admin
 from proxy.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
@@ -17,6 +17,11 @@ from proxy.wire import json_response
 class Conflict(GatewayError):
     status = 409
     kind = "invalid_request_error"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    kind = "permission_error"
 
 
 async def list_approvals(request: web.Request) -> web.Response:
@@ -46,6 +51,10 @@ async def decide_approval(request: web.Request) -> web.Response:
     """`POST /approvals/{id}/approve|deny`, body optional: `{"always": true}` remembers an
     allow for that project and tool."""
     require_admin(request)
+    if request.app[SETTINGS].admin_key is None:
+        # Otherwise the very client whose calls are held could approve them itself.
+        raise Forbidden("deciding approvals over HTTP needs CTXGATE_ADMIN_KEY to be set; "
+                        "or use `ctxgate approvals approve|deny ID` where the store is", code="admin_key_not_set")
     approval_id, verdict = request.match_info["approval_id"], request.match_info["verdict"]
     always = False
     if request.can_read_body:

@@ -121,6 +121,9 @@ async def relay_stream(
                 assembler.add(allowed)  # after the write: what could not be sent is not recorded
             exchange.time_stage(Stage.POLICY, gated)
             chunk = await anext(chunks, None)
+        for settled in await gate.finish():
+            await response.write(sse_frame(settled))
+            assembler.add(settled)
         await response.write(SSE_DONE)
         exchange.finish(Outcome.OK)
     except UpstreamError as error:

@@ -38,6 +38,7 @@ TOOLS = [
     _tool("atmos_terraform_destroy", "Destroy a component's infrastructure"),
     _tool("file_edit", "Edit a file"),
 ]
+DEMO_ADMIN_KEY = "demo-admin-key"  # deciding approvals over HTTP needs one
 DEMO_POLICY = {
     "default": {
         "mode": "prompt",
@@ -78,7 +79,7 @@ async def _show_tool_reply(client: openai.AsyncOpenAI, question: str, *, stream:
 async def _approve(app: web.Application, gateway_url: str) -> None:
     """What a person does with `ctxgate approvals approve ID` or the approvals API."""
     await app[APPROVALS].wait_requested(1)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {DEMO_ADMIN_KEY}"}) as session:
         pending = await (await session.get(f"{gateway_url}/approvals?status=pending")).json()
         for approval in pending["data"]:
             print(f"(a person approves {approval['tool']}({approval['arguments']}): POST /approvals/{approval['id']}/approve)")
@@ -98,6 +99,7 @@ async def _demo(workdir: Path) -> None:
         models=(ModelRoute(model_name="demo-model", model="openai/fake-model", api_base=upstream.base_url,
                            api_key="sk-demo-provider-key"),),
         policy=parse_policy(DEMO_POLICY),
+        admin_key=DEMO_ADMIN_KEY,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)

@@ -36,7 +36,12 @@ def declared_tool_names(params: dict[str, Any]) -> frozenset[str]:
 
 def screen_request(params: dict[str, Any], policy: ProjectPolicy) -> dict[str, Any]:
     """The parameters with blocked tools taken out of `tools`, so the model is not offered
-    them; a `tool_choice` that forces a blocked tool is refused."""
+    them; a `tool_choice` that forces a blocked tool is refused, and so is the legacy
+    `functions` API, whose calls would bypass the policy."""
+    for legacy in ("functions", "function_call"):
+        if legacy in params:
+            raise BadRequest(f"'{legacy}' (the legacy functions API) is not accepted where a tool policy applies; "
+                             "declare 'tools' instead", param=legacy, code="legacy_functions_refused")
     tools = params.get("tools")
     if not isinstance(tools, list):
         return params
@@ -81,12 +86,13 @@ class ToolGuard:
         return self.policies.for_project(self.project)
 
     async def decide(
-        self, call_id: str | None, name: str, arguments: str, *,
+        self, call_id: str | None, name: str, arguments: str, *, legacy: bool = False,
         keepalive: Keepalive | None = None, is_client_gone: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """True when the call may reach the client. Records the decision either way."""
+        """True when the call may reach the client. Records the decision either way. A legacy
+        `function_call` is never declared: requests using that API are refused."""
         started = time.monotonic()
-        if name in self.declared:
+        if name in self.declared and not legacy:
             if self._always_allowed is None:  # read once per exchange, and only when calls come
                 self._always_allowed = await self.store.allowed_always(self.project)
             decision = evaluate(self.policy, name, arguments, always_allowed=self._always_allowed)
@@ -97,13 +103,18 @@ class ToolGuard:
             "rule": decision.rule, "reason": decision.reason, "decided_by": "policy", "approval_id": None,
         }
         allowed = decision.action is Action.ALLOW
-        if not self.policies.enforcing:
-            allowed, entry["decided_by"] = True, "observe_only"
-        elif decision.action is Action.ASK:
-            allowed = await self._ask(decision, entry, call_id, name, arguments, keepalive, is_client_gone)
-        entry["action"] = "allow" if allowed else "deny"
-        entry["wait_ms"] = round((time.monotonic() - started) * 1000, 3)
-        self.decisions.append(entry)
+        try:
+            if not self.policies.enforcing:
+                allowed, entry["decided_by"] = True, "observe_only"
+            elif decision.action is Action.ASK:
+                allowed = await self._ask(decision, entry, call_id, name, arguments, keepalive, is_client_gone)
+        except BaseException:  # cancelled, or the client left mid-wait: still in the audit trail
+            allowed, entry["decided_by"] = False, "client_gone"
+            raise
+        finally:
+            entry["action"] = "allow" if allowed else "deny"
+            entry["wait_ms"] = round((time.monotonic() - started) * 1000, 3)
+            self.decisions.append(entry)
         log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule=entry["rule"],
                  decided_by=entry["decided_by"], interaction_id=self.interaction_id)
         return allowed
@@ -142,6 +153,13 @@ async def enforce_completion(
     does, the message says which calls were refused and why, with `finish_reason: stop`."""
     for choice in completion.get("choices", ()):
         message = choice.get("message") or {}
+        legacy = message.get("function_call")
+        if legacy and guard.policies.enforcing:  # never declared (requests using it are refused)
+            name, arguments = str(legacy.get("name")), str(legacy.get("arguments") or "")
+            if not await guard.decide(None, name, arguments, legacy=True, is_client_gone=is_client_gone):
+                del message["function_call"]
+                message["content"] = guard.refusal_text([name])
+                choice["finish_reason"] = "stop"
         calls = message.get("tool_calls")
         if not calls:
             continue
@@ -164,6 +182,8 @@ async def enforce_completion(
 
 @dataclass(slots=True)
 class _HeldCall:
+    index: int | None
+    legacy: bool = False
     id: str | None = None
     name: str = ""
     arguments: list[str] = field(default_factory=list)
@@ -171,75 +191,111 @@ class _HeldCall:
 
 @dataclass(slots=True)
 class _ChoiceState:
-    held: dict[int, _HeldCall] = field(default_factory=dict)
+    held: list[_HeldCall] = field(default_factory=list)
     sent_calls: int = 0
     refused: list[str] = field(default_factory=list)
     has_content: bool = False
 
 
 class StreamToolGate:
-    """Streamed chunks in, chunks for the client out. Tool-call deltas are held per index
-    until the call is complete (the next index starts, or the choice finishes), then decided
-    one by one; the client never sees a fragment of a refused call."""
+    """Streamed chunks in, chunks for the client out. Text passes at once; tool-call deltas
+    are held, and the calls are decided one by one when the choice finishes (or the stream
+    ends), then sent whole and renumbered. The client never sees a fragment of a refused call.
+
+    Deciding at the finish, not when the next index starts, is deliberate: providers may
+    interleave the deltas of parallel calls, and a call released early could be cut short."""
 
     def __init__(self, guard: ToolGuard, keepalive: Keepalive, is_client_gone: Callable[[], bool]) -> None:
         self.guard = guard
         self.keepalive = keepalive
         self.is_client_gone = is_client_gone
         self._choices: dict[int, _ChoiceState] = {}
+        self._template: dict[str, Any] = {}
 
     async def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        self._template = chunk
         out: list[dict[str, Any]] = []
         for choice in chunk.get("choices", ()):
-            state = self._choices.setdefault(choice.get("index", 0), _ChoiceState())
+            index = choice.get("index", 0)
+            state = self._choices.setdefault(index, _ChoiceState())
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 state.has_content = True
             for call_delta in delta.pop("tool_calls", None) or ():
-                index = call_delta.get("index", 0)
-                if index not in state.held:
-                    out += await self._release(chunk, choice, state, below=index)
-                    state.held[index] = _HeldCall()
-                _merge(state.held[index], call_delta)
+                _hold(state, call_delta)
+            if self.guard.policies.enforcing and delta.get("function_call"):
+                if not (state.held and state.held[-1].legacy):
+                    state.held.append(_HeldCall(index=None, legacy=True))
+                _merge(state.held[-1], {"function": delta.pop("function_call")})
             if choice.get("finish_reason"):
-                out += await self._release(chunk, choice, state, below=None)
-                if choice["finish_reason"] == "tool_calls" or state.refused:
-                    if state.sent_calls:
-                        choice["finish_reason"] = "tool_calls"
-                    else:
-                        refusal = self.guard.refusal_text(state.refused)
-                        out.append(_chunk_like(chunk, choice.get("index", 0),
-                                               {"content": f"\n\n{refusal}" if state.has_content else refusal}))
-                        choice["finish_reason"] = "stop"
+                out += await self._settle(index, state)
+                if state.sent_calls:
+                    choice["finish_reason"] = "tool_calls"
+                elif state.refused:
+                    out.append(self._refusal(index, state))
+                    choice["finish_reason"] = "stop"
         if _says_something(chunk):
             out.append(chunk)
         return out
 
-    async def _release(
-        self, template: dict[str, Any], choice: dict[str, Any], state: _ChoiceState, below: int | None
-    ) -> list[dict[str, Any]]:
-        """Decide the held calls that are complete (all below `below`, or all) and send the allowed."""
+    async def finish(self) -> list[dict[str, Any]]:
+        """At the end of the upstream stream: calls still held (no finish_reason came for
+        them) are decided now, and their choice is finished."""
+        out: list[dict[str, Any]] = []
+        for index, state in self._choices.items():
+            if not state.held:
+                continue
+            out += await self._settle(index, state)
+            if not state.sent_calls and state.refused:
+                out.append(self._refusal(index, state))
+            finished = _chunk_like(self._template, index, {})
+            finished["choices"][0]["finish_reason"] = "tool_calls" if state.sent_calls else "stop"
+            out.append(finished)
+        return out
+
+    async def _settle(self, choice_index: int, state: _ChoiceState) -> list[dict[str, Any]]:
         out = []
-        for index in sorted(i for i in state.held if below is None or i < below):
-            call = state.held.pop(index)
+        held, state.held = state.held, []
+        for call in held:
             arguments = "".join(call.arguments)
-            if await self.guard.decide(call.id, call.name, arguments, keepalive=self.keepalive,
-                                       is_client_gone=self.is_client_gone):
+            if await self.guard.decide(call.id, call.name, arguments, legacy=call.legacy,
+                                       keepalive=self.keepalive, is_client_gone=self.is_client_gone):
                 delta = {"tool_calls": [{"index": state.sent_calls, "id": call.id, "type": "function",
                                          "function": {"name": call.name, "arguments": arguments}}]}
-                out.append(_chunk_like(template, choice.get("index", 0), delta))
+                out.append(_chunk_like(self._template, choice_index, delta))
                 state.sent_calls += 1
             else:
                 state.refused.append(call.name)
         return out
 
+    def _refusal(self, choice_index: int, state: _ChoiceState) -> dict[str, Any]:
+        refusal = self.guard.refusal_text(state.refused)
+        return _chunk_like(self._template, choice_index, {"content": f"\n\n{refusal}" if state.has_content else refusal})
+
+
+def _hold(state: _ChoiceState, delta: dict[str, Any]) -> None:
+    """Add a tool-call delta to the call it continues: the one with its index, or the last
+    one when it has none; a different `id` always starts a new call."""
+    index, call_id = delta.get("index"), delta.get("id")
+    target = None
+    if index is not None:
+        target = next((c for c in reversed(state.held) if c.index == index), None)
+    elif state.held:
+        target = state.held[-1]
+    if target is not None and call_id and target.id and call_id != target.id:
+        target = None
+    if target is None:
+        target = _HeldCall(index=index)
+        state.held.append(target)
+    _merge(target, delta)
+
 
 def _merge(call: _HeldCall, delta: dict[str, Any]) -> None:
-    if delta.get("id"):
+    if delta.get("id") and not call.id:
         call.id = delta["id"]
     function = delta.get("function") or {}
-    if function.get("name"):
-        call.name += function["name"]
+    if function.get("name") and not call.name:  # set once: some providers repeat it in every delta
+        call.name = function["name"]
     if function.get("arguments"):
         call.arguments.append(function["arguments"])
 

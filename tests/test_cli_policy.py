@@ -51,8 +51,8 @@ def test_policy_check_without_a_policy_says_observe_only(tmp_path: Path, capsys:
     assert "observe-only" in capsys.readouterr().out
 
 
-def seed_pending(db: Path) -> Approval:
-    approval = Approval(id="ap-1", created_at="2026-05-01 10:00:00", expires_at="2026-05-01 10:02:00",
+def seed_pending(db: Path, expires_at: str = "2999-01-01 00:00:00") -> Approval:
+    approval = Approval(id="ap-1", created_at="2026-05-01 10:00:00", expires_at=expires_at,
                         project="atmos", tool="file_edit", arguments='{"path": "/srv/x"}', reason="needs a person")
 
     async def insert() -> None:
@@ -97,3 +97,10 @@ def test_approvals_status_filter(tmp_path: Path, capsys: pytest.CaptureFixture[s
     seed_pending(tmp_path / "db")
     assert main(["approvals", "list", "--status", "approved", "--db", str(tmp_path / "db")]) == 0
     assert capsys.readouterr().out.strip() == "no approved approvals"
+
+
+def test_a_pending_approval_past_its_expiry_cannot_be_approved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # e.g. the gateway that waited for it was killed: nobody waits for it any more
+    seed_pending(tmp_path / "db", expires_at="2020-01-01 00:00:00")
+    assert main(["approvals", "approve", "ap-1", "--always", "--db", str(tmp_path / "db")]) == 1
+    assert "already pending" in capsys.readouterr().err

@@ -67,10 +67,20 @@ def test_argument_rules(arguments: Any, action: Action, rule: str) -> None:
     assert (decision.action, decision.rule) == (action, rule)
 
 
-def test_argument_deny_is_absolute_but_ask_yields_to_a_remembered_allow() -> None:
-    rules = policy(mode="allow", argument_rules=ARG_RULES, yolo_mode=True)
-    assert evaluate(rules, "file_edit", '{"path": "/etc/x"}', always_allowed={"file_edit"}).action is Action.DENY
-    assert evaluate(rules, "file_edit", '{"path": "/home/x"}').action is Action.ALLOW  # yolo waives an ask
+def test_argument_rules_hold_against_a_remembered_allow() -> None:
+    rules = policy(mode="allow", argument_rules=ARG_RULES)
+    remembered = {"file_edit"}
+    assert evaluate(rules, "file_edit", '{"path": "/etc/x"}', always_allowed=remembered).action is Action.DENY
+    assert evaluate(rules, "file_edit", '{"path": "/home/x"}', always_allowed=remembered).action is Action.ASK
+    assert evaluate(rules, "file_edit", '{"path": "/tmp/x"}', always_allowed=remembered).rule == "always_allowed"
+    yolo = policy(mode="allow", argument_rules=ARG_RULES, yolo_mode=True)
+    assert evaluate(yolo, "file_edit", '{"path": "/home/x"}').action is Action.ALLOW  # yolo waives an ask
+
+
+@pytest.mark.parametrize("path", ["//etc/passwd", "/./etc/passwd", "/tmp/../etc/passwd", "/etc//shadow"])
+def test_path_spellings_do_not_slip_past_an_argument_rule(path: str) -> None:
+    decision = evaluate(policy(mode="allow", argument_rules=ARG_RULES), "file_edit", {"path": path})
+    assert (decision.action, decision.rule) == (Action.DENY, "argument_rules[0]")
 
 
 def test_projects_override_the_default_and_add_blocks() -> None:
@@ -95,6 +105,12 @@ def test_projects_override_the_default_and_add_blocks() -> None:
         ({"default": {"argument_rules": [{"tool": "x", "argument": "p", "matches": "/*", "action": "allow"}]}},
          "policy.default.argument_rules[0].action"),
         ({"default": {"approval_timeout_s": 0}}, "policy.default.approval_timeout_s"),
+        ({"default": {"approval_timeout_s": float("inf")}}, "policy.default.approval_timeout_s"),
+        ({"default": {"approval_timeout_s": float("nan")}}, "policy.default.approval_timeout_s"),
+        ({"default": {"approval_timeout_s": 10**9}}, "policy.default.approval_timeout_s"),
+        ({"default": {"blocked_tools": [" destroy"]}}, "policy.default.blocked_tools[0]"),
+        ({"projects": {"atmos": []}}, "policy.projects.atmos"),
+        ({"projects": {"atmos": ""}}, "policy.projects.atmos"),
         ({"other": {}}, "policy"),
     ],
 )
@@ -118,7 +134,8 @@ rule_sets = st.fixed_dictionaries({
 @given(rule_sets, tool_names, arguments, st.frozensets(st.text(alphabet="ab_", max_size=3)))
 def test_evaluate_is_total(rules: dict[str, Any], name: str, args: Any, remembered: frozenset[str]) -> None:
     decision = evaluate(policy(**rules, argument_rules=ARG_RULES), name, args, always_allowed=remembered)
-    assert decision.action in Action and decision.rule and decision.reason
+    assert decision.action in Action and decision.reason
+    assert decision.rule != "internal_error"  # total by construction, not by the safety net
 
 
 @given(rule_sets, st.text(alphabet="ab_*?[]!.", min_size=1, max_size=6), st.text(alphabet="ab_.", max_size=6))

@@ -41,9 +41,13 @@ DESTROY = ToolCall("atmos_terraform_destroy", '{"component": "vpc", "stack": "pr
 EDIT = ToolCall("file_edit", '{"path": "/srv/app.conf", "content": "x=1"}', id="call_edit")
 
 
+ADMIN_KEY = "admin-key-for-approvals"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 @pytest.fixture
 async def guarded(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
-    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY), admin_key=ADMIN_KEY)
     gateway.app[APPROVALS].keepalive_every_s = 0.05
     return gateway
 
@@ -149,7 +153,7 @@ async def test_argument_rule_denies_by_path(guarded: Gateway) -> None:
 
 async def approve_when_asked(gateway: Gateway, count: int = 1, *, always: bool = False, verdict: str = "approve") -> dict[str, Any]:
     await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(count), 10)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         pending = await (await session.get(gateway.url + "/approvals?status=pending")).json()
         [approval] = pending["data"]
         decided = await session.post(gateway.url + f"/approvals/{approval['id']}/{verdict}",
@@ -225,12 +229,12 @@ async def test_approval_from_the_cli_in_another_process_reaches_the_client(guard
 
 
 async def test_allow_always_persists_across_a_restart(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
-    first = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
+    first = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY), admin_key=ADMIN_KEY)
     upstream.push(Reply(tool_calls=(EDIT,)))
     await asyncio.gather(ask(first, stream=False), approve_when_asked(first, always=True))
     await first.server.close()
 
-    second = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
+    second = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY), admin_key=ADMIN_KEY)
     upstream.push(Reply(tool_calls=(EDIT,)))
     completion = await ask(second, stream=False)  # no one approves this time
     assert calls_of(completion) == [(EDIT.name, EDIT.arguments)]
@@ -271,6 +275,8 @@ async def test_client_leaving_while_waiting_expires_the_approval(guarded: Gatewa
     assert stored.status == "client_disconnected"
     [approval] = await guarded.app[STORE].list_approvals()
     assert (approval.status, approval.decided_by) == (ApprovalStatus.EXPIRED, "client_gone")
+    [decision] = stored.tool_decisions  # the cut wait is in the audit trail too
+    assert (decision["tool"], decision["action"], decision["decided_by"]) == ("file_edit", "deny", "client_gone")
 
 
 async def test_approvals_api_errors(guarded: Gateway) -> None:
@@ -278,7 +284,7 @@ async def test_approvals_api_errors(guarded: Gateway) -> None:
     waiting = asyncio.create_task(ask(guarded, stream=False))
     approval = await approve_when_asked(guarded, verdict="deny")
     await waiting
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         again = await session.post(guarded.url + f"/approvals/{approval['id']}/approve")
         missing = await session.post(guarded.url + "/approvals/nope/approve")
         bad = await session.get(guarded.url + "/approvals?status=maybe")
@@ -287,3 +293,29 @@ async def test_approvals_api_errors(guarded: Gateway) -> None:
         assert (missing.status, (await missing.json())["error"]["code"]) == (404, "approval_not_found")
         assert (bad.status, (await bad.json())["error"]["param"]) == (400, "status")
         assert (await one.json())["status"] == "denied"
+
+
+async def test_without_an_admin_key_approvals_cannot_be_decided_over_http(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    # Otherwise the client whose call is held could approve it itself.
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
+    upstream.push(Reply(tool_calls=(EDIT,)))
+    waiting = asyncio.create_task(ask(gateway, stream=False, project="quick"))
+    await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + f"/approvals/{pending.id}/approve", json={"always": True})
+        assert (response.status, (await response.json())["error"]["code"]) == (403, "admin_key_not_set")
+    completion = await waiting
+    assert calls_of(completion) == []
+
+
+async def test_the_legacy_functions_api_is_refused_under_a_policy(guarded: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await guarded.client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}],
+            functions=[{"name": "atmos_terraform_destroy", "parameters": {"type": "object"}}],
+        )
+    assert caught.value.body["code"] == "legacy_functions_refused"  # type: ignore[index]
+    assert guarded.upstream.received == []
