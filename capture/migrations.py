@@ -86,4 +86,33 @@ def m002_approvals(execute: Execute) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals)
+def m003_sessions(execute: Execute) -> None:
+    execute(
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            project TEXT,
+            client TEXT,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL,
+            interaction_count INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    execute("CREATE INDEX ix_sessions_last_at ON sessions (last_at)")
+    execute("CREATE INDEX ix_sessions_project ON sessions (project)")
+    execute("CREATE INDEX ix_approvals_session_id ON approvals (session_id)")
+    execute(
+        """
+        INSERT INTO sessions (id, project, client, first_at, last_at, interaction_count, prompt_tokens,
+                              completion_tokens)
+        SELECT session_id, MIN(project), MIN(client), MIN(created_at), MAX(created_at), COUNT(*),
+               COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)
+        FROM interactions WHERE session_id IS NOT NULL GROUP BY session_id
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals, m003_sessions)

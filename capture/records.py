@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -247,3 +247,36 @@ class InteractionQuery:
             since=parse_since(since) if since else None,
             limit=min(count, LIST_LIMIT_CAP),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The turns of one conversation, as recorded."""
+
+    id: str
+    project: str | None
+    client: str | None
+    first_at: str
+    last_at: str
+    interaction_count: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupResult:
+    sessions: int = 0
+    interactions: int = 0
+    approvals: int = 0
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `90m`, `2w` -> a duration."""
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise InvalidRecord("older_than", f"expected an age like 30d, 12h, 90m or 2w, got {text!r}")
+    return timedelta(seconds=int(number) * units[unit])

@@ -13,7 +13,7 @@ import orjson
 
 from capture.approvals import Approval, ApprovalStatus
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
-from capture.records import Interaction, InteractionQuery, now_timestamp
+from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.store import StoreUnavailable
 
 T = TypeVar("T")
@@ -31,6 +31,26 @@ _INSERT = (
     f"INSERT INTO interactions ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
+
+
+_UPSERT_SESSION = """
+INSERT INTO sessions (id, project, client, first_at, last_at, interaction_count, prompt_tokens, completion_tokens)
+VALUES (?, ?, ?, ?, ?, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    first_at = CASE WHEN excluded.first_at < sessions.first_at THEN excluded.first_at ELSE sessions.first_at END,
+    last_at = CASE WHEN excluded.last_at > sessions.last_at THEN excluded.last_at ELSE sessions.last_at END,
+    interaction_count = sessions.interaction_count + 1,
+    prompt_tokens = sessions.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = sessions.completion_tokens + excluded.completion_tokens
+"""
+_SESSION_COLUMNS = Session.__slots__
+
+
+def _session_values(interaction: Interaction) -> tuple[Any, ...]:
+    return (
+        interaction.session_id, interaction.project, interaction.client, interaction.created_at,
+        interaction.created_at, interaction.prompt_tokens or 0, interaction.completion_tokens or 0,
+    )
 
 
 def _row_values(interaction: Interaction) -> tuple[Any, ...]:
@@ -108,7 +128,11 @@ class SQLiteStore:
         def insert(db: sqlite3.Connection) -> None:
             rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
             with _transaction(db):
-                db.executemany(_INSERT, rows)
+                for interaction, row in zip(batch, rows):
+                    # Only a row actually inserted counts towards its session: a replayed
+                    # spool line that is already stored must not count twice.
+                    if db.execute(_INSERT, row).rowcount and interaction.session_id is not None:
+                        db.execute(_UPSERT_SESSION, _session_values(interaction))
 
         await self._run(insert)
 
@@ -145,6 +169,66 @@ class SQLiteStore:
 
         return await self._run(select)
 
+
+    async def list_sessions(
+        self, *, projects: frozenset[str] | None = None, client: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        clauses, args = [], []
+        if projects is not None:
+            clauses.append(f"project IN ({', '.join('?' for _ in projects)})" if projects else "1 = 0")
+            args.extend(sorted(projects))
+        if client is not None:
+            clauses.append("client = ?")
+            args.append(client)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions {where} ORDER BY last_at DESC, id LIMIT ?"
+
+        def select(db: sqlite3.Connection) -> list[Session]:
+            return [Session(*row) for row in db.execute(sql, (*args, limit))]
+
+        return await self._run(select)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
+
+        def select(db: sqlite3.Connection) -> Session | None:
+            row = db.execute(sql, (session_id,)).fetchone()
+            return None if row is None else Session(*row)
+
+        return await self._run(select)
+
+    async def session_interactions(self, session_id: str, limit: int = 500) -> list[Interaction]:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE session_id = ? ORDER BY created_at, id LIMIT ?"
+
+        def select(db: sqlite3.Connection) -> list[Interaction]:
+            return [_from_row(_COLUMNS, row) for row in db.execute(sql, (session_id, limit))]
+
+        return await self._run(select)
+
+    async def delete_older_than(self, cutoff: str, batch_size: int = 500) -> CleanupResult:
+        def delete(db: sqlite3.Connection) -> CleanupResult:
+            sessions = interactions = approvals = 0
+            while True:  # one bounded transaction per batch: writers get a turn in between
+                with _transaction(db):
+                    ids = [i for (i,) in db.execute(
+                        "SELECT id FROM sessions WHERE last_at < ? LIMIT ?", (cutoff, batch_size))]
+                    if not ids:
+                        break
+                    marks = ", ".join("?" for _ in ids)
+                    interactions += db.execute(f"DELETE FROM interactions WHERE session_id IN ({marks})", ids).rowcount
+                    approvals += db.execute(f"DELETE FROM approvals WHERE session_id IN ({marks})", ids).rowcount
+                    sessions += db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", ids).rowcount
+            while True:
+                with _transaction(db):
+                    removed = db.execute(
+                        "DELETE FROM interactions WHERE id IN (SELECT id FROM interactions "
+                        "WHERE session_id IS NULL AND created_at < ? LIMIT ?)", (cutoff, batch_size)).rowcount
+                    interactions += removed
+                if removed < batch_size:
+                    break
+            return CleanupResult(sessions=sessions, interactions=interactions, approvals=approvals)
+
+        return await self._run(delete)
 
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()

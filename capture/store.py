@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.records import Interaction, InteractionQuery
+from capture.records import CleanupResult, Interaction, InteractionQuery, Session
 
 
 class StoreUnavailable(RuntimeError):
@@ -31,6 +31,20 @@ class Store(Protocol):
         """Newest first; the records carry no prompt, params, response or pack text."""
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None: ...
+
+    async def list_sessions(
+        self, *, projects: frozenset[str] | None = None, client: str | None = None, limit: int = 50
+    ) -> list[Session]:
+        """Most recently active first; `projects` limits to those (None: all)."""
+
+    async def get_session(self, session_id: str) -> Session | None: ...
+
+    async def session_interactions(self, session_id: str, limit: int = 500) -> list[Interaction]:
+        """The full records of a session, oldest first."""
+
+    async def delete_older_than(self, cutoff: str, batch_size: int = 500) -> CleanupResult:
+        """Delete sessions last active before `cutoff` with their interactions and approvals,
+        and sessionless interactions created before it, in transactions of `batch_size`."""
 
     async def insert_approval(self, approval: Approval) -> None: ...
 

@@ -12,11 +12,12 @@ from capture.records import Interaction
 from capture.store import open_store
 from capture.writer import CaptureWriter
 from proxy import approvals_api, capture_api
-from proxy.appkeys import APPROVALS, CAPTURE_WRITER, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
+from proxy.keys import KeyRing
 from proxy.logs import stamp_response_headers, request_log_middleware
 from proxy.metrics import Metrics
 from proxy.settings import Settings
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
     app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals])
     app.on_shutdown.append(_release_waiters)

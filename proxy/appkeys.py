@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from capture.writer import CaptureWriter
     from proxy.approvals import ApprovalBook
     from proxy.exchange import Exchange
+    from proxy.keys import KeyRing
     from proxy.metrics import Metrics
     from proxy.settings import Settings
     from proxy.upstream import Upstream
@@ -21,6 +22,7 @@ CAPTURE_WRITER: web.AppKey[CaptureWriter] = web.AppKey("capture_writer")
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 APPROVALS: web.AppKey[ApprovalBook] = web.AppKey("approvals")
+KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 
 # Request-scoped: the exchange a chat request builds, read by the canonical log line.
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")

@@ -9,7 +9,7 @@ from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, SETTINGS, STORE
 from proxy.bodies import read_json
 from proxy.capture_api import require_admin
-from proxy.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
+from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, ServiceUnavailable
 from proxy.identity import CLIENT_HEADER
 from proxy.wire import json_response
 
@@ -18,10 +18,6 @@ class Conflict(GatewayError):
     status = 409
     kind = "invalid_request_error"
 
-
-class Forbidden(GatewayError):
-    status = 403
-    kind = "permission_error"
 
 
 async def list_approvals(request: web.Request) -> web.Response:

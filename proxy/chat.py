@@ -6,11 +6,11 @@ import time
 
 from aiohttp import web
 
-from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, SETTINGS, STORE, UPSTREAM
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.assembly import StreamAssembler
 from proxy.bodies import read_json
 from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
-from proxy.errors import Unauthorized, UpstreamError
+from proxy.errors import NotFound, Unauthorized, UpstreamError
 from proxy.exchange import Exchange, Outcome, Stage
 from proxy.identity import Identity, identify
 from proxy.settings import Settings
@@ -25,7 +25,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     exchange = request[EXCHANGE] = Exchange()
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
-    identity = exchange.identity = identify(request, chat, app[SETTINGS])
+    identity = exchange.identity = identify(request, chat, app[SETTINGS], app[KEYRING])
     call = exchange.call = prepare_call(chat, identity, app[SETTINGS])
     guard = ToolGuard(
         policies=app[SETTINGS].policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
@@ -48,6 +48,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> UpstreamCall:
     """The call as it will be sent upstream: the client's messages and parameters, less the
     tools the project's policy blocks."""
+    if settings.route_for(chat.model) is None and identity.key is not None:
+        # Behind virtual keys the caller holds no provider key: only declared models exist.
+        raise NotFound(f"model {chat.model!r} is not available through this gateway", param="model",
+                       code="model_not_found")
     if identity.bearer_token is None and settings.route_for(chat.model) is None:
         # Without this, litellm would fall back to provider credentials in the gateway's own
         # environment, and any caller could spend them on any model.

@@ -38,6 +38,25 @@ class Unauthorized(GatewayError):
     kind = "authentication_error"
 
 
+class Forbidden(GatewayError):
+    status = 403
+    kind = "permission_error"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> web.Response:
+        response = super().response()
+        response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
+
+
 class NotFound(GatewayError):
     status = 404
     kind = "not_found_error"

@@ -1,18 +1,35 @@
-"""Who is calling: client, project and session of a request, from the path, headers and body."""
+"""Who is calling: client, project and session of a request, and the key that let it in.
+
+Session id, in order: `X-Ctxgate-Session`; the session headers agents already send; a session
+id in the body; else inferred from (project, client, system prompt, first user message), which
+every turn of a conversation resends and two conversations rarely share.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from proxy.chat_request import ChatRequest, Message
+from proxy.errors import Forbidden, TooManyRequests, Unauthorized
+from proxy.keys import KeyRing, VirtualKey
 from proxy.settings import Settings
 
 PROJECT_HEADER = "X-Ctxgate-Project"
 SESSION_HEADER = "X-Ctxgate-Session"
 CLIENT_HEADER = "X-Ctxgate-Client"
+
+# What agents and gateways send today: Claude Code; Codex (hyphen, then older underscore
+# spelling); OpenCode; OpenRouter and others; LiteLLM; Helicone.
+AGENT_SESSION_HEADERS = (
+    "X-Claude-Code-Session-Id", "session-id", "session_id", "x-opencode-session", "X-Session-Id",
+    "x-session-affinity", "x-litellm-session-id", "Helicone-Session-Id",
+)
+MAX_SESSION_ID = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,18 +37,55 @@ class Identity:
     client: str
     project: str
     session_id: str
-    bearer_token: str | None = field(default=None, repr=False)
+    key: VirtualKey | None = None
+    bearer_token: str | None = field(default=None, repr=False)  # a provider key: only with no keys configured
 
 
-def identify(request: web.Request, chat: ChatRequest, settings: Settings) -> Identity:
+def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyring: KeyRing) -> Identity:
+    """Raises 401 without a valid key (when keys are configured), 403 for a project or model
+    outside the key's scope, 429 over the key's rate."""
+    bearer = bearer_token(request)
+    key = None
+    if not keyring.is_open:
+        key = keyring.find(bearer)
+        if key is None or "proxy" not in key.scopes:
+            raise Unauthorized("a valid ctxgate key is required: 'Authorization: Bearer ctxg-...'", code="invalid_api_key")
     project = (
         request.match_info.get("project")
         or request.headers.get(PROJECT_HEADER)
+        or (key.default_project if key else None)
         or settings.default_project
     )
-    client = request.headers.get(CLIENT_HEADER) or short_user_agent(request.headers.get("User-Agent"))
-    session_id = request.headers.get(SESSION_HEADER) or infer_session_id(project, client, chat.messages)
-    return Identity(client=client, project=project, session_id=session_id, bearer_token=bearer_token(request))
+    if key is not None:
+        if not key.allows_project(project):
+            raise Forbidden(f"this key may not use project {project!r}", code="project_not_allowed")
+        if not key.allows_model(chat.model):
+            raise Forbidden(f"this key may not use model {chat.model!r}", code="model_not_allowed")
+        retry_after = keyring.retry_after_s(key)
+        if retry_after is not None:
+            raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
+                                  retry_after_s=retry_after, code="rate_limited")
+    client = request.headers.get(CLIENT_HEADER) or (key.client if key else short_user_agent(request.headers.get("User-Agent")))
+    session_id = session_from(request, chat) or infer_session_id(project, client, chat.messages)
+    return Identity(client=client, project=project, session_id=session_id, key=key,
+                    bearer_token=None if key else bearer)
+
+
+def session_from(request: web.Request, chat: ChatRequest) -> str | None:
+    for header in (SESSION_HEADER, *AGENT_SESSION_HEADERS):
+        value = request.headers.get(header, "").strip()
+        if value:
+            return value[:MAX_SESSION_ID]
+    metadata: Any = chat.params.get("metadata")
+    candidates: tuple[Any, ...] = (
+        metadata.get("session_id") if isinstance(metadata, dict) else None,
+        chat.params.get("litellm_session_id"),
+        chat.params.get("session_id"),
+    )
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()[:MAX_SESSION_ID]
+    return None
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -40,10 +94,16 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+_OPENAI_SDK = re.compile(r"^(?:Async)?OpenAI/(Python|JS) v?(\d+)")
+
+
 def short_user_agent(user_agent: str | None) -> str:
-    """`AsyncOpenAI/Python 2.54.0` -> `AsyncOpenAI/Python`: the product, not the build."""
+    """`AsyncOpenAI/Python 2.54.0` -> `openai-python/2.x`; otherwise the first product token."""
     if not user_agent:
         return "unknown"
+    sdk = _OPENAI_SDK.match(user_agent)
+    if sdk:
+        return f"openai-{sdk.group(1).lower()}/{sdk.group(2)}.x"
     return user_agent.split(" ", 1)[0][:64]
 
 

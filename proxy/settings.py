@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
+from proxy.keys import KeyConfigError, VirtualKey, parse_keys
 
 DEFAULT_DB = "./ctxgate.db"
 
@@ -46,7 +47,8 @@ class Settings:
     context_enabled: bool = True
     context_budget_tokens: int = 1500
     policy: PolicySet = field(default_factory=PolicySet)
-    keys: tuple[Mapping[str, Any], ...] = ()
+    keys: tuple[VirtualKey, ...] = ()
+    retention_days: int | None = None
     log_level: str = "info"
     log_format: str = "json"
     admin_key: str | None = field(default=None, repr=False)
@@ -75,6 +77,7 @@ _SCHEMA: dict[str, Any] = {
     "context": {"enabled": bool, "budget_tokens": int},
     "policy": {"default": dict, "projects": dict},
     "keys": list,
+    "retention_days": int,
     "logging": {"level": str, "format": str},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -183,10 +186,24 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         context_enabled=context.get("enabled", defaults.context_enabled),
         context_budget_tokens=budget,
         policy=_policy(raw, path),
-        keys=tuple(raw.get("keys") or ()),
+        keys=_keys(raw.get("keys"), path),
+        retention_days=_retention_days(raw.get("retention_days"), path),
         log_level=level,
         log_format=log_format,
     )
+
+
+def _keys(raw: Any, path: Path) -> tuple[VirtualKey, ...]:
+    try:
+        return parse_keys(raw, "keys")
+    except KeyConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _retention_days(raw: Any, path: Path) -> int | None:
+    if raw is not None and raw <= 0:
+        raise ConfigError(f"{path}: retention_days: must be a positive number of days")
+    return raw if raw is None else int(raw)
 
 
 def _policy(raw: Mapping[str, Any], path: Path) -> PolicySet:

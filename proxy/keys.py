@@ -1,0 +1,144 @@
+"""Virtual keys: who may call, for which projects and models, how often, and what they may read.
+
+Only the sha256 of a key is configured. With no keys configured the gateway runs open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy.rules import PatternList
+
+KEY_PREFIX = "ctxg-"
+SCOPES = frozenset({"proxy", "read"})
+
+
+class KeyConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKey:
+    sha256: str = field(repr=False)
+    client: str
+    projects: frozenset[str] = frozenset()  # empty: any project
+    models: PatternList = PatternList()  # empty: any declared model
+    rpm: int | None = None
+    scopes: frozenset[str] = frozenset({"proxy"})
+
+    @property
+    def default_project(self) -> str | None:
+        return min(self.projects) if len(self.projects) == 1 else None
+
+    def allows_project(self, project: str) -> bool:
+        return not self.projects or project in self.projects
+
+    def allows_model(self, model: str) -> bool:
+        return not self.models.patterns or self.models.first_match(model) is not None
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_keys(raw: Any, where: str) -> tuple[VirtualKey, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise KeyConfigError(f"{where}: must be a list of keys")
+    return tuple(_parse_key(entry, f"{where}[{index}]") for index, entry in enumerate(raw))
+
+
+_KEY_FIELDS = {"sha256", "client", "projects", "models", "rpm", "scopes"}
+
+
+def _parse_key(entry: Any, where: str) -> VirtualKey:
+    if not isinstance(entry, Mapping):
+        raise KeyConfigError(f"{where}: must be a mapping with sha256 and client")
+    unknown = sorted(set(entry) - _KEY_FIELDS)
+    if unknown:
+        raise KeyConfigError(f"{where}: unknown key {unknown[0]!r} (a key is configured by its sha256, never itself)")
+    sha = entry.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
+        raise KeyConfigError(f"{where}.sha256: must be the 64 hex digits `ctxgate keys new` printed")
+    client = entry.get("client")
+    if not isinstance(client, str) or not client:
+        raise KeyConfigError(f"{where}.client: required, the name this key's calls are recorded under")
+    lists = {}
+    for name in ("projects", "models", "scopes"):
+        value = entry.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise KeyConfigError(f"{where}.{name}: must be a list of strings")
+        lists[name] = value
+    if set(lists["scopes"]) - SCOPES:
+        raise KeyConfigError(f"{where}.scopes: each must be one of {', '.join(sorted(SCOPES))}")
+    rpm = entry.get("rpm")
+    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm <= 0):
+        raise KeyConfigError(f"{where}.rpm: must be a positive whole number of requests per minute")
+    return VirtualKey(
+        sha256=sha.lower(), client=client, projects=frozenset(lists["projects"]),
+        models=PatternList.of(tuple(lists["models"])), rpm=rpm,
+        scopes=frozenset(lists["scopes"] or ["proxy"]),
+    )
+
+
+class KeyRing:
+    """Looks keys up by their digest, in constant time per configured key, and meters them."""
+
+    def __init__(self, keys: tuple[VirtualKey, ...]) -> None:
+        self.keys = keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return not self.keys
+
+    def find(self, presented: str | None) -> VirtualKey | None:
+        if not presented:
+            return None
+        presented_digest = digest(presented).encode()
+        found = None
+        for key in self.keys:  # no early exit: timing says nothing about which key matched
+            if hmac.compare_digest(presented_digest, key.sha256.encode()):
+                found = key
+        return found
+
+    def retry_after_s(self, key: VirtualKey) -> int | None:
+        """None when the call may go now (and it is counted); else seconds to wait."""
+        if key.rpm is None:
+            return None
+        bucket = self._buckets.setdefault(key.sha256, _Bucket(capacity=key.rpm))
+        return bucket.take()
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """A token bucket: `capacity` calls per minute, refilled continuously."""
+
+    capacity: int
+    tokens: float = field(init=False)
+    updated: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = float(self.capacity)
+
+    def take(self) -> int | None:
+        now = time.monotonic()
+        rate = self.capacity / 60.0
+        self.tokens = min(float(self.capacity), self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return max(1, math.ceil((1.0 - self.tokens) / rate))
