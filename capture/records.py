@@ -219,6 +219,7 @@ class InteractionQuery:
     client: str | None = None
     since: str | None = None
     limit: int = LIST_LIMIT_DEFAULT
+    projects: frozenset[str] | None = None  # the projects a reader may see; None: all
 
     @classmethod
     def build(
@@ -229,6 +230,7 @@ class InteractionQuery:
         client: str | None = None,
         since: str | None = None,
         limit: int | str | None = None,
+        projects: frozenset[str] | None = None,
     ) -> InteractionQuery:
         """Validate raw filter values (from a query string or the CLI); caps `limit` at 500."""
         if limit is None or limit == "":
@@ -246,6 +248,7 @@ class InteractionQuery:
             client=client or None,
             since=parse_since(since) if since else None,
             limit=min(count, LIST_LIMIT_CAP),
+            projects=projects,
         )
 
 

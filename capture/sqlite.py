@@ -148,6 +148,9 @@ class SQLiteStore:
         if query.since is not None:
             clauses.append("created_at >= ?")
             args.append(query.since)
+        if query.projects is not None:
+            clauses.append(f"project IN ({', '.join('?' for _ in query.projects)})" if query.projects else "1 = 0")
+            args.extend(sorted(query.projects))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
             f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM interactions {where} "

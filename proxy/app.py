@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from capture.records import Interaction
+from capture.records import Interaction, format_timestamp
 from capture.store import open_store
 from capture.writer import CaptureWriter
-from proxy import approvals_api, capture_api
+from proxy import approvals_api, capture_api, sessions_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
@@ -25,6 +28,7 @@ from proxy.upstream import Upstream
 from proxy.wire import json_response
 
 log = structlog.get_logger("ctxgate.proxy")
+RETENTION_EVERY_S = 3600
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -36,7 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
-    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals])
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _retention])
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     for prefix in ("", "/p/{project}"):
@@ -45,6 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
     app.router.add_get("/interactions/{interaction_id}", capture_api.get_interaction)
+    app.router.add_get("/sessions", sessions_api.list_sessions)
+    app.router.add_get("/sessions/{session_id}", sessions_api.get_session)
     app.router.add_get("/approvals", approvals_api.list_approvals)
     app.router.add_get("/approvals/{approval_id}", approvals_api.get_approval)
     app.router.add_post(r"/approvals/{approval_id}/{verdict:approve|deny}", approvals_api.decide_approval)
@@ -82,6 +88,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     log.info("upstream_warmed_up", ms=round(await upstream.warm_up(), 1))
     app[UPSTREAM] = upstream
     yield
+    await upstream.aclose()
 
 
 async def _approvals(app: web.Application) -> AsyncIterator[None]:
@@ -90,6 +97,29 @@ async def _approvals(app: web.Application) -> AsyncIterator[None]:
         log.info("stale_approvals_expired", count=expired)
     app[APPROVALS] = ApprovalBook(app[STORE])
     yield
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """With `retention_days`, the same cleanup as `ctxgate sessions clean`, hourly."""
+    days = app[SETTINGS].retention_days
+    task = asyncio.create_task(_clean_periodically(app, days), name="ctxgate-retention") if days else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _clean_periodically(app: web.Application, days: int) -> None:
+    while True:
+        cutoff = format_timestamp(datetime.now(UTC) - timedelta(days=days))
+        try:
+            result = await app[STORE].delete_older_than(cutoff)
+            log.info("retention_cleaned", older_than=cutoff, sessions=result.sessions,
+                     interactions=result.interactions, approvals=result.approvals)
+        except Exception as error:  # boundary: a failed cleanup is retried at the next hour
+            log.warning("retention_failed", error=str(error))
+        await asyncio.sleep(RETENTION_EVERY_S)
 
 
 async def _release_waiters(app: web.Application) -> None:

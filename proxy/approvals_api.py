@@ -8,7 +8,7 @@ from capture.approvals import ApprovalStatus
 from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, SETTINGS, STORE
 from proxy.bodies import read_json
-from proxy.capture_api import require_admin
+from proxy.access import read_access, require_admin
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, ServiceUnavailable
 from proxy.identity import CLIENT_HEADER
 from proxy.wire import json_response
@@ -21,7 +21,7 @@ class Conflict(GatewayError):
 
 
 async def list_approvals(request: web.Request) -> web.Response:
-    require_admin(request)
+    access = read_access(request)
     raw_status = request.query.get("status")
     try:
         status = ApprovalStatus(raw_status) if raw_status else None
@@ -32,13 +32,13 @@ async def list_approvals(request: web.Request) -> web.Response:
         approvals = await request.app[STORE].list_approvals(status)
     except StoreUnavailable as error:
         raise ServiceUnavailable(f"store unavailable: {error}") from None
-    return json_response({"object": "list", "data": [a.as_dict() for a in approvals]})
+    return json_response({"object": "list", "data": [a.as_dict() for a in approvals if access.allows(a.project)]})
 
 
 async def get_approval(request: web.Request) -> web.Response:
-    require_admin(request)
+    access = read_access(request)
     approval = await request.app[STORE].get_approval(request.match_info["approval_id"])
-    if approval is None:
+    if approval is None or not access.allows(approval.project):
         raise NotFound(f"no approval with id {request.match_info['approval_id']!r}", code="approval_not_found")
     return json_response(approval.as_dict())
 

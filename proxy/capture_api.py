@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
-
 from aiohttp import web
 
 from capture.records import InteractionQuery, InvalidRecord, interaction_from_payload
 from capture.store import StoreUnavailable
-from proxy.appkeys import SETTINGS, STORE
+from proxy.access import read_access, require_admin
+from proxy.appkeys import STORE
 from proxy.bodies import read_json
-from proxy.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
-from proxy.identity import bearer_token
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable
 from proxy.wire import json_response
-
-
-def require_admin(request: web.Request) -> None:
-    """With an admin key configured, the audit trail (every prompt and response) needs it."""
-    admin_key = request.app[SETTINGS].admin_key
-    if admin_key is None:
-        return
-    given = bearer_token(request) or ""
-    if not hmac.compare_digest(given.encode(), admin_key.encode()):
-        raise Unauthorized("the capture API needs the admin key as 'Authorization: Bearer <key>'",
-                           code="admin_key_required")
 
 
 async def record_interaction(request: web.Request) -> web.Response:
@@ -44,7 +31,7 @@ async def record_interaction(request: web.Request) -> web.Response:
 
 
 async def list_interactions(request: web.Request) -> web.Response:
-    require_admin(request)
+    access = read_access(request)
     q = request.query
     try:
         query = InteractionQuery.build(
@@ -53,6 +40,7 @@ async def list_interactions(request: web.Request) -> web.Response:
             client=q.get("client"),
             since=q.get("since"),
             limit=q.get("limit"),
+            projects=access.projects,
         )
     except InvalidRecord as error:
         raise BadRequest(str(error), param=error.field_name) from None
@@ -64,7 +52,7 @@ async def list_interactions(request: web.Request) -> web.Response:
 
 
 async def get_interaction(request: web.Request) -> web.Response:
-    require_admin(request)
+    access = read_access(request)
     interaction_id = request.match_info["interaction_id"]
     try:
         interaction = await request.app[STORE].get_interaction(interaction_id)
@@ -72,4 +60,5 @@ async def get_interaction(request: web.Request) -> web.Response:
         raise ServiceUnavailable(f"store unavailable: {error}") from None
     if interaction is None:
         raise NotFound(f"no interaction with id {interaction_id!r}", code="interaction_not_found")
+    access.check(interaction.project, f"interaction with id {interaction_id!r}")
     return json_response(interaction.as_dict())

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.records import Interaction, InteractionQuery, InvalidRecord
+from capture.records import (
+    CleanupResult,
+    Interaction,
+    InteractionQuery,
+    InvalidRecord,
+    Session,
+    format_timestamp,
+    parse_age,
+)
 from capture.store import Store, StoreUnavailable, open_store
 from proxy.settings import ConfigError, current_user, load_settings, store_url_from
 
@@ -62,6 +71,35 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="compact JSON on one line")
     show.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
     show.set_defaults(run=_interactions_show)
+    sessions = commands.add_parser("sessions", help="conversations as recorded")
+    which = sessions.add_subparsers(title="sessions commands")
+    listing = which.add_parser("list", help="most recently active first")
+    listing.add_argument("--project")
+    listing.add_argument("--client")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    listing.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    listing.set_defaults(run=_sessions_list)
+    show = which.add_parser("show", help="a session turn by turn")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="the session and its turns as one JSON object")
+    show.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    show.set_defaults(run=_sessions_show)
+    clean = which.add_parser("clean", help="delete sessions (and their interactions, approvals) older than an age")
+    clean.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 2w")
+    clean.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    clean.set_defaults(run=_sessions_clean)
+
+    keys = commands.add_parser("keys", help="virtual keys")
+    which = keys.add_subparsers(title="keys commands")
+    new = which.add_parser("new", help="print a fresh key, and the config entry that admits it")
+    new.add_argument("--client", required=True, help="the name this key's calls are recorded under")
+    new.add_argument("--project", action="append", default=[], help="a project it may use (repeat; none: any)")
+    new.add_argument("--model", action="append", default=[], help="a model glob it may use (repeat; none: any)")
+    new.add_argument("--rpm", type=int, help="requests per minute")
+    new.add_argument("--read", action="store_true", help="may also read its projects' records through the APIs")
+    new.set_defaults(run=_keys_new)
+
     approvals = commands.add_parser("approvals", help="tool calls waiting for a person")
     which = approvals.add_subparsers(title="approvals commands")
     listing = which.add_parser("list", help="pending approvals, oldest first")
@@ -88,6 +126,82 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--db", help="also count remembered 'allow always' decisions in this store")
     check.set_defaults(run=_policy_check)
     return parser
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    projects = frozenset({args.project}) if args.project else None
+    found: list[Session] = asyncio.run(_with_store(
+        store_url_from(args.db),
+        lambda store: store.list_sessions(projects=projects, client=args.client, limit=min(args.limit, 500)),
+    ))
+    if args.json:
+        for session in found:
+            sys.stdout.write(orjson.dumps(session.as_dict()).decode() + "\n")
+        return 0
+    print(_table(found, ("id", "project", "client", "first_at", "last_at", "interaction_count",
+                         "prompt_tokens", "completion_tokens"), "no sessions"))
+    return 0
+
+
+def _sessions_show(args: argparse.Namespace) -> int:
+    async def read(store: Store) -> tuple[Session | None, list[Interaction]]:
+        return await store.get_session(args.id), await store.session_interactions(args.id)
+
+    session, turns = asyncio.run(_with_store(store_url_from(args.db), read))
+    if session is None:
+        print(f"ctxgate: error: no session with id {args.id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps({**session.as_dict(), "turns": [t.as_dict() for t in turns]}).decode())
+        return 0
+    print(f"session {session.id}  project={session.project}  client={session.client}  "
+          f"{session.first_at} .. {session.last_at}  {session.interaction_count} turns")
+    for number, turn in enumerate(turns, 1):
+        asked = _last_user_text(turn.prompt)
+        answered = turn.response.get("content") if isinstance(turn.response, dict) else turn.response
+        print(f"\n[{number}] {turn.created_at}  {turn.model}  {turn.status}  id={turn.id}")
+        print(f"  user: {asked}")
+        print(f"  assistant: {answered}")
+        for decision in turn.tool_decisions:
+            print(f"  tool {decision.get('tool')}: {decision.get('action')} ({decision.get('rule')})")
+    return 0
+
+
+def _last_user_text(prompt: Any) -> Any:
+    if isinstance(prompt, list):
+        for message in reversed(prompt):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return message.get("content")
+    return prompt
+
+
+def _sessions_clean(args: argparse.Namespace) -> int:
+    cutoff = format_timestamp(datetime.now(UTC) - parse_age(args.older_than))
+    result: CleanupResult = asyncio.run(
+        _with_store(store_url_from(args.db), lambda store: store.delete_older_than(cutoff))
+    )
+    print(f"deleted {result.sessions} sessions, {result.interactions} interactions and "
+          f"{result.approvals} approvals older than {cutoff} UTC")
+    return 0
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    from proxy.keys import digest, new_key
+
+    key = new_key()
+    entry: dict[str, Any] = {"sha256": digest(key), "client": args.client}
+    if args.project:
+        entry["projects"] = args.project
+    if args.model:
+        entry["models"] = args.model
+    if args.rpm:
+        entry["rpm"] = args.rpm
+    if args.read:
+        entry["scopes"] = ["proxy", "read"]
+    print(f"key (shown once, give it to {args.client}): {key}")
+    print("add under `keys:` in the config:")
+    print(f"  - {orjson.dumps(entry).decode()}")
+    return 0
 
 
 def _approvals_list(args: argparse.Namespace) -> int:
@@ -187,6 +301,16 @@ def _interactions_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: Sequence[Any], columns: tuple[str, ...], empty: str) -> str:
+    if not rows:
+        return empty
+    cells = [[_cell(getattr(r, c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(r[n]) for r in cells)) for n, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
 def _interactions_show(args: argparse.Namespace) -> int:
     interaction: Interaction | None = asyncio.run(
         _with_store(store_url_from(args.db), lambda store: store.get_interaction(args.id))
@@ -204,13 +328,7 @@ _TABLE_COLUMNS = ("id", "created_at", "project", "session_id", "client", "model"
 
 
 def format_table(interactions: Sequence[Interaction]) -> str:
-    if not interactions:
-        return "no interactions"
-    rows = [[_cell(getattr(i, c)) for c in _TABLE_COLUMNS] for i in interactions]
-    widths = [max(len(c), *(len(r[n]) for r in rows)) for n, c in enumerate(_TABLE_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_TABLE_COLUMNS, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
+    return _table(interactions, _TABLE_COLUMNS, "no interactions")
 
 
 def _cell(value: object) -> str:

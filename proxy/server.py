@@ -25,7 +25,9 @@ def serve(settings: Settings) -> None:
             store=_store_label(settings.store_url),
             models=[route.model_name for route in settings.models],
         )
-        if settings.admin_key is None:
+        if not settings.keys:
+            log.warning("gateway_open", hint="no keys configured: anyone who reaches it may call it")
+        if settings.admin_key is None and not settings.keys:
             log.warning("capture_api_open", hint="set CTXGATE_ADMIN_KEY to require a key for /interactions")
 
     async def announce_stop(_: web.Application) -> None:

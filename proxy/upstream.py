@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
+from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients  # noqa: E402
 import structlog  # noqa: E402
 
 from proxy.chat_request import UpstreamCall  # noqa: E402
@@ -77,6 +78,12 @@ class Upstream:
             except Exception:  # refused by design: only the imports on the way matter
                 pass
         return (time.perf_counter() - started) * 1000
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients litellm caches (they would outlive the event loop), and
+        forget them, so a later app in this process does not pick up a closed one."""
+        await close_litellm_async_clients()  # type: ignore[no-untyped-call]  # litellm leaves it unannotated
+        litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]  # likewise
 
     async def complete(self, call: UpstreamCall) -> dict[str, Any]:
         try:

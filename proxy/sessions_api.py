@@ -1,0 +1,36 @@
+"""The sessions API: conversations as recorded, and each replayed turn by turn."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from capture.records import LIST_LIMIT_CAP, InvalidRecord, InteractionQuery
+from proxy.access import read_access
+from proxy.appkeys import STORE
+from proxy.errors import BadRequest, NotFound
+from proxy.wire import json_response
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    access = read_access(request)
+    try:
+        limit = InteractionQuery.build(limit=request.query.get("limit")).limit
+    except InvalidRecord as error:
+        raise BadRequest(str(error), param=error.field_name) from None
+    projects = access.projects
+    wanted = request.query.get("project")
+    if wanted:
+        projects = frozenset({wanted}) if access.allows(wanted) else frozenset()
+    sessions = await request.app[STORE].list_sessions(projects=projects, client=request.query.get("client"), limit=limit)
+    return json_response({"object": "list", "data": [s.as_dict() for s in sessions]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    """The session and its turns, oldest first, in full (at most 500)."""
+    access = read_access(request)
+    session_id = request.match_info["session_id"]
+    session = await request.app[STORE].get_session(session_id)
+    if session is None or not access.allows(session.project):
+        raise NotFound(f"no session with id {session_id!r}", code="session_not_found")
+    turns = await request.app[STORE].session_interactions(session_id, LIST_LIMIT_CAP)
+    return json_response({**session.as_dict(), "turns": [t.as_dict() for t in turns]})

@@ -1,0 +1,85 @@
+"""Retention deletes exactly what is older than the cutoff, in bounded batches."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from capture.approvals import Approval
+from capture.records import Interaction, new_interaction_id
+from capture.sqlite import SQLiteStore
+
+
+def interaction(created_at: str, session_id: str | None, tokens: int = 1) -> Interaction:
+    return Interaction(id=new_interaction_id(), created_at=created_at, prompt="p", session_id=session_id,
+                       project="atmos", prompt_tokens=tokens, completion_tokens=tokens)
+
+
+async def seeded(path: Path) -> SQLiteStore:
+    store = SQLiteStore(str(path))
+    await store.open()
+    old_days = [f"2026-01-0{d} 10:00:00" for d in range(1, 6)]
+    batch = [interaction(day, f"old-{n}") for n, day in enumerate(old_days)]
+    batch += [interaction("2026-01-01 09:00:00", "old-0"), interaction("2026-03-01 10:00:00", "new-0")]
+    # a session that began before the cutoff but was active after it is kept whole
+    batch += [interaction("2026-01-02 10:00:00", "straddles"), interaction("2026-03-02 10:00:00", "straddles")]
+    batch += [interaction("2026-01-03 10:00:00", None), interaction("2026-03-03 10:00:00", None)]
+    await store.insert_interactions(batch)
+    for n, session in enumerate(("old-1", "new-0")):
+        await store.insert_approval(Approval(id=f"a{n}", created_at="2026-01-01 00:00:00",
+                                             expires_at="2026-01-01 00:02:00", project="atmos", tool="t",
+                                             session_id=session))
+    return store
+
+
+async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> None:
+    store = await seeded(tmp_path / "db")
+    before = {s.id: s for s in await store.list_sessions(limit=100)}
+    assert before["old-0"].interaction_count == 2 and before["straddles"].interaction_count == 2
+
+    result = await store.delete_older_than("2026-02-01 00:00:00", batch_size=2)
+    assert (result.sessions, result.interactions, result.approvals) == (5, 7, 1)
+    assert {s.id for s in await store.list_sessions(limit=100)} == {"new-0", "straddles"}
+    assert len(await store.session_interactions("straddles")) == 2
+    await store.close()
+    db = sqlite3.connect(tmp_path / "db")
+    assert db.execute("SELECT count(*) FROM interactions").fetchone() == (4,)
+    assert db.execute("SELECT id FROM approvals").fetchall() == [("a1",)]
+
+
+async def test_nothing_older_means_nothing_deleted(tmp_path: Path) -> None:
+    store = await seeded(tmp_path / "db")
+    result = await store.delete_older_than("2025-01-01 00:00:00")
+    assert (result.sessions, result.interactions, result.approvals) == (0, 0, 0)
+    await store.close()
+
+
+def test_sessions_clean_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    async def seed() -> None:
+        await (await seeded(tmp_path / "db")).close()
+
+    asyncio.run(seed())
+    assert main(["sessions", "clean", "--older-than", "30d", "--db", str(tmp_path / "db")]) == 0
+    assert capsys.readouterr().out.startswith("deleted 7 sessions, 11 interactions and 2 approvals older than")
+    assert main(["sessions", "clean", "--older-than", "soon", "--db", str(tmp_path / "db")]) == 2
+
+
+def test_sessions_list_and_show_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    async def seed() -> None:
+        await (await seeded(tmp_path / "db")).close()
+
+    asyncio.run(seed())
+    assert main(["sessions", "list", "--db", str(tmp_path / "db")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["id", "project", "client"] and lines[1].split()[0] == "straddles"  # most recently active first
+    assert main(["sessions", "show", "old-0", "--db", str(tmp_path / "db")]) == 0
+    out = capsys.readouterr().out
+    assert "2 turns" in out and out.count("\n[") == 2
+    assert main(["sessions", "show", "nope", "--db", str(tmp_path / "db")]) == 1
