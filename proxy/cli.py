@@ -64,12 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--since", help="inclusive cutoff, 'YYYY-MM-DD HH:MM:SS' UTC or ISO 8601")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (cap 500)")
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    listing.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(listing)
     listing.set_defaults(run=_interactions_list)
     show = which.add_parser("show", help="one interaction, in full")
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="compact JSON on one line")
-    show.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(show)
     show.set_defaults(run=_interactions_show)
     sessions = commands.add_parser("sessions", help="conversations as recorded")
     which = sessions.add_subparsers(title="sessions commands")
@@ -78,16 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--client")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    listing.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(listing)
     listing.set_defaults(run=_sessions_list)
     show = which.add_parser("show", help="a session turn by turn")
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="the session and its turns as one JSON object")
-    show.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(show)
     show.set_defaults(run=_sessions_show)
     clean = which.add_parser("clean", help="delete sessions (and their interactions, approvals) older than an age")
     clean.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 2w")
-    clean.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(clean)
     clean.set_defaults(run=_sessions_clean)
 
     keys = commands.add_parser("keys", help="virtual keys")
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = which.add_parser("list", help="pending approvals, oldest first")
     listing.add_argument("--status", default="pending", choices=[s.value for s in ApprovalStatus] + ["all"])
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    listing.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+    _db_option(listing)
     listing.set_defaults(run=_approvals_list)
     for verdict in ("approve", "deny"):
         decide = which.add_parser(verdict, help=f"{verdict} a pending tool call")
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         if verdict == "approve":
             decide.add_argument("--always", action="store_true", help="allow this tool for the project from now on")
         decide.add_argument("--by", default=None, help="who decides (default: $USER)")
-        decide.add_argument("--db", help="store URL (default: $CTXGATE_DB or ./ctxgate.db)")
+        _db_option(decide)
         decide.set_defaults(run=_approvals_decide, verdict=verdict)
 
     policy = commands.add_parser("policy", help="the tool-call policy")
@@ -259,6 +259,10 @@ def _policy_check(args: argparse.Namespace) -> int:
     print(f"{decision.action}  rule={decision.rule}  project={project}{mode}")
     print(f"  {decision.reason}")
     return 0
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="store URL: a path, sqlite:///path (default: $CTXGATE_DB or ./ctxgate.db)")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -11,12 +11,10 @@ import openai
 import pytest
 import structlog
 
-from capture.records import InteractionQuery
 from proxy.app import create_app
-from proxy.appkeys import CAPTURE_WRITER, STORE
 from proxy.fake_upstream import FakeUpstream, Reply
 from proxy.settings import ModelRoute
-from tests.conftest import MODEL, Gateway, gateway_settings
+from tests.conftest import MODEL, Gateway, gateway_settings, make_gateway
 
 
 async def post(gateway: Gateway, data: bytes, path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
@@ -134,33 +132,23 @@ async def test_unreachable_upstream_gets_502(aiohttp_server: Any, upstream: Fake
     assert caught.value.body["code"] == "upstream_unavailable"  # type: ignore[index]
 
 
-async def test_upstream_timeout_gets_504(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
-    app = create_app(gateway_settings(upstream, tmp_path, upstream_timeout_s=0.3))
-    server = await aiohttp_server(app)
-    upstream.push(Reply(text="too late", delay_s=2))
-    client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0)
-    with pytest.raises(openai.APIStatusError) as caught:
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.status_code == 504
-    assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
-    await app[CAPTURE_WRITER].wait_written(1)
-    [summary] = await app[STORE].list_interactions(InteractionQuery())
-    assert summary.status == "upstream_error" and "timed out" in (summary.error or "")
-
-
-async def test_a_routes_own_timeout_wins_over_the_default(
-    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+@pytest.mark.parametrize(
+    ("route_params", "gateway_timeout_s"),
+    [({}, 0.3), ({"timeout": 0.3}, 600)],  # the gateway's default; a route's own timeout wins over it
+)
+async def test_upstream_timeout_gets_504(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, route_params: dict[str, Any], gateway_timeout_s: float
 ) -> None:
     route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=upstream.base_url, api_key="k",
-                       extra={"timeout": 0.3})
-    app = create_app(gateway_settings(upstream, tmp_path, models=(route,), upstream_timeout_s=600))
-    server = await aiohttp_server(app)
+                       extra=route_params)
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, models=(route,), upstream_timeout_s=gateway_timeout_s)
     upstream.push(Reply(text="too late", delay_s=2))
-    client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        await gateway.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 504
     assert caught.value.body["code"] == "upstream_timeout"  # type: ignore[index]
+    [stored] = await gateway.recorded()
+    assert stored.status == "upstream_error" and "timed out" in (stored.error or "")
 
 
 async def test_stream_cut_by_upstream_raises_in_sdk_and_keeps_partial_response(gateway: Gateway) -> None:
