@@ -87,30 +87,32 @@ def m002_approvals(execute: Execute) -> None:
 
 
 def m003_sessions(execute: Execute) -> None:
+    # A session is (project, id): ids come from clients, and two projects may send the same one.
     execute(
         """
         CREATE TABLE sessions (
-            id TEXT PRIMARY KEY,
-            project TEXT,
+            project TEXT NOT NULL DEFAULT '',
+            id TEXT NOT NULL,
             client TEXT,
             first_at TEXT NOT NULL,
             last_at TEXT NOT NULL,
             interaction_count INTEGER NOT NULL DEFAULT 0,
             prompt_tokens INTEGER NOT NULL DEFAULT 0,
-            completion_tokens INTEGER NOT NULL DEFAULT 0
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (project, id)
         )
         """
     )
     execute("CREATE INDEX ix_sessions_last_at ON sessions (last_at)")
-    execute("CREATE INDEX ix_sessions_project ON sessions (project)")
-    execute("CREATE INDEX ix_approvals_session_id ON approvals (session_id)")
+    execute("CREATE INDEX ix_sessions_id ON sessions (id)")
+    execute("CREATE INDEX ix_approvals_created_at ON approvals (created_at)")
     execute(
         """
-        INSERT INTO sessions (id, project, client, first_at, last_at, interaction_count, prompt_tokens,
+        INSERT INTO sessions (project, id, client, first_at, last_at, interaction_count, prompt_tokens,
                               completion_tokens)
-        SELECT session_id, MIN(project), MIN(client), MIN(created_at), MAX(created_at), COUNT(*),
+        SELECT COALESCE(project, ''), session_id, MIN(client), MIN(created_at), MAX(created_at), COUNT(*),
                COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)
-        FROM interactions WHERE session_id IS NOT NULL GROUP BY session_id
+        FROM interactions WHERE session_id IS NOT NULL GROUP BY COALESCE(project, ''), session_id
         """
     )
 

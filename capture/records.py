@@ -256,8 +256,8 @@ class InteractionQuery:
 class Session:
     """The turns of one conversation, as recorded."""
 
+    project: str
     id: str
-    project: str | None
     client: str | None
     first_at: str
     last_at: str

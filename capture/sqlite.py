@@ -34,9 +34,9 @@ _INSERT = (
 
 
 _UPSERT_SESSION = """
-INSERT INTO sessions (id, project, client, first_at, last_at, interaction_count, prompt_tokens, completion_tokens)
+INSERT INTO sessions (project, id, client, first_at, last_at, interaction_count, prompt_tokens, completion_tokens)
 VALUES (?, ?, ?, ?, ?, 1, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
+ON CONFLICT (project, id) DO UPDATE SET
     first_at = CASE WHEN excluded.first_at < sessions.first_at THEN excluded.first_at ELSE sessions.first_at END,
     last_at = CASE WHEN excluded.last_at > sessions.last_at THEN excluded.last_at ELSE sessions.last_at END,
     interaction_count = sessions.interaction_count + 1,
@@ -44,11 +44,33 @@ ON CONFLICT (id) DO UPDATE SET
     completion_tokens = sessions.completion_tokens + excluded.completion_tokens
 """
 _SESSION_COLUMNS = Session.__slots__
+# Sessions that began before a retention cutoff and went on after it: counted again from what is left.
+_RECOUNT_STRADDLING = """
+UPDATE sessions SET
+    first_at = (SELECT MIN(i.created_at) FROM interactions i
+                WHERE i.session_id = sessions.id AND COALESCE(i.project, '') = sessions.project),
+    interaction_count = (SELECT COUNT(*) FROM interactions i
+                         WHERE i.session_id = sessions.id AND COALESCE(i.project, '') = sessions.project),
+    prompt_tokens = (SELECT COALESCE(SUM(i.prompt_tokens), 0) FROM interactions i
+                     WHERE i.session_id = sessions.id AND COALESCE(i.project, '') = sessions.project),
+    completion_tokens = (SELECT COALESCE(SUM(i.completion_tokens), 0) FROM interactions i
+                         WHERE i.session_id = sessions.id AND COALESCE(i.project, '') = sessions.project)
+WHERE first_at < ?
+"""
+
+
+def _in_projects(projects: frozenset[str] | None) -> tuple[str, list[str]]:
+    """A WHERE clause limiting to `projects` (None: no limit; empty: nothing)."""
+    if projects is None:
+        return "", []
+    if not projects:
+        return "1 = 0", []
+    return f"COALESCE(project, '') IN ({', '.join('?' for _ in projects)})", sorted(projects)
 
 
 def _session_values(interaction: Interaction) -> tuple[Any, ...]:
     return (
-        interaction.session_id, interaction.project, interaction.client, interaction.created_at,
+        interaction.project or "", interaction.session_id, interaction.client, interaction.created_at,
         interaction.created_at, interaction.prompt_tokens or 0, interaction.completion_tokens or 0,
     )
 
@@ -148,9 +170,10 @@ class SQLiteStore:
         if query.since is not None:
             clauses.append("created_at >= ?")
             args.append(query.since)
-        if query.projects is not None:
-            clauses.append(f"project IN ({', '.join('?' for _ in query.projects)})" if query.projects else "1 = 0")
-            args.extend(sorted(query.projects))
+        clause, project_args = _in_projects(query.projects)
+        if clause:
+            clauses.append(clause)
+            args.extend(project_args)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
             f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM interactions {where} "
@@ -177,9 +200,10 @@ class SQLiteStore:
         self, *, projects: frozenset[str] | None = None, client: str | None = None, limit: int = 50
     ) -> list[Session]:
         clauses, args = [], []
-        if projects is not None:
-            clauses.append(f"project IN ({', '.join('?' for _ in projects)})" if projects else "1 = 0")
-            args.extend(sorted(projects))
+        clause, project_args = _in_projects(projects)
+        if clause:
+            clauses.append(clause)
+            args.extend(project_args)
         if client is not None:
             clauses.append("client = ?")
             args.append(client)
@@ -191,47 +215,55 @@ class SQLiteStore:
 
         return await self._run(select)
 
-    async def get_session(self, session_id: str) -> Session | None:
-        sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
+    async def get_sessions(self, session_id: str, projects: frozenset[str] | None = None) -> list[Session]:
+        clause, args = _in_projects(projects)
+        sql = (f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ? {'AND ' + clause if clause else ''} "
+               "ORDER BY last_at DESC")
 
-        def select(db: sqlite3.Connection) -> Session | None:
-            row = db.execute(sql, (session_id,)).fetchone()
-            return None if row is None else Session(*row)
+        def select(db: sqlite3.Connection) -> list[Session]:
+            return [Session(*row) for row in db.execute(sql, (session_id, *args))]
 
         return await self._run(select)
 
-    async def session_interactions(self, session_id: str, limit: int = 500) -> list[Interaction]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE session_id = ? ORDER BY created_at, id LIMIT ?"
+    async def session_interactions(self, project: str, session_id: str, limit: int = 500) -> list[Interaction]:
+        sql = (f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE session_id = ? AND COALESCE(project, '') = ? "
+               "ORDER BY created_at, id LIMIT ?")
 
         def select(db: sqlite3.Connection) -> list[Interaction]:
-            return [_from_row(_COLUMNS, row) for row in db.execute(sql, (session_id, limit))]
+            return [_from_row(_COLUMNS, row) for row in db.execute(sql, (session_id, project, limit))]
 
         return await self._run(select)
 
     async def delete_older_than(self, cutoff: str, batch_size: int = 500) -> CleanupResult:
-        def delete(db: sqlite3.Connection) -> CleanupResult:
-            sessions = interactions = approvals = 0
-            while True:  # one bounded transaction per batch: writers get a turn in between
+        def delete_batch(sql: str) -> Callable[[sqlite3.Connection], int]:
+            def delete(db: sqlite3.Connection) -> int:
                 with _transaction(db):
-                    ids = [i for (i,) in db.execute(
-                        "SELECT id FROM sessions WHERE last_at < ? LIMIT ?", (cutoff, batch_size))]
-                    if not ids:
-                        break
-                    marks = ", ".join("?" for _ in ids)
-                    interactions += db.execute(f"DELETE FROM interactions WHERE session_id IN ({marks})", ids).rowcount
-                    approvals += db.execute(f"DELETE FROM approvals WHERE session_id IN ({marks})", ids).rowcount
-                    sessions += db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", ids).rowcount
-            while True:
-                with _transaction(db):
-                    removed = db.execute(
-                        "DELETE FROM interactions WHERE id IN (SELECT id FROM interactions "
-                        "WHERE session_id IS NULL AND created_at < ? LIMIT ?)", (cutoff, batch_size)).rowcount
-                    interactions += removed
-                if removed < batch_size:
-                    break
-            return CleanupResult(sessions=sessions, interactions=interactions, approvals=approvals)
+                    return db.execute(sql, (cutoff, batch_size)).rowcount
 
-        return await self._run(delete)
+            return delete
+
+        async def drain(sql: str) -> int:
+            total = 0
+            while True:  # each batch is its own call on the worker: writes queue in between
+                removed = await self._run(delete_batch(sql))
+                total += removed
+                if removed < batch_size:
+                    return total
+
+        interactions = await drain(
+            "DELETE FROM interactions WHERE id IN (SELECT id FROM interactions WHERE created_at < ? LIMIT ?)")
+        approvals = await drain(
+            "DELETE FROM approvals WHERE id IN "
+            "(SELECT id FROM approvals WHERE created_at < ? AND status <> 'pending' LIMIT ?)")
+        sessions = await drain(
+            "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE last_at < ? LIMIT ?)")
+
+        def recount(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(_RECOUNT_STRADDLING, (cutoff,))
+
+        await self._run(recount)
+        return CleanupResult(sessions=sessions, interactions=interactions, approvals=approvals)
 
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()
@@ -250,8 +282,15 @@ class SQLiteStore:
 
         return await self._run(select)
 
-    async def list_approvals(self, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
-        where, args = ("WHERE status = ?", [str(status)]) if status else ("", [])
+    async def list_approvals(
+        self, status: ApprovalStatus | None = None, limit: int = 100, projects: frozenset[str] | None = None
+    ) -> list[Approval]:
+        clauses, args = (["status = ?"], [str(status)]) if status else ([], [])
+        clause, project_args = _in_projects(projects)
+        if clause:
+            clauses.append(clause)
+            args.extend(project_args)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals {where} ORDER BY created_at, id LIMIT ?"
 
         def select(db: sqlite3.Connection) -> list[Approval]:

@@ -37,20 +37,24 @@ class Store(Protocol):
     ) -> list[Session]:
         """Most recently active first; `projects` limits to those (None: all)."""
 
-    async def get_session(self, session_id: str) -> Session | None: ...
+    async def get_sessions(self, session_id: str, projects: frozenset[str] | None = None) -> list[Session]:
+        """The sessions with this id (one per project that used it), most recent first."""
 
-    async def session_interactions(self, session_id: str, limit: int = 500) -> list[Interaction]:
+    async def session_interactions(self, project: str, session_id: str, limit: int = 500) -> list[Interaction]:
         """The full records of a session, oldest first."""
 
     async def delete_older_than(self, cutoff: str, batch_size: int = 500) -> CleanupResult:
-        """Delete sessions last active before `cutoff` with their interactions and approvals,
-        and sessionless interactions created before it, in transactions of `batch_size`."""
+        """Delete interactions and decided approvals created before `cutoff`, sessions with
+        nothing left, and recount the sessions that straddle it. One transaction per batch of
+        `batch_size` rows, so capture and reads get their turn in between."""
 
     async def insert_approval(self, approval: Approval) -> None: ...
 
     async def get_approval(self, approval_id: str) -> Approval | None: ...
 
-    async def list_approvals(self, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
+    async def list_approvals(
+        self, status: ApprovalStatus | None = None, limit: int = 100, projects: frozenset[str] | None = None
+    ) -> list[Approval]:
         """Oldest first: the order in which they are waiting."""
 
     async def decide_approval(

@@ -20,6 +20,7 @@ from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
+from proxy.identity import caller_key
 from proxy.keys import KeyRing
 from proxy.logs import stamp_response_headers, request_log_middleware
 from proxy.metrics import Metrics
@@ -136,7 +137,10 @@ def _spool_path(store_url: str) -> Path | None:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = dict.fromkeys(route.model_name for route in request.app[SETTINGS].models)
+    key = caller_key(request, request.app[KEYRING])
+    names = dict.fromkeys(
+        route.model_name for route in request.app[SETTINGS].models if key is None or key.allows_model(route.model_name)
+    )
     return json_response(
         {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ctxgate"} for n in names]}
     )

@@ -29,10 +29,10 @@ async def list_approvals(request: web.Request) -> web.Response:
         choices = ", ".join(s.value for s in ApprovalStatus)
         raise BadRequest(f"status must be one of {choices}", param="status") from None
     try:
-        approvals = await request.app[STORE].list_approvals(status)
+        approvals = await request.app[STORE].list_approvals(status, projects=access.projects)
     except StoreUnavailable as error:
         raise ServiceUnavailable(f"store unavailable: {error}") from None
-    return json_response({"object": "list", "data": [a.as_dict() for a in approvals if access.allows(a.project)]})
+    return json_response({"object": "list", "data": [a.as_dict() for a in approvals]})
 
 
 async def get_approval(request: web.Request) -> web.Response:

@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_sessions_list)
     show = which.add_parser("show", help="a session turn by turn")
     show.add_argument("id")
+    show.add_argument("--project", help="when the id is used in several projects")
     show.add_argument("--json", action="store_true", help="the session and its turns as one JSON object")
     _db_option(show)
     show.set_defaults(run=_sessions_show)
@@ -144,13 +145,22 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_show(args: argparse.Namespace) -> int:
-    async def read(store: Store) -> tuple[Session | None, list[Interaction]]:
-        return await store.get_session(args.id), await store.session_interactions(args.id)
+    projects = frozenset({args.project}) if args.project else None
 
-    session, turns = asyncio.run(_with_store(store_url_from(args.db), read))
-    if session is None:
+    async def read(store: Store) -> tuple[list[Session], list[Interaction]]:
+        found = await store.get_sessions(args.id, projects)
+        turns = await store.session_interactions(found[0].project, args.id) if len(found) == 1 else []
+        return found, turns
+
+    found, turns = asyncio.run(_with_store(store_url_from(args.db), read))
+    if not found:
         print(f"ctxgate: error: no session with id {args.id!r}", file=sys.stderr)
         return 1
+    if len(found) > 1:
+        print(f"ctxgate: error: session {args.id!r} is used in projects "
+              f"{', '.join(s.project for s in found)}: pass --project", file=sys.stderr)
+        return 2
+    session = found[0]
     if args.json:
         print(orjson.dumps({**session.as_dict(), "turns": [t.as_dict() for t in turns]}).decode())
         return 0

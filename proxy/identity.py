@@ -41,15 +41,21 @@ class Identity:
     bearer_token: str | None = field(default=None, repr=False)  # a provider key: only with no keys configured
 
 
+def caller_key(request: web.Request, keyring: KeyRing) -> VirtualKey | None:
+    """The caller's key; None when no keys are configured. 401 without a valid proxy key."""
+    if keyring.is_open:
+        return None
+    key = keyring.find(bearer_token(request))
+    if key is None or "proxy" not in key.scopes:
+        raise Unauthorized("a valid ctxgate key is required: 'Authorization: Bearer ctxg-...'", code="invalid_api_key")
+    return key
+
+
 def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyring: KeyRing) -> Identity:
     """Raises 401 without a valid key (when keys are configured), 403 for a project or model
     outside the key's scope, 429 over the key's rate."""
     bearer = bearer_token(request)
-    key = None
-    if not keyring.is_open:
-        key = keyring.find(bearer)
-        if key is None or "proxy" not in key.scopes:
-            raise Unauthorized("a valid ctxgate key is required: 'Authorization: Bearer ctxg-...'", code="invalid_api_key")
+    key = caller_key(request, keyring)
     project = (
         request.match_info.get("project")
         or request.headers.get(PROJECT_HEADER)
@@ -58,7 +64,9 @@ def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyrin
     )
     if key is not None:
         if not key.allows_project(project):
-            raise Forbidden(f"this key may not use project {project!r}", code="project_not_allowed")
+            raise Forbidden(f"this key may not use project {project!r}; it may use "
+                            f"{', '.join(sorted(key.projects))} (name one with the /p/{{project}}/v1 prefix "
+                            f"or the {PROJECT_HEADER} header)", code="project_not_allowed")
         if not key.allows_model(chat.model):
             raise Forbidden(f"this key may not use model {chat.model!r}", code="model_not_allowed")
         retry_after = keyring.retry_after_s(key)
@@ -83,7 +91,8 @@ def session_from(request: web.Request, chat: ChatRequest) -> str | None:
         chat.params.get("session_id"),
     )
     for candidate in candidates:
-        if isinstance(candidate, str) and candidate.strip():
+        # Echoed in a response header: a control character there would cut the response.
+        if isinstance(candidate, str) and candidate.strip() and candidate.isascii() and candidate.isprintable():
             return candidate.strip()[:MAX_SESSION_ID]
     return None
 

@@ -26,11 +26,20 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 async def get_session(request: web.Request) -> web.Response:
-    """The session and its turns, oldest first, in full (at most 500)."""
+    """The session and its turns, oldest first, in full (at most 500). Session ids come from
+    clients, so two projects may share one: then `?project=` says which."""
     access = read_access(request)
     session_id = request.match_info["session_id"]
-    session = await request.app[STORE].get_session(session_id)
-    if session is None or not access.allows(session.project):
+    projects = access.projects
+    wanted = request.query.get("project")
+    if wanted is not None:
+        projects = frozenset({wanted}) if access.allows(wanted) else frozenset()
+    found = await request.app[STORE].get_sessions(session_id, projects)
+    if not found:
         raise NotFound(f"no session with id {session_id!r}", code="session_not_found")
-    turns = await request.app[STORE].session_interactions(session_id, LIST_LIMIT_CAP)
+    if len(found) > 1:
+        raise BadRequest(f"session id {session_id!r} is used in projects {', '.join(s.project for s in found)}: "
+                         "pass ?project=", param="project", code="session_ambiguous")
+    session = found[0]
+    turns = await request.app[STORE].session_interactions(session.project, session_id, LIST_LIMIT_CAP)
     return json_response({**session.as_dict(), "turns": [t.as_dict() for t in turns]})

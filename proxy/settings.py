@@ -31,7 +31,8 @@ class ModelRoute:
     model: str
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    env_values: tuple[str, ...] = field(default=(), repr=False)  # read via os.environ/: treated as secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret the settings hold, for redaction."""
         found = [r.api_key for r in self.models if r.api_key]
+        found += [value for r in self.models for value in r.env_values]
         if self.admin_key:
             found.append(self.admin_key)
         return tuple(found)
@@ -257,12 +259,17 @@ def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> 
     if not isinstance(params, dict) or not isinstance(params.get("model"), str):
         raise ConfigError(f"{where}.litellm_params.model: required, a string such as openai/gpt-4o-mini")
     resolved = {key: _resolve_secret(value, f"{where}.litellm_params.{key}", env) for key, value in params.items()}
+    from_env = tuple(
+        str(resolved[key]) for key, value in params.items()
+        if isinstance(value, str) and value.startswith("os.environ/") and resolved[key]
+    )
     return ModelRoute(
         model_name=name,
         model=resolved.pop("model"),
         api_base=resolved.pop("api_base", None),
         api_key=resolved.pop("api_key", None),
         extra=resolved,
+        env_values=from_env,
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.approvals import Approval
+from capture.approvals import Approval, ApprovalStatus
 from capture.records import Interaction, new_interaction_id
 from capture.sqlite import SQLiteStore
 
@@ -27,12 +27,17 @@ async def seeded(path: Path) -> SQLiteStore:
     # a session that began before the cutoff but was active after it is kept whole
     batch += [interaction("2026-01-02 10:00:00", "straddles"), interaction("2026-03-02 10:00:00", "straddles")]
     batch += [interaction("2026-01-03 10:00:00", None), interaction("2026-03-03 10:00:00", None)]
+    batch += [interaction(CUTOFF, "edge")]  # exactly at the cutoff: not older, kept
     await store.insert_interactions(batch)
-    for n, session in enumerate(("old-1", "new-0")):
-        await store.insert_approval(Approval(id=f"a{n}", created_at="2026-01-01 00:00:00",
-                                             expires_at="2026-01-01 00:02:00", project="atmos", tool="t",
-                                             session_id=session))
+    for name, created_at, status in (("a-old", "2026-01-01 00:00:00", ApprovalStatus.APPROVED),
+                                     ("a-new", "2026-03-01 00:00:00", ApprovalStatus.DENIED),
+                                     ("a-waiting", "2026-01-01 00:00:00", ApprovalStatus.PENDING)):
+        await store.insert_approval(Approval(id=name, created_at=created_at, expires_at="2999-01-01 00:00:00",
+                                             project="atmos", tool="t", status=status))
     return store
+
+
+CUTOFF = "2026-02-01 00:00:00"
 
 
 async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> None:
@@ -40,14 +45,18 @@ async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> 
     before = {s.id: s for s in await store.list_sessions(limit=100)}
     assert before["old-0"].interaction_count == 2 and before["straddles"].interaction_count == 2
 
-    result = await store.delete_older_than("2026-02-01 00:00:00", batch_size=2)
-    assert (result.sessions, result.interactions, result.approvals) == (5, 7, 1)
-    assert {s.id for s in await store.list_sessions(limit=100)} == {"new-0", "straddles"}
-    assert len(await store.session_interactions("straddles")) == 2
+    result = await store.delete_older_than(CUTOFF, batch_size=2)
+    assert (result.sessions, result.interactions, result.approvals) == (5, 8, 1)
+    after = {s.id: s for s in await store.list_sessions(limit=100)}
+    assert set(after) == {"new-0", "straddles", "edge"}
+    # what is left of a session that straddled the cutoff is counted again
+    assert (after["straddles"].interaction_count, after["straddles"].first_at) == (1, "2026-03-02 10:00:00")
+    assert after["straddles"].prompt_tokens == 1
+    assert len(await store.session_interactions("atmos", "straddles")) == 1
     await store.close()
     db = sqlite3.connect(tmp_path / "db")
     assert db.execute("SELECT count(*) FROM interactions").fetchone() == (4,)
-    assert db.execute("SELECT id FROM approvals").fetchall() == [("a1",)]
+    assert sorted(db.execute("SELECT id FROM approvals").fetchall()) == [("a-new",), ("a-waiting",)]
 
 
 async def test_nothing_older_means_nothing_deleted(tmp_path: Path) -> None:
@@ -65,7 +74,7 @@ def test_sessions_clean_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     asyncio.run(seed())
     assert main(["sessions", "clean", "--older-than", "30d", "--db", str(tmp_path / "db")]) == 0
-    assert capsys.readouterr().out.startswith("deleted 7 sessions, 11 interactions and 2 approvals older than")
+    assert capsys.readouterr().out.startswith("deleted 8 sessions, 12 interactions and 2 approvals older than")
     assert main(["sessions", "clean", "--older-than", "soon", "--db", str(tmp_path / "db")]) == 2
 
 

@@ -66,6 +66,10 @@ async def test_the_same_question_in_two_projects_is_two_sessions(gateway: Gatewa
         ({"session_id": "codex-old"}, {}, "codex-old"),
         ({"x-opencode-session": "oc-1"}, {}, "oc-1"),
         ({"Helicone-Session-Id": "hel-7"}, {}, "hel-7"),
+        ({"X-Session-Id": "or-1"}, {}, "or-1"),
+        ({"x-session-affinity": "aff-1"}, {}, "aff-1"),
+        ({"x-litellm-session-id": "ll-h"}, {}, "ll-h"),
+        ({}, {"session_id": "body-top"}, "body-top"),
         ({}, {"metadata": {"session_id": "meta-1"}}, "meta-1"),
         ({}, {"litellm_session_id": "ll-1"}, "ll-1"),
         ({"X-Ctxgate-Session": "wins", "X-Claude-Code-Session-Id": "loses"}, {}, "wins"),
@@ -78,6 +82,13 @@ async def test_session_ids_agents_already_send_are_used(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_headers=headers, extra_body=body
     )
     assert raw.headers["X-Ctxgate-Session"] == expected
+
+
+async def test_a_body_session_id_with_control_characters_is_not_echoed(gateway: Gateway) -> None:
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_body={"metadata": {"session_id": "a\r\nX-Evil: 1"}}
+    )
+    assert raw.headers["X-Ctxgate-Session"].startswith("s_") and "X-Evil" not in raw.headers
 
 
 def test_short_user_agent_of_the_sdk() -> None:
@@ -189,11 +200,42 @@ async def test_scoped_reads_never_return_another_projects_rows(keyed: Gateway) -
     status, filtered, _ = await get(keyed, "/sessions?project=web", READER)
     assert status == 200 and filtered["data"] == []
 
+    status, approvals, _ = await get(keyed, "/approvals?status=pending", READER)
+    assert status == 200 and approvals["data"] == []
+
     status, everything, _ = await get(keyed, "/interactions", "admin-k")
     assert {r["project"] for r in everything["data"]} == {"atmos", "web"}
     for key, expected in ((ALICE, 403), (None, 401), ("wrong", 401)):  # a proxy-only key cannot read
         status, body, _ = await get(keyed, "/interactions", key)
         assert status == expected, (key, body)
+
+
+async def test_a_session_id_shared_by_two_projects_stays_two_sessions(keyed: Gateway) -> None:
+    shared = {"extra_headers": {"X-Ctxgate-Session": "s1"}}
+    await chat(keyed, ALICE, **shared)
+    await chat(keyed, BOB, **shared)
+    await keyed.recorded(at_least=2)
+    status, body, _ = await get(keyed, "/sessions/s1", READER)
+    assert status == 200 and body["project"] == "atmos" and body["interaction_count"] == 1
+    assert [t["project"] for t in body["turns"]] == ["atmos"]
+    status, body, _ = await get(keyed, "/sessions/s1", "admin-k")
+    assert (status, body["error"]["code"]) == (400, "session_ambiguous")
+    status, body, _ = await get(keyed, "/sessions/s1?project=web", "admin-k")
+    assert status == 200 and [t["client"] for t in body["turns"]] == ["bob"]
+
+
+async def test_models_need_a_key_and_list_only_what_it_may_use(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from proxy.settings import ModelRoute
+
+    routes = tuple(ModelRoute(model_name=name, model="openai/fake-model", api_base=upstream.base_url, api_key="k")
+                   for name in ("gpt-test", "claude-test"))
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, keys=KEYS, models=routes)
+    status, _, _ = await get(gateway, "/v1/models")
+    assert status == 401
+    assert [m["id"] for m in (await get(gateway, "/v1/models", ALICE))[1]["data"]] == ["gpt-test"]
+    assert [m["id"] for m in (await get(gateway, "/v1/models", BOB))[1]["data"]] == ["gpt-test", "claude-test"]
 
 
 async def test_keys_new_prints_a_key_its_entry_admits(capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,13 +254,15 @@ async def test_keys_new_prints_a_key_its_entry_admits(capsys: pytest.CaptureFixt
 
 
 async def test_retention_days_cleans_inside_the_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
-    from capture.records import Interaction
+    from capture.records import Interaction, now_timestamp
     from capture.sqlite import SQLiteStore
 
     store = SQLiteStore(str(tmp_path / "ctxgate.db"))
     await store.open()
-    await store.insert_interactions([Interaction(id="ancient", created_at="2020-01-01 00:00:00", prompt="p",
-                                                 session_id="s-ancient")])
+    await store.insert_interactions([
+        Interaction(id="ancient", created_at="2020-01-01 00:00:00", prompt="p", session_id="s-ancient"),
+        Interaction(id="recent", created_at=now_timestamp(), prompt="p", session_id="s-recent"),
+    ])
     await store.close()
     with structlog.testing.capture_logs() as logs:
         gateway = await make_gateway(aiohttp_server, upstream, tmp_path, retention_days=30)
@@ -232,22 +276,29 @@ async def test_retention_days_cleans_inside_the_gateway(aiohttp_server: Any, ups
     assert (cleaned["sessions"], cleaned["interactions"]) == (1, 1)
     status, _, _ = await get(gateway, "/interactions/ancient")
     assert status == 404
+    status, _, _ = await get(gateway, "/interactions/recent")
+    assert status == 200
 
 
 async def test_no_secret_of_a_keyed_run_reaches_logs_records_or_api(keyed: Gateway, tmp_path: Path) -> None:
     from proxy.appkeys import SETTINGS
 
     secrets = [ALICE, BOB, READER, "admin-k", "sk-provider-secret-4f9a1c"]
+    errors = []
     with structlog.testing.capture_logs() as logs:
         await converse(keyed.client(api_key=ALICE), "hello", 2)
-        with pytest.raises(openai.PermissionDeniedError):
+        with pytest.raises(openai.PermissionDeniedError) as forbidden:
             await chat(keyed, BOB, extra_headers={"X-Ctxgate-Project": "atmos"})
-        with pytest.raises(openai.AuthenticationError):
+        with pytest.raises(openai.AuthenticationError) as unauthorized:
             await chat(keyed, "ctxg-wrong-" + ALICE)
+        errors = [forbidden.value.body, unauthorized.value.body]
         records = await keyed.recorded(at_least=2)
         api = [await get(keyed, path, "admin-k") for path in
                ("/interactions", f"/interactions/{records[0].id}", "/sessions", f"/sessions/{records[0].session_id}")]
-    produced = repr(logs) + repr(api) + repr([r.as_dict() for r in records])
-    produced += Path(keyed.app[SETTINGS].store_url).read_bytes().decode(errors="replace")
+    produced = repr(logs) + repr(api) + repr(errors) + repr([r.as_dict() for r in records])
+    db = Path(keyed.app[SETTINGS].store_url)
+    for file in (db, db.with_name(db.name + "-wal")):  # fresh rows live in the WAL
+        produced += file.read_bytes().decode(errors="replace") if file.exists() else ""
+    assert "hello" in produced  # the sweep does see the stored prompts
     for secret in secrets:
         assert secret not in produced

@@ -46,6 +46,14 @@ def test_design_example_parses_into_frozen_settings(tmp_path: Path) -> None:
         settings.port = 1  # type: ignore[misc]
 
 
+def test_every_value_read_from_the_environment_counts_as_a_secret(tmp_path: Path) -> None:
+    text = ("model_list:\n  - model_name: bedrock\n    litellm_params:\n      model: bedrock/claude\n"
+            "      aws_secret_access_key: os.environ/TEST_AWS_SECRET\n      aws_region_name: us-east-1\n")
+    settings = load_settings(str(write(tmp_path, text)), environ={"TEST_AWS_SECRET": "aws-very-secret"})
+    assert "aws-very-secret" in settings.secrets and "us-east-1" not in settings.secrets
+    assert "aws-very-secret" not in repr(settings)
+
+
 def test_no_config_runs_on_embedded_defaults() -> None:
     settings = load_settings(environ={})
     assert (settings.host, settings.port, settings.store_url, settings.models) == ("127.0.0.1", 8080, "./ctxgate.db", ())
