@@ -117,4 +117,62 @@ def m003_sessions(execute: Execute) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals, m003_sessions)
+def m004_context(execute: Execute) -> None:
+    """Memories and document chunks, each with a full-text index (SQLite FTS5, BM25), kept in
+    step by triggers. (A PostgreSQL store would use tsvector columns with GIN indexes.)"""
+    execute(
+        """
+        CREATE TABLE memories (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            type TEXT NOT NULL,
+            content TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            status TEXT NOT NULL,
+            token_count INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            use_count INTEGER NOT NULL DEFAULT 0,
+            last_used_at TEXT
+        )
+        """
+    )
+    execute("CREATE INDEX ix_memories_project ON memories (project, status)")
+    execute(
+        """
+        CREATE TABLE sources (
+            project TEXT NOT NULL,
+            path TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            chunk_count INTEGER NOT NULL,
+            ingested_at TEXT NOT NULL,
+            PRIMARY KEY (project, path)
+        )
+        """
+    )
+    execute(
+        """
+        CREATE TABLE chunks (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            content TEXT NOT NULL,
+            token_count INTEGER NOT NULL
+        )
+        """
+    )
+    execute("CREATE INDEX ix_chunks_source ON chunks (project, source_path)")
+    for table in ("memories", "chunks"):
+        execute(f"CREATE VIRTUAL TABLE {table}_fts USING fts5(content, content='{table}', content_rowid='rowid', "
+                "tokenize='unicode61 remove_diacritics 2')")
+        execute(f"CREATE TRIGGER {table}_fts_insert AFTER INSERT ON {table} BEGIN "
+                f"INSERT INTO {table}_fts (rowid, content) VALUES (new.rowid, new.content); END")
+        execute(f"CREATE TRIGGER {table}_fts_delete AFTER DELETE ON {table} BEGIN "
+                f"INSERT INTO {table}_fts ({table}_fts, rowid, content) VALUES ('delete', old.rowid, old.content); END")
+        execute(f"CREATE TRIGGER {table}_fts_update AFTER UPDATE OF content ON {table} BEGIN "
+                f"INSERT INTO {table}_fts ({table}_fts, rowid, content) VALUES ('delete', old.rowid, old.content); "
+                f"INSERT INTO {table}_fts (rowid, content) VALUES (new.rowid, new.content); END")
+
+
+MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals, m003_sessions, m004_context)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
+from capture.knowledge import Chunk, Memory, MemoryStatus, Scored
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.store import StoreUnavailable
@@ -265,6 +266,97 @@ class SQLiteStore:
         await self._run(recount)
         return CleanupResult(sessions=sessions, interactions=interactions, approvals=approvals)
 
+    async def add_memory(self, memory: Memory) -> None:
+        values = memory.as_dict()
+        sql = f"INSERT INTO memories ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})"
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(sql, tuple(values.values()))
+
+        await self._run(insert)
+
+    async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
+        where, args = ("WHERE project = ?", [project]) if project else ("", [])
+        sql = f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories {where} ORDER BY created_at DESC, id DESC LIMIT ?"
+
+        def select(db: sqlite3.Connection) -> list[Memory]:
+            return [_memory_from_row(row) for row in db.execute(sql, (*args, limit))]
+
+        return await self._run(select)
+
+    async def get_memory(self, memory_id: str) -> Memory | None:
+        sql = f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories WHERE id = ?"
+
+        def select(db: sqlite3.Connection) -> Memory | None:
+            row = db.execute(sql, (memory_id,)).fetchone()
+            return None if row is None else _memory_from_row(row)
+
+        return await self._run(select)
+
+    async def delete_memory(self, memory_id: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return bool(db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount)
+
+        return await self._run(delete)
+
+    async def search_memories(self, project: str, query: str, limit: int) -> list[Scored]:
+        sql = (
+            "SELECT m.id, m.content, m.token_count, bm25(memories_fts) * m.confidence AS rank "
+            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            "WHERE memories_fts MATCH ? AND m.project = ? AND m.status = 'active' "
+            "ORDER BY rank, m.id LIMIT ?"
+        )
+
+        def select(db: sqlite3.Connection) -> list[Scored]:
+            # bm25() is lower for better matches; scores are reported higher-is-better
+            return [Scored(i, c, t, -rank) for i, c, t, rank in db.execute(sql, (query, project, limit))]
+
+        return await self._run(select)
+
+    async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
+        sql = (
+            "SELECT c.id, c.content, c.token_count, bm25(chunks_fts) AS rank, c.source_path "
+            "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            "WHERE chunks_fts MATCH ? AND c.project = ? ORDER BY rank, c.id LIMIT ?"
+        )
+
+        def select(db: sqlite3.Connection) -> list[Scored]:
+            return [Scored(i, c, t, -rank, src) for i, c, t, rank, src in db.execute(sql, (query, project, limit))]
+
+        return await self._run(select)
+
+    async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.executemany("UPDATE memories SET use_count = use_count + 1, last_used_at = ? WHERE id = ?",
+                               [(used_at, memory_id) for memory_id in memory_ids])
+
+        await self._run(update)
+
+    async def replace_source(self, project: str, path: str, content_hash: str, chunks: Sequence[Chunk]) -> bool:
+        def replace(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                row = db.execute("SELECT content_hash FROM sources WHERE project = ? AND path = ?",
+                                 (project, path)).fetchone()
+                if row is not None and row[0] == content_hash:
+                    return False
+                db.execute("DELETE FROM chunks WHERE project = ? AND source_path = ?", (project, path))
+                db.executemany(
+                    "INSERT INTO chunks (id, project, source_path, ordinal, content, token_count) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(c.id, c.project, c.source_path, c.ordinal, c.content, c.token_count) for c in chunks],
+                )
+                db.execute(
+                    "INSERT INTO sources (project, path, content_hash, chunk_count, ingested_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (project, path) DO UPDATE SET content_hash = excluded.content_hash, "
+                    "chunk_count = excluded.chunk_count, ingested_at = excluded.ingested_at",
+                    (project, path, content_hash, len(chunks), now_timestamp()),
+                )
+            return True
+
+        return await self._run(replace)
+
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()
         columns = ", ".join(values)
@@ -346,6 +438,13 @@ class SQLiteStore:
 
 
 _APPROVAL_COLUMNS = Approval.__slots__
+_MEMORY_COLUMNS = Memory.__slots__
+
+
+def _memory_from_row(row: Sequence[Any]) -> Memory:
+    fields = dict(zip(_MEMORY_COLUMNS, row))
+    fields["status"] = MemoryStatus(fields["status"])
+    return Memory(**fields)
 
 
 def _approval_from_row(row: Sequence[Any]) -> Approval:

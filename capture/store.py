@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from capture.approvals import Approval, ApprovalStatus
+from capture.knowledge import Chunk, Memory, Scored
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session
 
 
@@ -47,6 +48,29 @@ class Store(Protocol):
         """Delete interactions and decided approvals created before `cutoff`, sessions with
         nothing left, and recount the sessions that straddle it. One transaction per batch of
         `batch_size` rows, so capture and reads get their turn in between."""
+
+    async def add_memory(self, memory: Memory) -> None: ...
+
+    async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
+        """Newest first."""
+
+    async def get_memory(self, memory_id: str) -> Memory | None: ...
+
+    async def delete_memory(self, memory_id: str) -> bool:
+        """False when there was no such memory."""
+
+    async def search_memories(self, project: str, query: str, limit: int) -> list[Scored]:
+        """Active memories of `project` matching an FTS query (see `knowledge.match_query`),
+        best first: relevance weighted by confidence, ties by id."""
+
+    async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
+        """Chunks of `project` matching an FTS query, best first, ties by id."""
+
+    async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None: ...
+
+    async def replace_source(self, project: str, path: str, content_hash: str, chunks: Sequence[Chunk]) -> bool:
+        """Store a source's chunks in place of its old ones, in one transaction; False (and
+        nothing written) when the source is stored with the same content hash."""
 
     async def insert_approval(self, approval: Approval) -> None: ...
 

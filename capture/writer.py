@@ -144,10 +144,22 @@ class CaptureWriter:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
+            await self._count_memory_uses(batch)
             async with self._progress:
                 self.written_total += len(batch)
                 self._progress.notify_all()
             return True
+
+    async def _count_memory_uses(self, batch: list[Interaction]) -> None:
+        """use_count / last_used_at of the memories these interactions were given: bookkeeping
+        that follows the record, so it stays off the request path too."""
+        used = [memory_id for i in batch for memory_id in i.memories_used]
+        if not used:
+            return
+        try:
+            await self.store.mark_memories_used(used, max(i.created_at for i in batch if i.memories_used))
+        except Exception as error:  # boundary: a count is not worth losing the writer over
+            log.warning("memory_use_count_failed", error=str(error))
 
     def _with_usage(self, batch: list[Interaction]) -> list[Interaction]:
         assert self.usage_counter is not None

@@ -14,7 +14,7 @@ from aiohttp import web
 from capture.records import Interaction, format_timestamp
 from capture.store import open_store
 from capture.writer import CaptureWriter
-from proxy import approvals_api, capture_api, sessions_api
+from proxy import approvals_api, capture_api, knowledge_api, sessions_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
@@ -50,6 +50,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
     app.router.add_get("/interactions/{interaction_id}", capture_api.get_interaction)
+    app.router.add_post("/memories", knowledge_api.add_memory)
+    app.router.add_get("/memories", knowledge_api.list_memories)
+    app.router.add_delete("/memories/{memory_id}", knowledge_api.delete_memory)
+    app.router.add_post("/ingest", knowledge_api.ingest)
+    app.router.add_get("/context", knowledge_api.preview_context)
     app.router.add_get("/sessions", sessions_api.list_sessions)
     app.router.add_get("/sessions/{session_id}", sessions_api.get_session)
     app.router.add_get("/approvals", approvals_api.list_approvals)

@@ -10,6 +10,7 @@ from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS
 from proxy.assembly import StreamAssembler
 from proxy.bodies import read_json
 from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
+from proxy.context import ContextPack, build_pack, inject
 from proxy.errors import NotFound, Unauthorized, UpstreamError
 from proxy.exchange import Exchange, Outcome, Stage
 from proxy.identity import Identity, identify
@@ -17,6 +18,8 @@ from proxy.settings import Settings
 from proxy.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
 from proxy.upstream import Upstream
 from proxy.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
+
+CONTEXT_HEADER = "X-Ctxgate-Context"  # `off`: no context pack for this request
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -26,7 +29,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
     identity = exchange.identity = identify(request, chat, app[SETTINGS], app[KEYRING])
-    call = exchange.call = prepare_call(chat, identity, app[SETTINGS])
+    pack = exchange.pack = await pack_context(request, chat, identity, app[SETTINGS])
+    call = exchange.call = prepare_call(chat, identity, app[SETTINGS], pack)
     guard = ToolGuard(
         policies=app[SETTINGS].policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
         session_id=identity.session_id, interaction_id=exchange.id, declared=declared_tool_names(chat.params),
@@ -45,9 +49,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         exchange.time_stage(Stage.CAPTURE, enqueued)
 
 
-def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> UpstreamCall:
-    """The call as it will be sent upstream: the client's messages and parameters, less the
-    tools the project's policy blocks."""
+async def pack_context(
+    request: web.Request, chat: ChatRequest, identity: Identity, settings: Settings
+) -> ContextPack | None:
+    """The project's knowledge for this request, unless the project or the request opts out."""
+    context = settings.context_for(identity.project)
+    if not context.enabled or request.headers.get(CONTEXT_HEADER, "").lower() == "off":
+        return None
+    return await build_pack(request.app[STORE], identity.project, chat.messages, context.budget_tokens)
+
+
+def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings, pack: ContextPack | None) -> UpstreamCall:
+    """The call as it will be sent upstream: the client's messages with the context pack
+    injected, and its parameters less the tools the project's policy blocks."""
     if settings.route_for(chat.model) is None and identity.key is not None:
         # Behind virtual keys the caller holds no provider key: only declared models exist.
         raise NotFound(f"model {chat.model!r} is not available through this gateway", param="model",
@@ -65,7 +79,7 @@ def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings) -> U
         params = screen_request(params, settings.policy.for_project(identity.project))
     return UpstreamCall(
         model=chat.model,
-        messages=chat.messages,
+        messages=inject(chat.messages, pack),
         stream=chat.stream,
         params=params,
         client_api_key=identity.bearer_token,

@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
+from capture.ingest import chunk_document, read_document, walk
+from capture.knowledge import Memory, new_memory
 from capture.records import (
     CleanupResult,
     Interaction,
@@ -90,6 +93,38 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 2w")
     _db_option(clean)
     clean.set_defaults(run=_sessions_clean)
+
+    memories = commands.add_parser("memories", help="a project's memories")
+    which = memories.add_subparsers(title="memories commands")
+    add = which.add_parser("add", help="remember something for a project")
+    add.add_argument("content")
+    add.add_argument("--project", required=True)
+    add.add_argument("--type", default="note", help="e.g. decision, fact, preference (default note)")
+    add.add_argument("--confidence", type=float, default=1.0, help="0 to 1 (default 1)")
+    _db_option(add)
+    add.set_defaults(run=_memories_add)
+    listing = which.add_parser("list", help="newest first")
+    listing.add_argument("--project")
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _db_option(listing)
+    listing.set_defaults(run=_memories_list)
+    remove = which.add_parser("rm", help="forget a memory")
+    remove.add_argument("id")
+    _db_option(remove)
+    remove.set_defaults(run=_memories_rm)
+
+    ingest = commands.add_parser("ingest", help="documents (Markdown, text, source) -> chunks for a project")
+    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest.add_argument("--project", required=True)
+    _db_option(ingest)
+    ingest.set_defaults(run=_ingest)
+
+    context = commands.add_parser("context", help="preview the context pack a question would get")
+    context.add_argument("question")
+    context.add_argument("--project", required=True)
+    context.add_argument("--budget", type=int, default=1500, help="tokens (default 1500)")
+    _db_option(context)
+    context.set_defaults(run=_context)
 
     keys = commands.add_parser("keys", help="virtual keys")
     which = keys.add_subparsers(title="keys commands")
@@ -192,6 +227,71 @@ def _sessions_clean(args: argparse.Namespace) -> int:
     )
     print(f"deleted {result.sessions} sessions, {result.interactions} interactions and "
           f"{result.approvals} approvals older than {cutoff} UTC")
+    return 0
+
+
+def _memories_add(args: argparse.Namespace) -> int:
+    memory = new_memory(args.project, args.content, type=args.type, confidence=args.confidence)
+    asyncio.run(_with_store(store_url_from(args.db), lambda store: store.add_memory(memory)))
+    print(memory.id)
+    return 0
+
+
+def _memories_list(args: argparse.Namespace) -> int:
+    found: list[Memory] = asyncio.run(
+        _with_store(store_url_from(args.db), lambda store: store.list_memories(args.project, limit=500)))
+    if args.json:
+        for memory in found:
+            sys.stdout.write(orjson.dumps(memory.as_dict()).decode() + "\n")
+        return 0
+    print(_table(found, ("id", "project", "type", "confidence", "status", "use_count", "content"), "no memories"))
+    return 0
+
+
+def _memories_rm(args: argparse.Namespace) -> int:
+    if not asyncio.run(_with_store(store_url_from(args.db), lambda store: store.delete_memory(args.id))):
+        print(f"ctxgate: error: no memory with id {args.id!r}", file=sys.stderr)
+        return 1
+    print(f"forgot {args.id}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    async def run(store: Store) -> tuple[int, int, int, int]:
+        ingested = unchanged = skipped = chunks = 0
+        files = list(walk(args.paths))
+        for number, (path, root) in enumerate(files, 1):
+            document = read_document(path, root)
+            if document is None:
+                skipped += 1
+            else:
+                pieces = chunk_document(args.project, document)
+                if await store.replace_source(args.project, document.path, document.content_hash, pieces):
+                    ingested, chunks = ingested + 1, chunks + len(pieces)
+                else:
+                    unchanged += 1
+            if len(files) > 20 and sys.stderr.isatty():
+                print(f"\r{number}/{len(files)} files", end="", file=sys.stderr, flush=True)
+        return ingested, unchanged, skipped, chunks
+
+    ingested, unchanged, skipped, chunks = asyncio.run(_with_store(store_url_from(args.db), run))
+    print(f"{ingested} ingested ({chunks} chunks), {unchanged} unchanged, {skipped} skipped (binary or unreadable)")
+    return 0
+
+
+def _context(args: argparse.Namespace) -> int:
+    from proxy.context import build_pack
+
+    pack = asyncio.run(_with_store(store_url_from(args.db), lambda store: build_pack(
+        store, args.project, [{"role": "user", "content": args.question}], args.budget)))
+    if pack is None:
+        print("nothing in this project matches")
+        return 0
+    for memory in pack.memories:
+        print(f"memory {memory.id}  score={memory.score:.3f}  {memory.content}")
+    for chunk in pack.chunks:
+        print(f"chunk  {chunk.id}  score={chunk.score:.3f}  {chunk.source}")
+    print(f"\n{pack.tokens} tokens of {args.budget}:\n{pack.text}")
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from capture.records import Interaction, new_interaction_id, now_timestamp
 from proxy.chat_request import ChatRequest, UpstreamCall
+from proxy.context import ContextPack
 from proxy.identity import Identity
 
 
@@ -35,6 +36,7 @@ class Exchange:
     chat: ChatRequest | None = None
     identity: Identity | None = None
     call: UpstreamCall | None = None
+    pack: ContextPack | None = None
     response: Any = None
     outcome: Outcome | None = None
     error: str | None = None
@@ -68,6 +70,8 @@ class Exchange:
         headers = {"X-Ctxgate-Interaction-Id": self.id}
         if self.identity is not None:
             headers["X-Ctxgate-Session"] = self.identity.session_id
+        headers["X-Ctxgate-Context-Memories"] = str(len(self.pack.memories) if self.pack else 0)
+        headers["X-Ctxgate-Context-Chunks"] = str(len(self.pack.chunks) if self.pack else 0)
         return headers
 
     def server_timing(self) -> str:
@@ -86,6 +90,9 @@ class Exchange:
             prompt=self.call.messages,
             params=self.call.params or None,
             response=self.response,
+            memories_used=self.pack.memory_ids if self.pack else (),
+            chunks_used=self.pack.chunk_ids if self.pack else (),
+            context_pack=self.pack.text if self.pack else None,
             tool_decisions=tuple(self.tool_decisions),
             status=str(self.outcome or Outcome.CLIENT_DISCONNECTED),
             error=self.error,

@@ -36,6 +36,12 @@ class ModelRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextSettings:
+    enabled: bool = True
+    budget_tokens: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -45,14 +51,17 @@ class Settings:
     models: tuple[ModelRoute, ...] = ()
     default_project: str = "default"
     upstream_timeout_s: float = 600.0
-    context_enabled: bool = True
-    context_budget_tokens: int = 1500
+    context: ContextSettings = ContextSettings()
+    context_projects: Mapping[str, ContextSettings] = field(default_factory=dict)
     policy: PolicySet = field(default_factory=PolicySet)
     keys: tuple[VirtualKey, ...] = ()
     retention_days: int | None = None
     log_level: str = "info"
     log_format: str = "json"
     admin_key: str | None = field(default=None, repr=False)
+
+    def context_for(self, project: str) -> ContextSettings:
+        return self.context_projects.get(project, self.context)
 
     def route_for(self, model_name: str) -> ModelRoute | None:
         for route in self.models:
@@ -76,7 +85,7 @@ _SCHEMA: dict[str, Any] = {
     "model_list": list,
     "default_project": str,
     "upstream": {"timeout_s": (int, float)},
-    "context": {"enabled": bool, "budget_tokens": int},
+    "context": {"enabled": bool, "budget_tokens": int, "projects": dict},
     "policy": {"default": dict, "projects": dict},
     "keys": list,
     "retention_days": int,
@@ -173,9 +182,11 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
     max_body_mb = server.get("max_body_mb", 8)
     if max_body_mb <= 0:
         raise ConfigError(f"{path}: server.max_body_mb: must be positive")
-    budget = context.get("budget_tokens", defaults.context_budget_tokens)
-    if budget < 0:
-        raise ConfigError(f"{path}: context.budget_tokens: must not be negative")
+    context_default = _context(context, ContextSettings(), f"{path}: context", {"enabled", "budget_tokens", "projects"})
+    context_projects = {
+        str(name): _context(rules or {}, context_default, f"{path}: context.projects.{name}", {"enabled", "budget_tokens"})
+        for name, rules in (context.get("projects") or {}).items()
+    }
     return Settings(
         host=server.get("host", defaults.host),
         port=_port(server.get("port", defaults.port), f"{path}: server.port"),
@@ -185,14 +196,29 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         models=tuple(_model_route(entry, i, path, env) for i, entry in enumerate(raw.get("model_list") or [])),
         default_project=raw.get("default_project", defaults.default_project),
         upstream_timeout_s=float(upstream.get("timeout_s", defaults.upstream_timeout_s)),
-        context_enabled=context.get("enabled", defaults.context_enabled),
-        context_budget_tokens=budget,
+        context=context_default,
+        context_projects=context_projects,
         policy=_policy(raw, path),
         keys=_keys(raw.get("keys"), path),
         retention_days=_retention_days(raw.get("retention_days"), path),
         log_level=level,
         log_format=log_format,
     )
+
+
+def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> ContextSettings:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    enabled = raw.get("enabled", base.enabled)
+    budget = raw.get("budget_tokens", base.budget_tokens)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: must be true or false")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ConfigError(f"{where}.budget_tokens: must be a whole number of tokens, 0 or more")
+    return ContextSettings(enabled=enabled, budget_tokens=budget)
 
 
 def _keys(raw: Any, path: Path) -> tuple[VirtualKey, ...]:

@@ -1,0 +1,95 @@
+"""Documents to chunks: Markdown, plain text and source files, split along headings and
+paragraphs into pieces of a few hundred tokens with a small overlap."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.knowledge import Chunk
+from capture.tokens import count_tokens
+
+TARGET_TOKENS = 300
+OVERLAP_TOKENS = 40
+MAX_FILE_BYTES = 5 * 1024 * 1024
+_HEADING = re.compile(r"^#{1,6} ", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    path: str
+    text: str
+    content_hash: str
+
+
+def read_document(path: Path, root: Path) -> Document | None:
+    """None for what is not text: binary, undecodable, too large or unreadable."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in raw[:8192]:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return Document(path=name, text=text, content_hash=hashlib.sha256(raw).hexdigest())
+
+
+def walk(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
+    """(file, root it is named relative to), hidden files and directories skipped."""
+    for given in paths:
+        if given.is_file():
+            yield given, given.parent
+        elif given.is_dir():
+            for path in sorted(given.rglob("*")):
+                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(given).parts):
+                    yield path, given
+
+
+def chunk_document(project: str, document: Document) -> list[Chunk]:
+    pieces = _pieces(document.text)
+    chunks = []
+    for ordinal, piece in enumerate(pieces):
+        identity = f"{project}\0{document.path}\0{document.content_hash}\0{ordinal}"
+        chunk_id = "ch_" + hashlib.sha256(identity.encode()).hexdigest()[:24]
+        chunks.append(Chunk(chunk_id, project, document.path, ordinal, piece, count_tokens(piece)))
+    return chunks
+
+
+def _sections(text: str) -> list[str]:
+    """Split before each Markdown heading, then into paragraphs."""
+    starts = [m.start() for m in _HEADING.finditer(text)]
+    bounds = [0, *[s for s in starts if s > 0], len(text)]
+    paragraphs: list[str] = []
+    for begin, end in zip(bounds, bounds[1:]):
+        paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text[begin:end]) if p.strip()]
+    return paragraphs
+
+
+def _pieces(text: str) -> list[str]:
+    """Paragraphs packed into pieces of about TARGET_TOKENS; a piece repeats the tail of the
+    one before it (about OVERLAP_TOKENS) so a fact cut at a boundary is whole in one of them.
+    A new heading always starts a new piece."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for paragraph in _sections(text):
+        tokens = count_tokens(paragraph)
+        starts_section = paragraph.startswith("#")
+        if current and (size + tokens > TARGET_TOKENS or starts_section):
+            pieces.append("\n\n".join(current))
+            tail = current[-1] if count_tokens(current[-1]) <= OVERLAP_TOKENS and not starts_section else None
+            current, size = ([tail], count_tokens(tail)) if tail else ([], 0)
+        current.append(paragraph)
+        size += tokens
+    if current:
+        pieces.append("\n\n".join(current))
+    return pieces

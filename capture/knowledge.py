@@ -1,0 +1,103 @@
+"""A project's knowledge: memories and document chunks, and the full-text query over them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from capture.records import InvalidRecord, new_interaction_id, now_timestamp
+from capture.tokens import count_tokens
+
+
+class MemoryStatus(StrEnum):
+    ACTIVE = "active"
+    CANDIDATE = "candidate"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    id: str
+    project: str
+    type: str
+    content: str
+    confidence: float
+    status: MemoryStatus
+    token_count: int
+    created_at: str
+    updated_at: str
+    use_count: int = 0
+    last_used_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    id: str
+    project: str
+    source_path: str
+    ordinal: int
+    content: str
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A memory or chunk found for a query; `score` is higher for better (BM25, weighted by
+    a memory's confidence)."""
+
+    id: str
+    content: str
+    token_count: int
+    score: float
+    source: str | None = None
+
+
+# Words that match nearly everything: leaving them out keeps the query selective and fast.
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in into is it its me my "
+    "no not of on or our so that the their them then there these they this to was we what when "
+    "where which who why will with would you your".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_TERMS = 16
+
+
+def match_query(text: str) -> str | None:
+    """A safe FTS5 MATCH expression for free text: each word a quoted string, ORed together,
+    so quotes, `*`, `OR`, `NEAR`, parentheses or `-` in the user's text are only words. None
+    when nothing searchable is left."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        if word not in _STOPWORDS and (len(word) > 1 or not word.isascii()):
+            seen.setdefault(word, None)
+    # The longest words are the most telling; the cap bounds the cost of a huge prompt.
+    terms = sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def new_memory(project: Any, content: Any, *, type: Any = "note", confidence: Any = 1.0,
+               status: Any = "active") -> Memory:
+    """Validated: content not blank, confidence within 0..1, a known status."""
+    if not isinstance(project, str) or not project.strip():
+        raise InvalidRecord("project", "project is required")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidRecord("content", "content must not be empty")
+    if not isinstance(type, str) or not type.strip():
+        raise InvalidRecord("type", "type must be a non-empty string")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+        raise InvalidRecord("confidence", "confidence must be a number from 0 to 1")
+    try:
+        memory_status = MemoryStatus(status)
+    except ValueError:
+        raise InvalidRecord("status", f"status must be one of {', '.join(s.value for s in MemoryStatus)}") from None
+    now = now_timestamp()
+    return Memory(id="mem_" + new_interaction_id().replace("-", ""), project=project.strip(), type=type.strip(),
+                  content=content.strip(), confidence=float(confidence), status=memory_status,
+                  token_count=count_tokens(content.strip()), created_at=now, updated_at=now)

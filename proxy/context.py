@@ -1,0 +1,104 @@
+"""The context pack: a project's most relevant memories and chunks for a request, within a
+token budget, rendered as one delimited system message placed after the client's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from capture.knowledge import Scored, match_query
+from capture.store import Store
+from capture.tokens import count_tokens
+from proxy.chat_request import Message
+
+CANDIDATES = 24  # per kind: enough to fill a budget of a few thousand tokens
+ITEM_OVERHEAD_TOKENS = 4  # the bullet or the source line around each item
+MEMORY_SHARE = 0.5  # of the budget; whatever memories leave goes to chunks
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPack:
+    project: str
+    memories: tuple[Scored, ...]
+    chunks: tuple[Scored, ...]
+    text: str
+    tokens: int
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.memories)
+
+    @property
+    def chunk_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.chunks)
+
+
+def query_text(messages: list[Message]) -> str:
+    """The latest user turn, and the one before it for a little context."""
+    turns = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    return " ".join(turns[-2:])
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: only the text ones count
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+async def build_pack(store: Store, project: str, messages: list[Message], budget_tokens: int) -> ContextPack | None:
+    """None when nothing relevant fits (or there is nothing to search for)."""
+    query = match_query(query_text(messages))
+    if query is None or budget_tokens <= 0:
+        return None
+    memories = await store.search_memories(project, query, CANDIDATES)
+    chunks = await store.search_chunks(project, query, CANDIDATES)
+    room = budget_tokens - _frame_tokens(project)
+    chosen_memories = _fill(memories, int(room * MEMORY_SHARE))
+    room -= sum(m.token_count + ITEM_OVERHEAD_TOKENS for m in chosen_memories)
+    chosen_chunks = _fill(chunks, room)
+    if not chosen_memories and not chosen_chunks:
+        return None
+    text = render(project, chosen_memories, chosen_chunks)
+    return ContextPack(project, tuple(chosen_memories), tuple(chosen_chunks), text, count_tokens(text))
+
+
+def _fill(candidates: list[Scored], room: int) -> list[Scored]:
+    """Best first; an item that does not fit is skipped and a smaller one may still fit."""
+    chosen = []
+    for item in candidates:
+        cost = item.token_count + ITEM_OVERHEAD_TOKENS
+        if cost <= room:
+            chosen.append(item)
+            room -= cost
+    return chosen
+
+
+def _frame_tokens(project: str) -> int:
+    return count_tokens(render(project, [], []))
+
+
+def render(project: str, memories: list[Scored], chunks: list[Scored]) -> str:
+    lines = [f'<ctxgate-context project="{project}">',
+             "Context from this project's knowledge base, most relevant first. Use it when it helps."]
+    if memories:
+        lines.append("Memories:")
+        lines += [f"- {m.content}" for m in memories]
+    if chunks:
+        lines.append("Documents:")
+        for chunk in chunks:
+            lines += [f"[{chunk.source}]", chunk.content]
+    lines.append("</ctxgate-context>")
+    return "\n".join(lines)
+
+
+def inject(messages: list[Message], pack: ContextPack | None) -> list[Message]:
+    """The pack goes right after the client's leading system (or developer) messages, so the
+    prompt prefix the client controls stays the same and provider prompt caching still works."""
+    if pack is None:
+        return messages
+    at = 0
+    while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+        at += 1
+    return [*messages[:at], {"role": "system", "content": pack.text}, *messages[at:]]

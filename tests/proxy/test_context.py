@@ -1,0 +1,156 @@
+"""Context packs: the project's knowledge reaches the model, within budget, and is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from capture.ingest import Document, chunk_document
+from capture.knowledge import match_query, new_memory
+from capture.sqlite import SQLiteStore
+from proxy.appkeys import STORE
+from proxy.context import ITEM_OVERHEAD_TOKENS, build_pack, render
+from proxy.fake_upstream import FakeUpstream
+from proxy.settings import ContextSettings
+from capture.tokens import count_tokens
+from tests.conftest import MODEL, Gateway, make_gateway
+
+CIDR = "The prod VPC CIDR is 10.0.0.0/16"
+
+
+async def remember(gateway: Gateway, content: str, project: str = "atmos", **fields: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/memories", json={"project": project, "content": content, **fields})
+        assert response.status == 201, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def ask(gateway: Gateway, question: str, project: str = "atmos", headers: dict[str, str] | None = None) -> Any:
+    messages: Any = [{"role": "system", "content": "You are an infra assistant."},
+                     {"role": "user", "content": "Hello"},
+                     {"role": "assistant", "content": "Hi, how can I help?"},
+                     {"role": "user", "content": question}]
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model=MODEL, messages=messages, extra_headers={"X-Ctxgate-Project": project, **(headers or {})})
+    return messages, raw
+
+
+async def test_memory_reaches_the_model_after_the_system_prompt_and_is_recorded(gateway: Gateway) -> None:
+    memory = await remember(gateway, CIDR, type="decision")
+    await remember(gateway, "Deploys happen on Tuesdays")
+    sent, raw = await ask(gateway, "What CIDR does the prod VPC use?")
+    received = gateway.upstream.received[-1].body["messages"]
+    assert received[0] == sent[0]  # the client's own system prompt stays first: a stable prefix
+    assert received[1]["role"] == "system" and CIDR in received[1]["content"]
+    assert "Tuesdays" not in received[1]["content"]  # not relevant to the question
+    assert received[2:] == sent[1:]  # everything else unchanged and in order
+    assert raw.headers["X-Ctxgate-Context-Memories"] == "1"
+    [stored] = await gateway.recorded()
+    assert stored.memories_used == (memory["id"],) and stored.chunks_used == ()
+    assert stored.context_pack == received[1]["content"] and stored.prompt == received
+
+
+async def test_memory_use_is_counted(gateway: Gateway) -> None:
+    memory = await remember(gateway, CIDR)
+    await ask(gateway, "prod VPC CIDR?")
+    await gateway.recorded()  # the writer counts uses right after storing the record
+    [stored] = [m for m in await gateway.app[STORE].list_memories("atmos") if m.id == memory["id"]]
+    assert stored.use_count == 1 and stored.last_used_at is not None
+
+
+async def test_no_pack_with_the_off_header_or_for_a_project_turned_off(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path,
+                                 context_projects={"quiet": ContextSettings(enabled=False)})
+    for project in ("atmos", "quiet"):
+        await remember(gateway, CIDR, project=project)
+    _, raw = await ask(gateway, "prod VPC CIDR?", headers={"X-Ctxgate-Context": "off"})
+    assert raw.headers["X-Ctxgate-Context-Memories"] == "0"
+    _, raw = await ask(gateway, "prod VPC CIDR?", project="quiet")
+    assert raw.headers["X-Ctxgate-Context-Memories"] == "0"
+    assert all(CIDR not in str(call.body["messages"]) for call in upstream.received)
+
+
+async def test_one_projects_knowledge_never_reaches_another(gateway: Gateway) -> None:
+    await remember(gateway, CIDR, project="atmos")
+    await ask(gateway, "prod VPC CIDR?", project="web")
+    assert CIDR not in str(gateway.upstream.received[-1].body["messages"])
+
+
+async def test_a_forgotten_memory_is_never_injected(gateway: Gateway) -> None:
+    memory = await remember(gateway, CIDR)
+    async with aiohttp.ClientSession() as session:
+        assert (await session.delete(gateway.url + f"/memories/{memory['id']}")).status == 204
+        assert (await session.delete(gateway.url + f"/memories/{memory['id']}")).status == 404
+    await ask(gateway, "prod VPC CIDR?")
+    assert CIDR not in str(gateway.upstream.received[-1].body["messages"])
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "db"))
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_the_budget_is_respected_at_the_boundary(store: SQLiteStore) -> None:
+    facts = [f"Subnet {n} of the prod VPC is 10.0.{n}.0/24" for n in range(4)]
+    for fact in facts:
+        await store.add_memory(new_memory("atmos", fact))
+    question = [{"role": "user", "content": "prod VPC subnet"}]
+    frame = count_tokens(render("atmos", [], []))
+    per_item = [count_tokens(f) + ITEM_OVERHEAD_TOKENS for f in facts]
+    # memories get half of what the frame leaves: exactly three fit in this budget, not four
+    exact = frame + 2 * sum(sorted(per_item)[:3])
+    pack = await build_pack(store, "atmos", question, exact)
+    assert pack is not None and len(pack.memories) == 3
+    smaller = await build_pack(store, "atmos", question, exact - 2)
+    assert smaller is not None and len(smaller.memories) == 2
+    assert pack.tokens <= exact
+
+
+async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(store: SQLiteStore) -> None:
+    first = Document("docs/vpc.md", "# VPC\n\nThe prod VPC peers with shared services.", "h1")
+    assert await store.replace_source("atmos", first.path, first.content_hash, chunk_document("atmos", first))
+    assert not await store.replace_source("atmos", first.path, first.content_hash, chunk_document("atmos", first))
+    changed = Document("docs/vpc.md", "# VPC\n\nThe prod VPC no longer peers with anything.", "h2")
+    assert await store.replace_source("atmos", changed.path, changed.content_hash, chunk_document("atmos", changed))
+    found = await store.search_chunks("atmos", match_query("prod VPC peers") or "", 10)
+    assert [c.content for c in found] == ["# VPC\n\nThe prod VPC no longer peers with anything."]
+
+
+HOSTILE = ['"', 'say "hi', "*", "OR", "NEAR(a b)", "a AND (b", "-x", "col:val", "^start", "", "   ",
+           "日本語の質問", "ÄÖÜ ß", "x" * 10_000, "word " * 5_000, "a\x00b", "NOT", "{c d}", "\\", "'; DROP TABLE x; --"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+async def test_hostile_query_text_never_errors(store: SQLiteStore, text: str) -> None:
+    await store.add_memory(new_memory("atmos", "日本語 and plain words about the VPC"))
+    pack = await build_pack(store, "atmos", [{"role": "user", "content": text}], 1500)
+    assert pack is None or pack.memories
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+async def test_any_text_makes_a_valid_query(store: SQLiteStore, text: str) -> None:
+    query = match_query(text)
+    if query is not None:
+        await store.search_memories("atmos", query, 5)
+        await store.search_chunks("atmos", query, 5)
+
+
+async def test_preview_shows_the_pack_with_scores(gateway: Gateway) -> None:
+    memory = await remember(gateway, CIDR)
+    await remember(gateway, "Deploys happen on Tuesdays")
+    async with aiohttp.ClientSession() as session:
+        body = await (await session.get(gateway.url + "/context", params={"project": "atmos", "q": "prod CIDR"})).json()
+    assert [m["id"] for m in body["memories"]] == [memory["id"]] and body["memories"][0]["score"] > 0
+    assert CIDR in body["text"] and body["tokens"] <= body["budget_tokens"]
