@@ -67,19 +67,26 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 16
 
 
-def match_query(text: str) -> str | None:
-    """A safe FTS5 MATCH expression for free text: each word a quoted string, ORed together,
-    so quotes, `*`, `OR`, `NEAR`, parentheses or `-` in the user's text are only words. None
-    when nothing searchable is left."""
+def query_terms(text: str) -> list[str]:
+    """The searchable words of free text, longest first, at most MAX_QUERY_TERMS (a bound on
+    the cost of a huge prompt)."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(text.lower()):
         if word not in _STOPWORDS and (len(word) > 1 or not word.isascii()):
             seen.setdefault(word, None)
-    # The longest words are the most telling; the cap bounds the cost of a huge prompt.
-    terms = sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
-    if not terms:
-        return None
+    return sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
+
+
+def fts_expression(terms: list[str]) -> str:
+    """Each term a quoted FTS5 string, ORed: quotes, `*`, `OR`, `NEAR`, parentheses or `-` in
+    the user's text are only ever words."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def match_query(text: str) -> str | None:
+    """A safe FTS5 MATCH expression for free text; None when nothing searchable is left."""
+    terms = query_terms(text)
+    return fts_expression(terms) if terms else None
 
 
 def new_memory(project: Any, content: Any, *, type: Any = "note", confidence: Any = 1.0,

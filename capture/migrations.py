@@ -166,6 +166,8 @@ def m004_context(execute: Execute) -> None:
     for table in ("memories", "chunks"):
         execute(f"CREATE VIRTUAL TABLE {table}_fts USING fts5(content, content='{table}', content_rowid='rowid', "
                 "tokenize='unicode61 remove_diacritics 2')")
+        # Document frequency per term: a query keeps its rarest words, which carry the meaning.
+        execute(f"CREATE VIRTUAL TABLE {table}_vocab USING fts5vocab({table}_fts, 'row')")
         execute(f"CREATE TRIGGER {table}_fts_insert AFTER INSERT ON {table} BEGIN "
                 f"INSERT INTO {table}_fts (rowid, content) VALUES (new.rowid, new.content); END")
         execute(f"CREATE TRIGGER {table}_fts_delete AFTER DELETE ON {table} BEGIN "

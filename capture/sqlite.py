@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.knowledge import Chunk, Memory, MemoryStatus, Scored
+from capture.knowledge import Chunk, Memory, MemoryStatus, Scored, fts_expression
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.store import StoreUnavailable
@@ -302,30 +302,20 @@ class SQLiteStore:
         return await self._run(delete)
 
     async def search_memories(self, project: str, query: str, limit: int) -> list[Scored]:
-        sql = (
-            "SELECT m.id, m.content, m.token_count, bm25(memories_fts) * m.confidence AS rank "
-            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
-            "WHERE memories_fts MATCH ? AND m.project = ? AND m.status = 'active' "
-            "ORDER BY rank, m.id LIMIT ?"
-        )
-
-        def select(db: sqlite3.Connection) -> list[Scored]:
-            # bm25() is lower for better matches; scores are reported higher-is-better
-            return [Scored(i, c, t, -rank) for i, c, t, rank in db.execute(sql, (query, project, limit))]
-
-        return await self._run(select)
+        return await self._run(lambda db: _search(db, _SEARCH_MEMORIES, project, query, limit))
 
     async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
-        sql = (
-            "SELECT c.id, c.content, c.token_count, bm25(chunks_fts) AS rank, c.source_path "
-            "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            "WHERE chunks_fts MATCH ? AND c.project = ? ORDER BY rank, c.id LIMIT ?"
-        )
+        return await self._run(lambda db: _search(db, _SEARCH_CHUNKS, project, query, limit))
 
-        def select(db: sqlite3.Connection) -> list[Scored]:
-            return [Scored(i, c, t, -rank, src) for i, c, t, rank, src in db.execute(sql, (query, project, limit))]
+    async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
+        def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
+            found = []
+            for vocab, sql in (("memories_vocab", _SEARCH_MEMORIES), ("chunks_vocab", _SEARCH_CHUNKS)):
+                rare = _rarest(db, vocab, terms)
+                found.append(_search(db, sql, project, fts_expression(rare), limit) if rare else [])
+            return found[0], found[1]
 
-        return await self._run(select)
+        return await self._run(search)
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -439,6 +429,36 @@ class SQLiteStore:
 
 _APPROVAL_COLUMNS = Approval.__slots__
 _MEMORY_COLUMNS = Memory.__slots__
+# bm25() is lower for better matches: results are ordered by it, and reported negated
+# (higher is better). A memory's relevance is weighted by its confidence.
+# bm25() is lower for better matches: results are ordered by it, and reported negated
+# (higher is better). A memory's relevance is weighted by its confidence.
+_SEARCH_MEMORIES = (
+    "SELECT m.id, m.content, m.token_count, bm25(memories_fts) * m.confidence AS rank, NULL "
+    "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+    "WHERE memories_fts MATCH ? AND m.project = ? AND m.status = 'active' ORDER BY rank, m.id LIMIT ?"
+)
+_SEARCH_CHUNKS = (
+    "SELECT c.id, c.content, c.token_count, bm25(chunks_fts) AS rank, c.source_path "
+    "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+    "WHERE chunks_fts MATCH ? AND c.project = ? ORDER BY rank, c.id LIMIT ?"
+)
+
+
+RAREST_TERMS = 6
+
+
+def _search(db: sqlite3.Connection, sql: str, project: str, query: str, limit: int) -> list[Scored]:
+    return [Scored(i, c, t, -rank, src) for i, c, t, rank, src in db.execute(sql, (query, project, limit))]
+
+
+def _rarest(db: sqlite3.Connection, vocab: str, terms: list[str]) -> list[str]:
+    """The query's terms that occur at all, rarest first, at most RAREST_TERMS: common words
+    match most of the index and cost the most to score, while telling the least."""
+    marks = ", ".join("?" for _ in terms)
+    frequency = dict(db.execute(f"SELECT term, doc FROM {vocab} WHERE term IN ({marks})", terms).fetchall())
+    present = sorted((t for t in terms if frequency.get(t)), key=lambda t: (frequency[t], t))
+    return present[:RAREST_TERMS]
 
 
 def _memory_from_row(row: Sequence[Any]) -> Memory:

@@ -66,6 +66,10 @@ class Store(Protocol):
     async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
         """Chunks of `project` matching an FTS query, best first, ties by id."""
 
+    async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
+        """Memories and chunks for the words `terms` (see `knowledge.query_terms`), in one round
+        trip; only the rarest of the terms are searched."""
+
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None: ...
 
     async def replace_source(self, project: str, path: str, content_hash: str, chunks: Sequence[Chunk]) -> bool:

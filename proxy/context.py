@@ -3,10 +3,11 @@ token budget, rendered as one delimited system message placed after the client's
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from capture.knowledge import Scored, match_query
+from capture.knowledge import Scored, query_terms
 from capture.store import Store
 from capture.tokens import count_tokens
 from proxy.chat_request import Message
@@ -49,11 +50,10 @@ def _text_of(content: Any) -> str:
 
 async def build_pack(store: Store, project: str, messages: list[Message], budget_tokens: int) -> ContextPack | None:
     """None when nothing relevant fits (or there is nothing to search for)."""
-    query = match_query(query_text(messages))
-    if query is None or budget_tokens <= 0:
+    terms = query_terms(query_text(messages))
+    if not terms or budget_tokens <= 0:
         return None
-    memories = await store.search_memories(project, query, CANDIDATES)
-    chunks = await store.search_chunks(project, query, CANDIDATES)
+    memories, chunks = await store.search_knowledge(project, terms, CANDIDATES)
     room = budget_tokens - _frame_tokens(project)
     chosen_memories = _fill(memories, int(room * MEMORY_SHARE))
     room -= sum(m.token_count + ITEM_OVERHEAD_TOKENS for m in chosen_memories)
@@ -75,6 +75,7 @@ def _fill(candidates: list[Scored], room: int) -> list[Scored]:
     return chosen
 
 
+@functools.lru_cache(maxsize=1024)
 def _frame_tokens(project: str) -> int:
     return count_tokens(render(project, [], []))
 
