@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.knowledge import Chunk
-from capture.tokens import count_tokens
+from capture.tokens import count_tokens_batch
 
 TARGET_TOKENS = 300
 OVERLAP_TOKENS = 40
@@ -55,12 +55,11 @@ def walk(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
 
 
 def chunk_document(project: str, document: Document) -> list[Chunk]:
-    pieces = _pieces(document.text)
     chunks = []
-    for ordinal, piece in enumerate(pieces):
+    for ordinal, (piece, tokens) in enumerate(_pieces(document.text)):
         identity = f"{project}\0{document.path}\0{document.content_hash}\0{ordinal}"
         chunk_id = "ch_" + hashlib.sha256(identity.encode()).hexdigest()[:24]
-        chunks.append(Chunk(chunk_id, project, document.path, ordinal, piece, count_tokens(piece)))
+        chunks.append(Chunk(chunk_id, project, document.path, ordinal, piece, tokens))
     return chunks
 
 
@@ -74,22 +73,26 @@ def _sections(text: str) -> list[str]:
     return paragraphs
 
 
-def _pieces(text: str) -> list[str]:
-    """Paragraphs packed into pieces of about TARGET_TOKENS; a piece repeats the tail of the
-    one before it (about OVERLAP_TOKENS) so a fact cut at a boundary is whole in one of them.
-    A new heading always starts a new piece."""
-    pieces: list[str] = []
-    current: list[str] = []
-    size = 0
-    for paragraph in _sections(text):
-        tokens = count_tokens(paragraph)
+def _pieces(text: str) -> list[tuple[str, int]]:
+    """Paragraphs packed into pieces of about TARGET_TOKENS, with their token counts; a piece
+    repeats the last paragraph of the one before it when that is short (OVERLAP_TOKENS), so a
+    fact cut at a boundary is whole in one of them. A new heading always starts a new piece.
+    Each paragraph is counted once; a piece counts its paragraphs plus one per separator."""
+    paragraphs = _sections(text)
+    counts = count_tokens_batch(paragraphs) if paragraphs else []
+    pieces: list[tuple[str, int]] = []
+    current: list[tuple[str, int]] = []
+
+    def size() -> int:
+        return sum(n for _, n in current) + max(0, len(current) - 1)
+
+    for paragraph, tokens in zip(paragraphs, counts):
         starts_section = paragraph.startswith("#")
-        if current and (size + tokens > TARGET_TOKENS or starts_section):
-            pieces.append("\n\n".join(current))
-            tail = current[-1] if count_tokens(current[-1]) <= OVERLAP_TOKENS and not starts_section else None
-            current, size = ([tail], count_tokens(tail)) if tail else ([], 0)
-        current.append(paragraph)
-        size += tokens
+        if current and (size() + tokens > TARGET_TOKENS or starts_section):
+            pieces.append(("\n\n".join(p for p, _ in current), size()))
+            tail = current[-1]
+            current = [tail] if tail[1] <= OVERLAP_TOKENS and not starts_section else []
+        current.append((paragraph, tokens))
     if current:
-        pieces.append("\n\n".join(current))
+        pieces.append(("\n\n".join(p for p, _ in current), size()))
     return pieces

@@ -77,10 +77,11 @@ def query_terms(text: str) -> list[str]:
     return sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
 
 
-def fts_expression(terms: list[str]) -> str:
-    """Each term a quoted FTS5 string, ORed: quotes, `*`, `OR`, `NEAR`, parentheses or `-` in
-    the user's text are only ever words."""
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+def fts_expression(terms: list[str], required_together: bool = False) -> str:
+    """Each term a quoted FTS5 string, ORed (or ANDed): quotes, `*`, `OR`, `NEAR`, parentheses
+    or `-` in the user's text are only ever words."""
+    joiner = " AND " if required_together else " OR "
+    return joiner.join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 def match_query(text: str) -> str | None:

@@ -311,8 +311,11 @@ class SQLiteStore:
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
             found = []
             for vocab, sql in (("memories_vocab", _SEARCH_MEMORIES), ("chunks_vocab", _SEARCH_CHUNKS)):
-                rare = _rarest(db, vocab, terms)
-                found.append(_search(db, sql, project, fts_expression(rare), limit) if rare else [])
+                rare, together = _rarest(db, vocab, terms)
+                hits = _search(db, sql, project, fts_expression(rare, together), limit) if rare else []
+                if not hits and together:  # nothing has them all: the rarest alone
+                    hits = _search(db, sql, project, fts_expression(rare[:1]), limit)
+                found.append(hits)
             return found[0], found[1]
 
         return await self._run(search)
@@ -445,20 +448,32 @@ _SEARCH_CHUNKS = (
 )
 
 
-RAREST_TERMS = 6
+MATCH_BUDGET = 500  # documents a query may match: scoring them is the cost of a search
 
 
 def _search(db: sqlite3.Connection, sql: str, project: str, query: str, limit: int) -> list[Scored]:
     return [Scored(i, c, t, -rank, src) for i, c, t, rank, src in db.execute(sql, (query, project, limit))]
 
 
-def _rarest(db: sqlite3.Connection, vocab: str, terms: list[str]) -> list[str]:
-    """The query's terms that occur at all, rarest first, at most RAREST_TERMS: common words
-    match most of the index and cost the most to score, while telling the least."""
+def _rarest(db: sqlite3.Connection, vocab: str, terms: list[str]) -> tuple[list[str], bool]:
+    """The query's terms, rarest first, while together they match at most MATCH_BUDGET
+    documents, to be ORed. Common words match most of the index and cost the most to score,
+    while telling the least (BM25 weighs a term by its rarity anyway). When even the rarest
+    word is common, its two or three rarest words are to be required together (an
+    intersection) instead. Returns (terms, required together)."""
     marks = ", ".join("?" for _ in terms)
     frequency = dict(db.execute(f"SELECT term, doc FROM {vocab} WHERE term IN ({marks})", terms).fetchall())
     present = sorted((t for t in terms if frequency.get(t)), key=lambda t: (frequency[t], t))
-    return present[:RAREST_TERMS]
+    if present and frequency[present[0]] > MATCH_BUDGET and len(present) > 1:
+        return present[:3], True
+    chosen: list[str] = []
+    matched = 0
+    for term in present:
+        if chosen and matched + frequency[term] > MATCH_BUDGET:
+            break
+        chosen.append(term)
+        matched += frequency[term]
+    return chosen, False
 
 
 def _memory_from_row(row: Sequence[Any]) -> Memory:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from capture.records import Interaction, format_timestamp
 from capture.store import open_store
+from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy import approvals_api, capture_api, knowledge_api, sessions_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
@@ -92,6 +93,7 @@ async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
     upstream = Upstream(app[SETTINGS])
     log.info("upstream_warmed_up", ms=round(await upstream.warm_up(), 1))
+    await asyncio.to_thread(count_tokens, "warm-up")  # loads the tokenizer (~0.3 s) before /healthz answers
     app[UPSTREAM] = upstream
     yield
     await upstream.aclose()

@@ -7,6 +7,7 @@ real `openai` SDK calls through it, and prints what was recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ import openai
 from aiohttp import web
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
+from capture.ingest import Document, chunk_document
+from capture.knowledge import new_memory
 from capture.records import InteractionQuery
 from proxy.app import create_app
 from policy.rules import parse_policy
@@ -55,6 +58,34 @@ def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="ctxgate-demo-") as workdir:
         asyncio.run(_demo(Path(workdir)))
     return 0
+
+
+DEMO_DOCUMENT = """# Networking
+
+## VPC layout
+
+The production VPC spans three availability zones. Each zone has one public and one private
+subnet; NAT gateways live in the public subnets.
+
+## Peering
+
+The prod VPC peers with the shared-services VPC for DNS and the artifact registry.
+"""
+
+
+async def _load_knowledge(app: web.Application) -> None:
+    """What `ctxgate memories add` and `ctxgate ingest` do, through the store."""
+    store = app[STORE]
+    for content, kind in (("The prod VPC CIDR is 10.0.0.0/16", "decision"),
+                          ("Terraform state for prod lives in the s3 bucket atmos-tfstate-prod", "fact"),
+                          ("The team prefers small pull requests", "preference")):
+        memory = new_memory("atmos", content, type=kind)
+        await store.add_memory(memory)
+        print(f"memory {memory.id} ({kind}): {content}")
+    document = Document("docs/networking.md", DEMO_DOCUMENT, hashlib.sha256(DEMO_DOCUMENT.encode()).hexdigest())
+    chunks = chunk_document("atmos", document)
+    await store.replace_source("atmos", document.path, document.content_hash, chunks)
+    print(f"document {document.path}: {len(chunks)} chunks")
 
 
 async def _show_tool_reply(client: openai.AsyncOpenAI, question: str, *, stream: bool = False) -> None:
@@ -110,18 +141,30 @@ async def _demo(workdir: Path) -> None:
     print(f"store: {settings.store_url} (temporary)")
     client = openai.AsyncOpenAI(base_url=gateway_url + "/v1", api_key="sk-demo-client-key", max_retries=0)
     try:
-        _section("1. plain call through the gateway")
+        _section("0. the project's knowledge: memories and a document")
+        await _load_knowledge(app)
+
+        _section("1. a call through the gateway: the context pack goes in with it")
         upstream.push(Reply(text="The prod VPC CIDR is 10.0.0.0/16."))
         raw = await client.chat.completions.with_raw_response.create(
             model="demo-model",
             messages=[{"role": "system", "content": "You are an infra assistant."},
-                      {"role": "user", "content": "What is the prod VPC CIDR?"}],
+                      {"role": "user", "content": "What is the prod VPC CIDR, and what does it peer with?"}],
             extra_headers={"X-Ctxgate-Project": "atmos"},
         )
         completion = raw.parse()
         print(f"assistant: {completion.choices[0].message.content}")
         print(f"X-Ctxgate-Interaction-Id: {raw.headers['X-Ctxgate-Interaction-Id']}")
+        print(f"X-Ctxgate-Context-Memories: {raw.headers['X-Ctxgate-Context-Memories']}, "
+              f"X-Ctxgate-Context-Chunks: {raw.headers['X-Ctxgate-Context-Chunks']}")
         print(f"Server-Timing: {raw.headers['Server-Timing']}")
+        injected = upstream.received[-1].body["messages"][1]["content"]
+        print("what the model received after the client's system prompt:")
+        print("  " + injected.replace("\n", "\n  "))
+        await app[CAPTURE_WRITER].flush()
+        recorded = await app[STORE].get_interaction(raw.headers["X-Ctxgate-Interaction-Id"])
+        assert recorded is not None
+        print(f"recorded: memories_used={list(recorded.memories_used)} chunks_used={list(recorded.chunks_used)}")
 
         _section("2. streamed call")
         upstream.push(Reply(text="Streaming works chunk by chunk, exactly as from OpenAI.", fragment=6))

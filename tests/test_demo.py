@@ -14,6 +14,10 @@ def test_demo_shows_plain_streamed_allowed_blocked_and_approved_calls_and_their_
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "assistant: The prod VPC CIDR is 10.0.0.0/16." in out
+    assert "X-Ctxgate-Context-Memories: 2, X-Ctxgate-Context-Chunks: 2" in out
+    assert "  - The prod VPC CIDR is 10.0.0.0/16" in out  # in what the model received
+    recorded = next(line for line in out.splitlines() if line.startswith("recorded: memories_used="))
+    assert recorded.count("mem_") == 2 and recorded.count("ch_") == 2
     assert "assistant: Streaming works chunk by chunk, exactly as from OpenAI." in out
     assert 'tool call reached the client: get_weather({"city": "Paris"})' in out
     assert "ctxgate refused the call to 'atmos_terraform_destroy'" in out
