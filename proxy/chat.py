@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import structlog
 from aiohttp import web
 
+from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.assembly import StreamAssembler
 from proxy.bodies import read_json
@@ -19,6 +21,8 @@ from proxy.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enf
 from proxy.upstream import Upstream
 from proxy.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
 
+log = structlog.get_logger("ctxgate.proxy")
+
 CONTEXT_HEADER = "X-Ctxgate-Context"  # `off`: no context pack for this request
 
 
@@ -29,6 +33,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = exchange.chat = parse_chat_request(await read_json(request))
     started = time.perf_counter_ns()
     identity = exchange.identity = identify(request, chat, app[SETTINGS], app[KEYRING])
+    ensure_model_reachable(chat, identity, app[SETTINGS])
     pack = exchange.pack = await pack_context(request, chat, identity, app[SETTINGS])
     call = exchange.call = prepare_call(chat, identity, app[SETTINGS], pack)
     guard = ToolGuard(
@@ -56,12 +61,15 @@ async def pack_context(
     context = settings.context_for(identity.project)
     if not context.enabled or request.headers.get(CONTEXT_HEADER, "").lower() == "off":
         return None
-    return await build_pack(request.app[STORE], identity.project, chat.messages, context.budget_tokens)
+    try:
+        return await build_pack(request.app[STORE], identity.project, chat.messages, context.budget_tokens)
+    except StoreUnavailable as error:  # the call goes on without its context rather than fail
+        log.warning("context_pack_skipped", error=str(error), project=identity.project)
+        return None
 
 
-def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings, pack: ContextPack | None) -> UpstreamCall:
-    """The call as it will be sent upstream: the client's messages with the context pack
-    injected, and its parameters less the tools the project's policy blocks."""
+def ensure_model_reachable(chat: ChatRequest, identity: Identity, settings: Settings) -> None:
+    """Refuse, before any work, a model this caller cannot reach."""
     if settings.route_for(chat.model) is None and identity.key is not None:
         # Behind virtual keys the caller holds no provider key: only declared models exist.
         raise NotFound(f"model {chat.model!r} is not available through this gateway", param="model",
@@ -74,6 +82,11 @@ def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings, pack
             "your own provider key: send it as 'Authorization: Bearer <key>'",
             code="missing_provider_key",
         )
+
+
+def prepare_call(chat: ChatRequest, identity: Identity, settings: Settings, pack: ContextPack | None) -> UpstreamCall:
+    """The call as it will be sent upstream: the client's messages with the context pack
+    injected, and its parameters less the tools the project's policy blocks."""
     params = chat.params
     if settings.policy.enforcing:
         params = screen_request(params, settings.policy.for_project(identity.project))

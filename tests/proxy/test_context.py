@@ -154,3 +154,15 @@ async def test_preview_shows_the_pack_with_scores(gateway: Gateway) -> None:
         body = await (await session.get(gateway.url + "/context", params={"project": "atmos", "q": "prod CIDR"})).json()
     assert [m["id"] for m in body["memories"]] == [memory["id"]] and body["memories"][0]["score"] > 0
     assert CIDR in body["text"] and body["tokens"] <= body["budget_tokens"]
+
+
+async def test_a_store_failing_during_the_search_does_not_fail_the_call(gateway: Gateway) -> None:
+    from capture.store import StoreUnavailable
+
+    async def broken(*_: object) -> None:
+        raise StoreUnavailable("disk detached")
+
+    gateway.app[STORE].search_knowledge = broken  # type: ignore[method-assign,assignment]
+    _, raw = await ask(gateway, "prod VPC CIDR?")
+    assert raw.parse().choices[0].message.content.startswith("Echo:")
+    assert raw.headers["X-Ctxgate-Context-Memories"] == "0"
