@@ -32,5 +32,10 @@ class Approval:
     decided_at: str | None = None
     always: bool = False
 
+    def is_decided_as(self, status: ApprovalStatus, decided_by: str) -> bool:
+        """Whether it now stands as `status` by `decided_by`: false when someone else (or the
+        clock) had already decided it."""
+        return self.status is status and self.decided_by == decided_by
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.knowledge import Chunk
+from capture.store import Store
 from capture.tokens import count_tokens_batch
 
 TARGET_TOKENS = 300
@@ -23,6 +24,19 @@ class Document:
     path: str
     text: str
     content_hash: str
+
+    @classmethod
+    def of(cls, path: str, text: str) -> Document:
+        return cls(path, text, hashlib.sha256(text.encode()).hexdigest())
+
+
+async def ingest_document(store: Store, project: str, document: Document) -> int | None:
+    """Chunk and store a document; the number of chunks stored, or None when the store already
+    holds it unchanged."""
+    chunks = chunk_document(project, document)
+    if await store.replace_source(project, document.path, document.content_hash, chunks):
+        return len(chunks)
+    return None
 
 
 def read_document(path: Path, root: Path) -> Document | None:
@@ -39,8 +53,7 @@ def read_document(path: Path, root: Path) -> Document | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    return Document(path=name, text=text, content_hash=hashlib.sha256(raw).hexdigest())
+    return Document.of(str(path.relative_to(root)) if path.is_relative_to(root) else str(path), text)
 
 
 def walk(paths: list[Path]) -> Iterator[tuple[Path, Path]]:

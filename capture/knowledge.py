@@ -84,12 +84,6 @@ def fts_expression(terms: list[str], required_together: bool = False) -> str:
     return joiner.join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
-def match_query(text: str) -> str | None:
-    """A safe FTS5 MATCH expression for free text; None when nothing searchable is left."""
-    terms = query_terms(text)
-    return fts_expression(terms) if terms else None
-
-
 def new_memory(project: Any, content: Any, *, type: Any = "note", confidence: Any = 1.0,
                status: Any = "active") -> Memory:
     """Validated: content not blank, confidence within 0..1, a known status."""

@@ -301,12 +301,6 @@ class SQLiteStore:
 
         return await self._run(delete)
 
-    async def search_memories(self, project: str, query: str, limit: int) -> list[Scored]:
-        return await self._run(lambda db: _search(db, _SEARCH_MEMORIES, project, query, limit))
-
-    async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
-        return await self._run(lambda db: _search(db, _SEARCH_CHUNKS, project, query, limit))
-
     async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
             found = []

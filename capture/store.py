@@ -59,13 +59,6 @@ class Store(Protocol):
     async def delete_memory(self, memory_id: str) -> bool:
         """False when there was no such memory."""
 
-    async def search_memories(self, project: str, query: str, limit: int) -> list[Scored]:
-        """Active memories of `project` matching an FTS query (see `knowledge.match_query`),
-        best first: relevance weighted by confidence, ties by id."""
-
-    async def search_chunks(self, project: str, query: str, limit: int) -> list[Scored]:
-        """Chunks of `project` matching an FTS query, best first, ties by id."""
-
     async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
         """Memories and chunks for the words `terms` (see `knowledge.query_terms`), in one round
         trip; only the rarest of the terms are searched."""

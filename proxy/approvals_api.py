@@ -9,14 +9,10 @@ from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, SETTINGS, STORE
 from proxy.bodies import read_json
 from proxy.access import read_access, require_admin
-from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, ServiceUnavailable
+from proxy.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
 from proxy.identity import CLIENT_HEADER
 from proxy.wire import json_response
 
-
-class Conflict(GatewayError):
-    status = 409
-    kind = "invalid_request_error"
 
 
 
@@ -67,7 +63,7 @@ async def decide_approval(request: web.Request) -> web.Response:
         raise ServiceUnavailable(f"store unavailable: {error}") from None
     if approval is None:
         raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
-    expected = ApprovalStatus.APPROVED if verdict == "approve" else ApprovalStatus.DENIED
-    if approval.status is not expected or approval.decided_by != decided_by:
+    if not approval.is_decided_as(ApprovalStatus.APPROVED if verdict == "approve" else ApprovalStatus.DENIED,
+                                  decided_by):
         raise Conflict(f"approval {approval_id!r} was already {approval.status}", code="approval_already_decided")
     return json_response(approval.as_dict())

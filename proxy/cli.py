@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.ingest import chunk_document, read_document, walk
+from capture.ingest import ingest_document, read_document, walk
 from capture.knowledge import Memory, new_memory
 from capture.records import (
     CleanupResult,
@@ -262,14 +262,13 @@ def _ingest(args: argparse.Namespace) -> int:
         files = list(walk(args.paths))
         for number, (path, root) in enumerate(files, 1):
             document = read_document(path, root)
+            stored = None if document is None else await ingest_document(store, args.project, document)
             if document is None:
                 skipped += 1
+            elif stored is None:
+                unchanged += 1
             else:
-                pieces = chunk_document(args.project, document)
-                if await store.replace_source(args.project, document.path, document.content_hash, pieces):
-                    ingested, chunks = ingested + 1, chunks + len(pieces)
-                else:
-                    unchanged += 1
+                ingested, chunks = ingested + 1, chunks + stored
             if len(files) > 20 and sys.stderr.isatty():
                 print(f"\r{number}/{len(files)} files", end="", file=sys.stderr, flush=True)
         return ingested, unchanged, skipped, chunks
@@ -344,7 +343,7 @@ def _approvals_decide(args: argparse.Namespace) -> int:
     if approval is None:
         print(f"ctxgate: error: no approval with id {args.id!r}", file=sys.stderr)
         return 1
-    if approval.status is not status or approval.decided_by != decided_by:
+    if not approval.is_decided_as(status, decided_by):
         print(f"ctxgate: error: approval {args.id} was already {approval.status}", file=sys.stderr)
         return 1
     remembered = " (allowed always for this project)" if approval.always else ""

@@ -7,7 +7,6 @@ real `openai` SDK calls through it, and prints what was recorded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ import openai
 from aiohttp import web
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from capture.ingest import Document, chunk_document
+from capture.ingest import Document, ingest_document
 from capture.knowledge import new_memory
 from capture.records import InteractionQuery
 from proxy.app import create_app
@@ -82,10 +81,8 @@ async def _load_knowledge(app: web.Application) -> None:
         memory = new_memory("atmos", content, type=kind)
         await store.add_memory(memory)
         print(f"memory {memory.id} ({kind}): {content}")
-    document = Document("docs/networking.md", DEMO_DOCUMENT, hashlib.sha256(DEMO_DOCUMENT.encode()).hexdigest())
-    chunks = chunk_document("atmos", document)
-    await store.replace_source("atmos", document.path, document.content_hash, chunks)
-    print(f"document {document.path}: {len(chunks)} chunks")
+    document = Document.of("docs/networking.md", DEMO_DOCUMENT)
+    print(f"document {document.path}: {await ingest_document(store, 'atmos', document)} chunks")
 
 
 async def _show_tool_reply(client: openai.AsyncOpenAI, question: str, *, stream: bool = False) -> None:

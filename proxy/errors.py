@@ -43,6 +43,11 @@ class Forbidden(GatewayError):
     kind = "permission_error"
 
 
+class Conflict(GatewayError):
+    status = 409
+    kind = "invalid_request_error"
+
+
 class TooManyRequests(GatewayError):
     status = 429
     kind = "rate_limit_error"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from aiohttp import web
 
-from capture.ingest import Document, chunk_document
+from capture.ingest import Document, ingest_document
 from capture.knowledge import new_memory
 from capture.records import InvalidRecord
 from proxy.access import read_access, require_admin
@@ -61,13 +60,12 @@ async def ingest(request: web.Request) -> web.Response:
         raise BadRequest("documents must be a list of {\"path\": str, \"text\": str}", param="documents")
     counts = {"ingested": 0, "unchanged": 0, "chunks": 0}
     for raw in documents:
-        document = Document(raw["path"], raw["text"], hashlib.sha256(raw["text"].encode()).hexdigest())
-        chunks = chunk_document(project, document)
-        if await request.app[STORE].replace_source(project, document.path, document.content_hash, chunks):
-            counts["ingested"] += 1
-            counts["chunks"] += len(chunks)
-        else:
+        stored = await ingest_document(request.app[STORE], project, Document.of(raw["path"], raw["text"]))
+        if stored is None:
             counts["unchanged"] += 1
+        else:
+            counts["ingested"] += 1
+            counts["chunks"] += stored
     return json_response({"project": project, **counts})
 
 

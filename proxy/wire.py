@@ -12,10 +12,6 @@ SSE_DONE = b"data: [DONE]\n\n"
 SSE_KEEPALIVE = b": keep-alive\n\n"
 
 
-def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"

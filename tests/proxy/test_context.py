@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capture.ingest import Document, chunk_document
-from capture.knowledge import match_query, new_memory
+from capture.knowledge import new_memory, query_terms
 from capture.sqlite import SQLiteStore
 from proxy.appkeys import STORE
 from proxy.context import ITEM_OVERHEAD_TOKENS, build_pack, render
@@ -123,7 +123,7 @@ async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(store:
     assert not await store.replace_source("atmos", first.path, first.content_hash, chunk_document("atmos", first))
     changed = Document("docs/vpc.md", "# VPC\n\nThe prod VPC no longer peers with anything.", "h2")
     assert await store.replace_source("atmos", changed.path, changed.content_hash, chunk_document("atmos", changed))
-    found = await store.search_chunks("atmos", match_query("prod VPC peers") or "", 10)
+    _, found = await store.search_knowledge("atmos", query_terms("prod VPC peers"), 10)
     assert [c.content for c in found] == ["# VPC\n\nThe prod VPC no longer peers with anything."]
 
 
@@ -138,13 +138,19 @@ async def test_hostile_query_text_never_errors(store: SQLiteStore, text: str) ->
     assert pack is None or pack.memories
 
 
+@pytest.mark.parametrize("match_budget", [500, 0])  # 0: every search takes the AND path
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(max_size=200))
-async def test_any_text_makes_a_valid_query(store: SQLiteStore, text: str) -> None:
-    query = match_query(text)
-    if query is not None:
-        await store.search_memories("atmos", query, 5)
-        await store.search_chunks("atmos", query, 5)
+@given(text=st.text(max_size=200))
+async def test_any_text_makes_a_valid_query(
+    store: SQLiteStore, match_budget: int, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    import capture.sqlite
+
+    monkeypatch.setattr(capture.sqlite, "MATCH_BUDGET", match_budget)
+    terms = query_terms(text)
+    if terms:  # stored first, so its words are in the index and the MATCH really runs
+        await store.add_memory(new_memory("atmos", text))
+        await store.search_knowledge("atmos", terms, 5)
 
 
 async def test_preview_shows_the_pack_with_scores(gateway: Gateway) -> None:
