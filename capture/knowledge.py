@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -63,7 +64,7 @@ _STOPWORDS = frozenset(
     "no not of on or our so that the their them then there these they this to was we what when "
     "where which who why will with would you your".split()
 )
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # as the index's unicode61 tokenizer: `_` separates words
 MAX_QUERY_TERMS = 16
 
 
@@ -71,10 +72,17 @@ def query_terms(text: str) -> list[str]:
     """The searchable words of free text, longest first, at most MAX_QUERY_TERMS (a bound on
     the cost of a huge prompt)."""
     seen: dict[str, None] = {}
-    for word in _WORD.findall(text.lower()):
+    for word in _WORD.findall(_fold(text)):
         if word not in _STOPWORDS and (len(word) > 1 or not word.isascii()):
             seen.setdefault(word, None)
     return sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents, as the index stores words (`remove_diacritics 2`), so the
+    words looked up in its vocabulary are the ones it holds."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def fts_expression(terms: list[str], required_together: bool = False) -> str:

@@ -172,3 +172,12 @@ async def test_a_store_failing_during_the_search_does_not_fail_the_call(gateway:
     _, raw = await ask(gateway, "prod VPC CIDR?")
     assert raw.parse().choices[0].message.content.startswith("Echo:")
     assert raw.headers["X-Ctxgate-Context-Memories"] == "0"
+
+
+@pytest.mark.parametrize("question", ["café_menu?", "cafe", "CAFÉ", "menu"])
+async def test_query_words_are_split_and_folded_as_the_index_does(store: SQLiteStore, question: str) -> None:
+    # The index splits on `_` and drops accents; the words looked up must be the same ones.
+    memory = new_memory("atmos", "The café_menu lists prices in euros")
+    await store.add_memory(memory)
+    found, _ = await store.search_knowledge("atmos", query_terms(question), 5)
+    assert [m.id for m in found] == [memory.id]
