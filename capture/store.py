@@ -92,13 +92,21 @@ class Store(Protocol):
         """Tools a person allowed always for `project`."""
 
 
+def sqlite_path(url: str) -> str | None:
+    """The SQLite file a store URL names (a path, or `sqlite:///path`); None for other backends."""
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///")
+    return None if "://" in url else url
+
+
 def open_store(url: str) -> Store:
     """A store for `url`: a file path, `sqlite:///path`, or `postgresql://...`."""
-    if url.startswith(("postgresql://", "postgres://")):
+    path = sqlite_path(url)
+    if path is None:
         raise StoreUnavailable(
-            "the PostgreSQL store is not available in this version; use a SQLite path"
+            f"no store for {url.partition('://')[0]}:// URLs in this version; use a SQLite file path or "
+            "sqlite:///path (PostgreSQL is not available yet)"
         )
     from capture.sqlite import SQLiteStore
 
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     return SQLiteStore(path)

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from capture.records import Interaction, format_timestamp
-from capture.store import open_store
+from capture.store import open_store, sqlite_path
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy import approvals_api, capture_api, knowledge_api, sessions_api
@@ -137,10 +137,8 @@ async def _release_waiters(app: web.Application) -> None:
 
 def _spool_path(store_url: str) -> Path | None:
     """Beside a SQLite file; a store without a local file has no spool."""
-    if "://" in store_url and not store_url.startswith("sqlite:///"):
-        return None
-    path = store_url.removeprefix("sqlite:///")
-    return None if path == ":memory:" else Path(path + ".spool.jsonl")
+    path = sqlite_path(store_url)
+    return None if path in (None, ":memory:") else Path(f"{path}.spool.jsonl")
 
 
 async def list_models(request: web.Request) -> web.Response:
