@@ -46,16 +46,27 @@ async def stored_prompts(path: Path) -> list[str]:
         await store.close()
 
 
+class CountingStore(SQLiteStore):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
+        self.batches.append(len(batch))
+        await super().insert_interactions(batch)
+
+
 async def test_batches_everything_submitted(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "db"))
+    store = CountingStore(str(tmp_path / "db"))
     await store.open()
     writer = CaptureWriter(store, spool_path=None, batch_size=10)
     await writer.start()
-    for n in range(35):
+    for n in range(35):  # all queued before the writer runs: it takes them ten at a time
         writer.submit(interaction(f"p{n:02}"))
     await writer.flush()
     await writer.stop()
     await store.close()
+    assert store.batches == [10, 10, 10, 5]
     assert await stored_prompts(tmp_path / "db") == [f"p{n:02}" for n in range(35)]
 
 
