@@ -3,19 +3,21 @@ paragraphs into pieces of a few hundred tokens with a small overlap."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture.knowledge import Chunk
+from capture.knowledge import Chunk, Source
 from capture.store import Store
-from capture.tokens import count_tokens_batch
+from capture.tokens import count_tokens
 
 TARGET_TOKENS = 300
 OVERLAP_TOKENS = 40
 MAX_FILE_BYTES = 5 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024  # of document text per store transaction
 _HEADING = re.compile(r"^#{1,6} ", re.MULTILINE)
 
 
@@ -30,13 +32,62 @@ class Document:
         return cls(path, text, hashlib.sha256(text.encode()).hexdigest())
 
 
-async def ingest_document(store: Store, project: str, document: Document) -> int | None:
-    """Chunk and store a document; the number of chunks stored, or None when the store already
-    holds it unchanged."""
-    chunks = chunk_document(project, document)
-    if await store.replace_source(project, document.path, document.content_hash, chunks):
-        return len(chunks)
-    return None
+@dataclass(slots=True)
+class IngestReport:
+    documents: int = 0  # seen so far, whatever became of them
+    text_bytes: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    skipped: int = 0  # binary or unreadable
+    chunks: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"ingested": self.ingested, "unchanged": self.unchanged, "skipped": self.skipped, "chunks": self.chunks}
+
+
+async def ingest(store: Store, project: str, documents: Iterable[Document | None],
+                 progress: Callable[[IngestReport], None] = lambda _: None) -> IngestReport:
+    """Chunk and store documents (None stands for one that could not be read). A document whose
+    hash the store already holds is not even chunked. Chunking runs on a worker thread while the
+    batch before is being written, so both cores work; each batch is one transaction."""
+    report = IngestReport()
+    known = await store.source_hashes(project)
+    batch: list[Source] = []
+    batch_bytes = 0
+    writing: asyncio.Task[list[Source]] | None = None
+
+    async def written() -> None:
+        if writing is not None:
+            replaced = await writing
+            report.ingested += len(replaced)
+            report.chunks += sum(len(source.chunks) for source in replaced)
+
+    try:
+        for document in documents:
+            report.documents += 1
+            if document is None:
+                report.skipped += 1
+            elif known.get(document.path) == document.content_hash:
+                report.unchanged += 1
+            else:
+                chunks = await asyncio.to_thread(chunk_document, project, document)
+                batch.append(Source(document.path, document.content_hash, tuple(chunks)))
+                batch_bytes += len(document.text)
+                report.text_bytes += len(document.text)
+                if batch_bytes >= BATCH_BYTES:
+                    await written()
+                    writing = asyncio.create_task(store.replace_sources(project, batch))
+                    batch, batch_bytes = [], 0
+            progress(report)
+        await written()
+        writing = asyncio.create_task(store.replace_sources(project, batch)) if batch else None
+        await written()
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()  # its transaction still completes or rolls back on the store's thread
+    stored = report.ingested + report.unchanged + report.skipped
+    report.unchanged += report.documents - stored  # stored with this content since `known` was read
+    return report
 
 
 def read_document(path: Path, root: Path) -> Document | None:
@@ -92,7 +143,7 @@ def _pieces(text: str) -> list[tuple[str, int]]:
     fact cut at a boundary is whole in one of them. A new heading always starts a new piece.
     Each paragraph is counted once; a piece counts its paragraphs plus one per separator."""
     paragraphs = _sections(text)
-    counts = count_tokens_batch(paragraphs) if paragraphs else []
+    counts = [count_tokens(p) for p in paragraphs]
     pieces: list[tuple[str, int]] = []
     current: list[tuple[str, int]] = []
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -47,6 +46,15 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A document as stored: its chunks are replaced together when its content changes."""
+
+    path: str
+    content_hash: str
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Scored:
     """A memory or chunk found for a query; `score` is higher for better (BM25, weighted by
     a memory's confidence)."""
@@ -64,25 +72,15 @@ _STOPWORDS = frozenset(
     "no not of on or our so that the their them then there these they this to was we what when "
     "where which who why will with would you your".split()
 )
-_WORD = re.compile(r"[^\W_]+")  # as the index's unicode61 tokenizer: `_` separates words
 MAX_QUERY_TERMS = 16
 
 
-def query_terms(text: str) -> list[str]:
-    """The searchable words of free text, longest first, at most MAX_QUERY_TERMS (a bound on
-    the cost of a huge prompt)."""
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(_fold(text)):
-        if word not in _STOPWORDS and (len(word) > 1 or not word.isascii()):
-            seen.setdefault(word, None)
-    return sorted(seen, key=len, reverse=True)[:MAX_QUERY_TERMS]
-
-
-def _fold(text: str) -> str:
-    """Lower case without accents, as the index stores words (`remove_diacritics 2`), so the
-    words looked up in its vocabulary are the ones it holds."""
-    decomposed = unicodedata.normalize("NFD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+def query_terms(words: Iterable[str]) -> list[str]:
+    """The searchable ones among a query's words (as the index's tokenizer split and folded
+    them): no stopwords or single Latin letters, longest first, at most MAX_QUERY_TERMS (a
+    bound on the cost of a huge prompt)."""
+    kept = {w for w in words if w not in _STOPWORDS and (len(w) > 1 or not w.isascii())}
+    return sorted(kept, key=lambda w: (-len(w), w))[:MAX_QUERY_TERMS]
 
 
 def fts_expression(terms: list[str], required_together: bool = False) -> str:

@@ -117,6 +117,11 @@ def m003_sessions(execute: Execute) -> None:
     )
 
 
+# How the full-text indexes split and fold words. A query is split by the same tokenizer (see
+# `SQLiteStore.open`); changing it needs a migration that rebuilds both indexes.
+TOKENIZER = "unicode61 remove_diacritics 2"
+
+
 def m004_context(execute: Execute) -> None:
     """Memories and document chunks, each with a full-text index (SQLite FTS5, BM25), kept in
     step by triggers. (A PostgreSQL store would use tsvector columns with GIN indexes.)"""
@@ -165,8 +170,7 @@ def m004_context(execute: Execute) -> None:
     execute("CREATE INDEX ix_chunks_source ON chunks (project, source_path)")
     for table in ("memories", "chunks"):
         execute(f"CREATE VIRTUAL TABLE {table}_fts USING fts5(content, content='{table}', content_rowid='rowid', "
-                "tokenize='unicode61 remove_diacritics 2')")
-        # Document frequency per term: a query keeps its rarest words, which carry the meaning.
+                f"tokenize='{TOKENIZER}')")
         execute(f"CREATE VIRTUAL TABLE {table}_vocab USING fts5vocab({table}_fts, 'row')")
         execute(f"CREATE TRIGGER {table}_fts_insert AFTER INSERT ON {table} BEGIN "
                 f"INSERT INTO {table}_fts (rowid, content) VALUES (new.rowid, new.content); END")
@@ -177,4 +181,13 @@ def m004_context(execute: Execute) -> None:
                 f"INSERT INTO {table}_fts (rowid, content) VALUES (new.rowid, new.content); END")
 
 
-MIGRATIONS: tuple[Callable[[Execute], None], ...] = (m001_interactions, m002_approvals, m003_sessions, m004_context)
+def m005_no_vocabulary_tables(execute: Execute) -> None:
+    """A search no longer asks fts5vocab how many rows hold a word: it walks the word's whole
+    list of rows, which for a common word costs more than the search itself."""
+    for table in ("memories", "chunks"):
+        execute(f"DROP TABLE {table}_vocab")
+
+
+MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
+    m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
+)

@@ -6,14 +6,15 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.knowledge import Chunk, Memory, MemoryStatus, Scored, fts_expression
-from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE
+from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expression, query_terms
+from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.store import StoreUnavailable
 
@@ -126,6 +127,10 @@ class SQLiteStore:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=5000")
                 _migrate(db)
+                # Queries are split into words by the indexes' own tokenizer, so they match what
+                # it stored (Hangul, accents, `_`): an index of one row, emptied for each query.
+                db.execute(f"CREATE VIRTUAL TABLE temp.query_fts USING fts5(text, content='', tokenize='{TOKENIZER}')")
+                db.execute("CREATE VIRTUAL TABLE temp.query_words USING fts5vocab(temp, query_fts, 'row')")
             except (sqlite3.Error, OSError) as error:
                 raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
             self._db = db
@@ -301,16 +306,10 @@ class SQLiteStore:
 
         return await self._run(delete)
 
-    async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
+    async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
-            found = []
-            for vocab, sql in (("memories_vocab", _SEARCH_MEMORIES), ("chunks_vocab", _SEARCH_CHUNKS)):
-                rare, together = _rarest(db, vocab, terms)
-                hits = _search(db, sql, project, fts_expression(rare, together), limit) if rare else []
-                if not hits and together:  # nothing has them all: the rarest alone
-                    hits = _search(db, sql, project, fts_expression(rare[:1]), limit)
-                found.append(hits)
-            return found[0], found[1]
+            terms = query_terms(_words(db, text))
+            return _search(db, _MEMORIES, project, terms, limit), _search(db, _CHUNKS, project, terms, limit)
 
         return await self._run(search)
 
@@ -322,25 +321,36 @@ class SQLiteStore:
 
         await self._run(update)
 
-    async def replace_source(self, project: str, path: str, content_hash: str, chunks: Sequence[Chunk]) -> bool:
-        def replace(db: sqlite3.Connection) -> bool:
+    async def source_hashes(self, project: str) -> dict[str, str]:
+        def select(db: sqlite3.Connection) -> dict[str, str]:
+            return dict(db.execute("SELECT path, content_hash FROM sources WHERE project = ?", (project,)).fetchall())
+
+        return await self._run(select)
+
+    async def replace_sources(self, project: str, sources: Sequence[Source]) -> list[Source]:
+        def replace(db: sqlite3.Connection) -> list[Source]:
+            replaced = []
             with _transaction(db):
-                row = db.execute("SELECT content_hash FROM sources WHERE project = ? AND path = ?",
-                                 (project, path)).fetchone()
-                if row is not None and row[0] == content_hash:
-                    return False
-                db.execute("DELETE FROM chunks WHERE project = ? AND source_path = ?", (project, path))
-                db.executemany(
-                    "INSERT INTO chunks (id, project, source_path, ordinal, content, token_count) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(c.id, c.project, c.source_path, c.ordinal, c.content, c.token_count) for c in chunks],
-                )
-                db.execute(
-                    "INSERT INTO sources (project, path, content_hash, chunk_count, ingested_at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (project, path) DO UPDATE SET content_hash = excluded.content_hash, "
-                    "chunk_count = excluded.chunk_count, ingested_at = excluded.ingested_at",
-                    (project, path, content_hash, len(chunks), now_timestamp()),
-                )
-            return True
+                for source in sources:
+                    row = db.execute("SELECT content_hash FROM sources WHERE project = ? AND path = ?",
+                                     (project, source.path)).fetchone()
+                    if row is not None and row[0] == source.content_hash:
+                        continue
+                    db.execute("DELETE FROM chunks WHERE project = ? AND source_path = ?", (project, source.path))
+                    db.executemany(
+                        "INSERT INTO chunks (id, project, source_path, ordinal, content, token_count) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        [(c.id, project, source.path, c.ordinal, c.content, c.token_count) for c in source.chunks],
+                    )
+                    db.execute(
+                        "INSERT INTO sources (project, path, content_hash, chunk_count, ingested_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project, path) DO UPDATE SET "
+                        "content_hash = excluded.content_hash, chunk_count = excluded.chunk_count, "
+                        "ingested_at = excluded.ingested_at",
+                        (project, source.path, source.content_hash, len(source.chunks), now_timestamp()),
+                    )
+                    replaced.append(source)
+            return replaced
 
         return await self._run(replace)
 
@@ -426,48 +436,101 @@ class SQLiteStore:
 
 _APPROVAL_COLUMNS = Approval.__slots__
 _MEMORY_COLUMNS = Memory.__slots__
-# bm25() is lower for better matches: results are ordered by it, and reported negated
-# (higher is better). A memory's relevance is weighted by its confidence.
-# bm25() is lower for better matches: results are ordered by it, and reported negated
-# (higher is better). A memory's relevance is weighted by its confidence.
-_SEARCH_MEMORIES = (
-    "SELECT m.id, m.content, m.token_count, bm25(memories_fts) * m.confidence AS rank, NULL "
-    "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
-    "WHERE memories_fts MATCH ? AND m.project = ? AND m.status = 'active' ORDER BY rank, m.id LIMIT ?"
-)
-_SEARCH_CHUNKS = (
-    "SELECT c.id, c.content, c.token_count, bm25(chunks_fts) AS rank, c.source_path "
-    "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-    "WHERE chunks_fts MATCH ? AND c.project = ? ORDER BY rank, c.id LIMIT ?"
-)
+
+MATCH_BUDGET = 500  # rows a search may score: bm25() over the matching rows is the cost of a search
 
 
-MATCH_BUDGET = 500  # documents a query may match: scoring them is the cost of a search
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """A full-text index, and the statements that search the rows of one project in it."""
+
+    search: str  # (:query, :project, :floor, :limit) -> (id, content, token_count, rank, source)
+    window: str  # (:query, :project, :limit) -> the lowest rowid among the newest :limit matches
+    probe: str  # (:query, :limit) -> (matches counted up to :limit, lowest and highest rowid among them)
+
+    @classmethod
+    def over(cls, table: str, rank: str, source: str, in_project: str) -> _Index:
+        fts = f"{table}_fts"
+        matching = f"FROM {fts} JOIN {table} t ON t.rowid = {fts}.rowid WHERE {fts} MATCH :query AND {in_project}"
+        return cls(
+            f"SELECT t.id, t.content, t.token_count, {rank} AS rank, {source} {matching} "
+            f"AND {fts}.rowid >= :floor ORDER BY rank, t.id LIMIT :limit",
+            f"SELECT min(r) FROM (SELECT {fts}.rowid AS r {matching} ORDER BY {fts}.rowid DESC LIMIT :limit)",
+            f"SELECT count(*), min(r), max(r) FROM (SELECT rowid AS r FROM {fts} WHERE {fts} MATCH :query "
+            "ORDER BY rowid DESC LIMIT :limit)",
+        )
 
 
-def _search(db: sqlite3.Connection, sql: str, project: str, query: str, limit: int) -> list[Scored]:
-    return [Scored(i, c, t, -rank, src) for i, c, t, rank, src in db.execute(sql, (query, project, limit))]
+# bm25() is lower for better matches: results are ordered by it, and reported negated (higher is
+# better). A memory's relevance is weighted by its confidence.
+_MEMORIES = _Index.over("memories", "bm25(memories_fts) * t.confidence", "NULL",
+                        "t.project = :project AND t.status = 'active'")
+_CHUNKS = _Index.over("chunks", "bm25(chunks_fts)", "t.source_path", "t.project = :project")
 
 
-def _rarest(db: sqlite3.Connection, vocab: str, terms: list[str]) -> tuple[list[str], bool]:
-    """The query's terms, rarest first, while together they match at most MATCH_BUDGET
-    documents, to be ORed. Common words match most of the index and cost the most to score,
-    while telling the least (BM25 weighs a term by its rarity anyway). When even the rarest
-    word is common, its two or three rarest words are to be required together (an
-    intersection) instead. Returns (terms, required together)."""
-    marks = ", ".join("?" for _ in terms)
-    frequency = dict(db.execute(f"SELECT term, doc FROM {vocab} WHERE term IN ({marks})", terms).fetchall())
-    present = sorted((t for t in terms if frequency.get(t)), key=lambda t: (frequency[t], t))
-    if present and frequency[present[0]] > MATCH_BUDGET and len(present) > 1:
-        return present[:3], True
+def _words(db: sqlite3.Connection, text: str) -> list[str]:
+    db.execute("INSERT INTO temp.query_fts (query_fts) VALUES ('delete-all')")
+    db.execute("INSERT INTO temp.query_fts (text) VALUES (?)", (text,))
+    return [word for (word,) in db.execute("SELECT term FROM temp.query_words")]
+
+
+def _search(db: sqlite3.Connection, index: _Index, project: str, terms: list[str], limit: int) -> list[Scored]:
+    """The best `limit` rows for the query, scoring at most about MATCH_BUDGET rows.
+
+    bm25() costs time for every row it scores, so the words searched for are the query's
+    rarest: common words match much of the index while telling the least (bm25 weighs a word
+    by its rarity anyway). When even the rarest word is common, its two or three rarest words
+    are required together, and if they still match more than MATCH_BUDGET rows, the newest
+    MATCH_BUDGET of those are the ones ranked."""
+    words, together, bounded = _plan(db, index, terms)
+    if not words:
+        return []
+    hits = _ranked(db, index, project, fts_expression(words, together), bounded, limit)
+    if not hits and together:  # nothing has them all: the rarest alone
+        hits = _ranked(db, index, project, fts_expression(words[:1]), True, limit)
+    return hits
+
+
+def _plan(db: sqlite3.Connection, index: _Index, terms: list[str]) -> tuple[list[str], bool, bool]:
+    """(words to search for, required together, more than MATCH_BUDGET rows may match).
+
+    Each word's matches are counted only up to MATCH_BUDGET + 1, newest first, so asking costs
+    the same for a common word as for a rare one (the index keeps no document counts, and
+    counting a word in every row would cost what the search is meant to save). For a common
+    word, how densely its newest matches lie among the rowids tells how common it is."""
+    counts: dict[str, int] = {}
+    density: dict[str, float] = {}
+    for term in terms:
+        count, oldest, newest = db.execute(
+            index.probe, {"query": fts_expression([term]), "limit": MATCH_BUDGET + 1}).fetchone()
+        if count:
+            counts[term] = count
+            density[term] = count / (newest - oldest + 1) if count > MATCH_BUDGET else 0.0
+    present = sorted(counts, key=lambda t: (counts[t], density[t], t))
+    if not present:
+        return [], False, False
+    if counts[present[0]] > MATCH_BUDGET:
+        # In more than half the rows a word weighs nothing in bm25, and checking it costs the most.
+        telling = [t for t in present if density[t] <= 0.5] or present[:1]
+        return telling[:3], len(telling) > 1, True
     chosen: list[str] = []
     matched = 0
     for term in present:
-        if chosen and matched + frequency[term] > MATCH_BUDGET:
+        if matched + counts[term] > MATCH_BUDGET:
             break
         chosen.append(term)
-        matched += frequency[term]
-    return chosen, False
+        matched += counts[term]
+    return chosen, False, False
+
+
+def _ranked(db: sqlite3.Connection, index: _Index, project: str, query: str, bounded: bool, limit: int) -> list[Scored]:
+    floor = 0
+    if bounded:
+        floor = db.execute(index.window, {"query": query, "project": project, "limit": MATCH_BUDGET}).fetchone()[0]
+        if floor is None:
+            return []
+    rows = db.execute(index.search, {"query": query, "project": project, "floor": floor, "limit": limit})
+    return [Scored(i, content, tokens, -rank, source) for i, content, tokens, rank, source in rows]
 
 
 def _memory_from_row(row: Sequence[Any]) -> Memory:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.knowledge import Chunk, Memory, Scored
+from capture.knowledge import Memory, Scored, Source
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session
 
 
@@ -59,15 +59,18 @@ class Store(Protocol):
     async def delete_memory(self, memory_id: str) -> bool:
         """False when there was no such memory."""
 
-    async def search_knowledge(self, project: str, terms: list[str], limit: int) -> tuple[list[Scored], list[Scored]]:
-        """Memories and chunks for the words `terms` (see `knowledge.query_terms`), in one round
-        trip; only the rarest of the terms are searched."""
+    async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
+        """The project's memories and chunks that best match the words of `text`, as the index
+        splits them (see `knowledge.query_terms`), in one round trip."""
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None: ...
 
-    async def replace_source(self, project: str, path: str, content_hash: str, chunks: Sequence[Chunk]) -> bool:
-        """Store a source's chunks in place of its old ones, in one transaction; False (and
-        nothing written) when the source is stored with the same content hash."""
+    async def source_hashes(self, project: str) -> dict[str, str]:
+        """The content hash of each source stored for the project, by path."""
+
+    async def replace_sources(self, project: str, sources: Sequence[Source]) -> list[Source]:
+        """Store each source's chunks in place of its old ones, all in one transaction. A source
+        already stored with the same content hash is left alone; returns the ones replaced."""
 
     async def insert_approval(self, approval: Approval) -> None: ...
 

@@ -26,9 +26,4 @@ def _encoding() -> Any:
 
 
 def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
-
-
-def count_tokens_batch(texts: list[str]) -> list[int]:
-    """The counts of many texts at once: tiktoken encodes them on its own threads."""
-    return [len(tokens) for tokens in _encoding().encode_ordinary_batch(texts, num_threads=4)]
+    return len(_encoding().encode_ordinary(text))

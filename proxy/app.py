@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/memories", knowledge_api.add_memory)
     app.router.add_get("/memories", knowledge_api.list_memories)
     app.router.add_delete("/memories/{memory_id}", knowledge_api.delete_memory)
-    app.router.add_post("/ingest", knowledge_api.ingest)
+    app.router.add_post("/ingest", knowledge_api.ingest_documents)
     app.router.add_get("/context", knowledge_api.preview_context)
     app.router.add_get("/sessions", sessions_api.list_sessions)
     app.router.add_get("/sessions/{session_id}", sessions_api.get_session)

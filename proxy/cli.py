@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.ingest import ingest_document, read_document, walk
+from capture.ingest import IngestReport, ingest, read_document, walk
 from capture.knowledge import Memory, new_memory
 from capture.records import (
     CleanupResult,
@@ -257,24 +258,21 @@ def _memories_rm(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    async def run(store: Store) -> tuple[int, int, int, int]:
-        ingested = unchanged = skipped = chunks = 0
-        files = list(walk(args.paths))
-        for number, (path, root) in enumerate(files, 1):
-            document = read_document(path, root)
-            stored = None if document is None else await ingest_document(store, args.project, document)
-            if document is None:
-                skipped += 1
-            elif stored is None:
-                unchanged += 1
-            else:
-                ingested, chunks = ingested + 1, chunks + stored
-            if len(files) > 20 and sys.stderr.isatty():
-                print(f"\r{number}/{len(files)} files", end="", file=sys.stderr, flush=True)
-        return ingested, unchanged, skipped, chunks
+    files = list(walk(args.paths))
+    started = time.monotonic()
 
-    ingested, unchanged, skipped, chunks = asyncio.run(_with_store(store_url_from(args.db), run))
-    print(f"{ingested} ingested ({chunks} chunks), {unchanged} unchanged, {skipped} skipped (binary or unreadable)")
+    def show_progress(report: IngestReport) -> None:
+        if report.documents % 25 == 0 or report.documents == len(files):
+            rate = report.text_bytes / 1e6 / max(time.monotonic() - started, 1e-3)
+            done = report.documents * 30 // len(files)
+            print(f"\r[{'#' * done}{'.' * (30 - done)}] {report.documents}/{len(files)} files, {rate:.1f} MB/s",
+                  end="\n" if report.documents == len(files) else "", file=sys.stderr, flush=True)
+
+    report: IngestReport = asyncio.run(_with_store(store_url_from(args.db), lambda store: ingest(
+        store, args.project, (read_document(path, root) for path, root in files),
+        show_progress if len(files) > 20 and sys.stderr.isatty() else lambda _: None)))
+    print(f"{report.ingested} ingested ({report.chunks} chunks), {report.unchanged} unchanged, "
+          f"{report.skipped} skipped (binary or unreadable)")
     return 0
 
 

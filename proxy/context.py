@@ -7,11 +7,12 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from capture.knowledge import Scored, query_terms
+from capture.knowledge import Scored
 from capture.store import Store
 from capture.tokens import count_tokens
 from proxy.chat_request import Message
 
+QUERY_CHARS = 4000  # splitting the query into words costs time in proportion
 CANDIDATES = 24  # per kind: enough to fill a budget of a few thousand tokens
 ITEM_OVERHEAD_TOKENS = 4  # the bullet or the source line around each item
 MEMORY_SHARE = 0.5  # of the budget; whatever memories leave goes to chunks
@@ -35,9 +36,10 @@ class ContextPack:
 
 
 def query_text(messages: list[Message]) -> str:
-    """The latest user turn, and the one before it for a little context."""
+    """The latest user turn, and the one before it for a little context; of a long paste, its
+    end, where the question usually is."""
     turns = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-    return " ".join(turns[-2:])
+    return " ".join(turns[-2:])[-QUERY_CHARS:]
 
 
 def _text_of(content: Any) -> str:
@@ -50,10 +52,10 @@ def _text_of(content: Any) -> str:
 
 async def build_pack(store: Store, project: str, messages: list[Message], budget_tokens: int) -> ContextPack | None:
     """None when nothing relevant fits (or there is nothing to search for)."""
-    terms = query_terms(query_text(messages))
-    if not terms or budget_tokens <= 0:
+    question = query_text(messages)
+    if not question.strip() or budget_tokens <= 0:
         return None
-    memories, chunks = await store.search_knowledge(project, terms, CANDIDATES)
+    memories, chunks = await store.search_knowledge(project, question, CANDIDATES)
     room = budget_tokens - _frame_tokens(project)
     chosen_memories = _fill(memories, int(room * MEMORY_SHARE))
     room -= sum(m.token_count + ITEM_OVERHEAD_TOKENS for m in chosen_memories)

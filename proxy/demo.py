@@ -17,7 +17,7 @@ import openai
 from aiohttp import web
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from capture.ingest import Document, ingest_document
+from capture.ingest import Document, ingest
 from capture.knowledge import new_memory
 from capture.records import InteractionQuery
 from proxy.app import create_app
@@ -82,7 +82,7 @@ async def _load_knowledge(app: web.Application) -> None:
         await store.add_memory(memory)
         print(f"memory {memory.id} ({kind}): {content}")
     document = Document.of("docs/networking.md", DEMO_DOCUMENT)
-    print(f"document {document.path}: {await ingest_document(store, 'atmos', document)} chunks")
+    print(f"document {document.path}: {(await ingest(store, 'atmos', [document])).chunks} chunks")
 
 
 async def _show_tool_reply(client: openai.AsyncOpenAI, question: str, *, stream: bool = False) -> None:

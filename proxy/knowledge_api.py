@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from capture.ingest import Document, ingest_document
+from capture.ingest import Document, ingest
 from capture.knowledge import new_memory
 from capture.records import InvalidRecord
 from proxy.access import read_access, require_admin
@@ -47,7 +47,7 @@ async def delete_memory(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def ingest(request: web.Request) -> web.Response:
+async def ingest_documents(request: web.Request) -> web.Response:
     """`{"project": P, "documents": [{"path": ..., "text": ...}]}`: unchanged documents are left
     alone; a changed one has its chunks replaced in one transaction."""
     require_admin(request)
@@ -58,15 +58,8 @@ async def ingest(request: web.Request) -> web.Response:
         isinstance(d, dict) and isinstance(d.get("path"), str) and isinstance(d.get("text"), str) for d in documents
     ):
         raise BadRequest("documents must be a list of {\"path\": str, \"text\": str}", param="documents")
-    counts = {"ingested": 0, "unchanged": 0, "chunks": 0}
-    for raw in documents:
-        stored = await ingest_document(request.app[STORE], project, Document.of(raw["path"], raw["text"]))
-        if stored is None:
-            counts["unchanged"] += 1
-        else:
-            counts["ingested"] += 1
-            counts["chunks"] += stored
-    return json_response({"project": project, **counts})
+    report = await ingest(request.app[STORE], project, (Document.of(d["path"], d["text"]) for d in documents))
+    return json_response({"project": project, **report.as_dict()})
 
 
 async def preview_context(request: web.Request) -> web.Response:
