@@ -1,76 +1,123 @@
-"""Context packs at scale: pack-building latency with 10k memories and 100k chunks in one
-project on SQLite, how it grows with the number of chunks, and ingestion throughput.
+"""Context packs at scale: pack-building latency with 10k memories and a growing number of
+chunks in one project on SQLite, and ingestion throughput from Markdown files on disk.
 
-    python -m bench.context [--chunks 1000 10000 100000] [--queries 300]
+    python -m bench.context [--chunks 1000 10000 100000 1000000] [--queries 300]
 
-Text is synthetic: words drawn from a 20,000-word vocabulary with a Zipf distribution, so some
-words are everywhere and most are rare, as in real documents.
+Text is synthetic but made of real words with their real frequencies: the 20,000 most common
+words of this Python's standard library (its code, comments and docstrings), drawn by how often
+they occur there. So a few words are everywhere (`self`, `return`, `value`) and most are rare,
+as in a team's docs and source. One store grows from the smallest size to the largest, and the
+pack is measured at each size.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import random
+import re
 import statistics
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-from capture.ingest import Document, chunk_document
-from capture.knowledge import Chunk, new_memory
+from capture.ingest import ingest, read_document, walk
+from capture.knowledge import Chunk, Source, new_memory
 from capture.sqlite import SQLiteStore
 from proxy.context import build_pack
 
-VOCABULARY = [f"w{n}x" for n in range(20_000)]
-WEIGHTS = [1 / (rank + 1) for rank in range(len(VOCABULARY))]
+PROJECT = "bench"
+CHUNK_WORDS = 220  # about 300 tokens, the size ingestion aims for
+TOKENS_PER_WORD = 1.35
 
 
-def sentence(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choices(VOCABULARY, WEIGHTS, k=words))
+def vocabulary(size: int = 20_000) -> tuple[list[str], list[int]]:
+    counts: collections.Counter[str] = collections.Counter()
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if not {"test", "tests", "site-packages"} & set(path.parts):
+            counts.update(re.findall(r"[a-z]{2,}", path.read_text(errors="ignore").lower()))
+    words = [word for word, _ in counts.most_common(size)]
+    return words, list(itertools.accumulate(counts[word] for word in words))
 
 
-async def fill(store: SQLiteStore, memories: int, chunks: int, rng: random.Random) -> None:
-    for start in range(0, memories, 1000):
-        for _ in range(min(1000, memories - start)):
-            await store.add_memory(new_memory("bench", sentence(rng, 18)))
-    per_source = 50
-    for source in range(chunks // per_source):
-        pieces = [Chunk(f"c{source}_{n}", "bench", f"doc{source}.md", n, text, len(text.split()) * 2)
-                  for n, text in enumerate(sentence(rng, 120) for _ in range(per_source))]
-        await store.replace_source("bench", f"doc{source}.md", f"h{source}", pieces)
+class Text:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.words, self.cumulative = vocabulary()
+
+    def sentence(self, words: int) -> str:
+        return " ".join(self.rng.choices(self.words, cum_weights=self.cumulative, k=words))
+
+    def markdown(self, approx_bytes: int) -> str:
+        sections = []
+        size = 0
+        while size < approx_bytes:
+            section = f"## {self.sentence(4)}\n\n" + "\n\n".join(
+                self.sentence(self.rng.randint(30, 90)) + "." for _ in range(self.rng.randint(2, 6)))
+            sections.append(section)
+            size += len(section)
+        return f"# {self.sentence(5)}\n\n" + "\n\n".join(sections)
 
 
-async def pack_latency(store: SQLiteStore, queries: int, rng: random.Random) -> tuple[float, float, float]:
+async def add_memories(store: SQLiteStore, text: Text, count: int) -> None:
+    for _ in range(count):
+        await store.add_memory(new_memory(PROJECT, text.sentence(text.rng.randint(8, 30)),
+                                          confidence=round(text.rng.uniform(0.5, 1.0), 2)))
+
+
+async def add_chunks(store: SQLiteStore, text: Text, first: int, count: int) -> None:
+    """Chunks written straight to the store, 50 per source, 20 sources per transaction (the
+    ingestion pipeline is measured on its own below)."""
+    per_source, per_batch = 50, 20
+    batch = []
+    for number in range(first // per_source, (first + count) // per_source):
+        path = f"docs/{number}.md"
+        chunks = tuple(Chunk(f"ch_{number}_{n}", PROJECT, path, n, text.sentence(CHUNK_WORDS),
+                             int(CHUNK_WORDS * TOKENS_PER_WORD)) for n in range(per_source))
+        batch.append(Source(path, str(number), chunks))
+        if len(batch) == per_batch:
+            await store.replace_sources(PROJECT, batch)
+            batch = []
+    if batch:
+        await store.replace_sources(PROJECT, batch)
+
+
+async def pack_latency(store: SQLiteStore, text: Text, queries: int) -> tuple[float, float, float, float]:
+    """(p50 ms, p99 ms, max ms, share of questions that got a pack) over `queries` questions."""
     times = []
-    found = 0
+    packed = 0
     for _ in range(queries):
-        question = [{"role": "user", "content": sentence(rng, rng.randint(4, 12)) + "?"}]
+        question = [{"role": "user", "content": text.sentence(text.rng.randint(4, 14)) + "?"}]
         started = time.perf_counter()
-        pack = await build_pack(store, "bench", question, 1500)
+        pack = await build_pack(store, PROJECT, question, 1500)
         times.append((time.perf_counter() - started) * 1000)
-        found += bool(pack and (pack.memories or pack.chunks))
-    ordered = sorted(times)
-    return statistics.median(ordered), ordered[int(0.99 * len(ordered))], found / queries
+        packed += pack is not None
+    times.sort()
+    return statistics.median(times), times[int(0.99 * len(times))], times[-1], packed / queries
 
 
-async def ingest_rate(workdir: Path, rng: random.Random, megabytes: float = 5.0) -> float:
-    sections = []
-    size = 0
-    while size < megabytes * 1024 * 1024:
-        section = f"## {sentence(rng, 4)}\n\n" + "\n\n".join(sentence(rng, rng.randint(30, 90)) for _ in range(4))
-        sections.append(section)
-        size += len(section)
-    docs = ["\n\n".join(sections[i:i + 40]) for i in range(0, len(sections), 40)]
+async def ingestion_rate(workdir: Path, text: Text, megabytes: float) -> tuple[float, int, int]:
+    """(MB/s, files, chunks): `ingest` over Markdown files on disk, read to stored, as the CLI."""
+    docs = workdir / "docs"
+    docs.mkdir()
+    written = 0
+    for number in itertools.count():
+        if written >= megabytes * 1_000_000:
+            break
+        page = text.markdown(text.rng.choice([2_000, 8_000, 30_000, 120_000]))
+        (docs / f"page{number}.md").write_text(page)
+        written += len(page.encode())
     store = SQLiteStore(str(workdir / "ingest.db"))
     await store.open()
+    files = list(walk([docs]))
     started = time.perf_counter()
-    for n, text in enumerate(docs):
-        document = Document(f"docs/{n}.md", text, str(n))
-        await store.replace_source("bench", document.path, document.content_hash, chunk_document("bench", document))
+    report = await ingest(store, PROJECT, (read_document(path, root) for path, root in files))
     elapsed = time.perf_counter() - started
     await store.close()
-    return size / 1024 / 1024 / elapsed
+    return written / 1_000_000 / elapsed, len(files), report.chunks
 
 
 async def main() -> None:
@@ -78,23 +125,28 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--memories", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--ingest-mb", type=float, default=20.0)
+    parser.add_argument("--dir", type=Path, default=None, help="where the stores go (default: a temp dir)")
     args = parser.parse_args()
-    rng = random.Random(42)
-    with tempfile.TemporaryDirectory(prefix="ctxgate-bench-context-") as tmp:
+    text = Text(seed=42)
+    with tempfile.TemporaryDirectory(prefix="ctxgate-bench-context-", dir=args.dir) as tmp:
         workdir = Path(tmp)
-        for chunks in args.chunks:
-            store = SQLiteStore(str(workdir / f"{chunks}.db"))
-            await store.open()
+        rate, files, chunks = await ingestion_rate(workdir, text, args.ingest_mb)
+        print(f"ingestion: {rate:.1f} MB/s of Markdown, {args.ingest_mb:.0f} MB in {files} files -> {chunks} chunks "
+              "(read, chunk, count tokens, store, index)", flush=True)
+        store = SQLiteStore(str(workdir / "packs.db"))
+        await store.open()
+        await add_memories(store, text, args.memories)
+        have = 0
+        for size in sorted(args.chunks):
             started = time.perf_counter()
-            await fill(store, args.memories, chunks, rng)
+            await add_chunks(store, text, have, size - have)
+            have = size
             filled = time.perf_counter() - started
-            p50, p99, hit_rate = await pack_latency(store, args.queries, rng)
-            await store.close()
-            print(f"{args.memories} memories + {chunks:>7} chunks (filled in {filled:5.1f}s): "
-                  f"pack p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({hit_rate:.0%} of queries found something)",
-                  flush=True)
-        print(f"ingestion: {await ingest_rate(workdir, rng):.1f} MB/s of Markdown (chunking, token counting, "
-              "storing, indexing)")
+            p50, p99, worst, packed = await pack_latency(store, text, args.queries)
+            print(f"{args.memories} memories + {size:>9,} chunks (+{filled:4.0f}s to fill): pack p50 {p50:5.2f} ms  "
+                  f"p99 {p99:6.2f} ms  max {worst:6.2f} ms  ({packed:.0%} of questions got a pack)", flush=True)
+        await store.close()
 
 
 if __name__ == "__main__":

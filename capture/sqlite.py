@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from capture.records import CleanupResult, Interaction, InteractionQuery, Sessio
 from capture.store import StoreUnavailable
 
 T = TypeVar("T")
+READERS = 2  # connections for context searches: a request's memory and chunk searches at once
 
 _COLUMNS = (
     "id", "created_at", "project", "session_id", "client", "model", "status", "error",
@@ -98,13 +100,18 @@ def _from_row(columns: Sequence[str], row: Sequence[Any]) -> Interaction:
 
 
 class SQLiteStore:
-    """`Store` over one SQLite file. All access goes through a single worker thread, which
-    serialises writes (one writer is what SQLite wants) and keeps the event loop free."""
+    """`Store` over one SQLite file. Writes and most reads go through a single worker thread,
+    which serialises writes (one writer is what SQLite wants) and keeps the event loop free.
+    Context searches, which are on every request's path, run on reader connections of their
+    own: WAL lets them go on beside the writer, so they never wait behind a capture batch or
+    an ingest, and a request's memory and chunk searches run at the same time."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxgate-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._read_executor = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ctxgate-sqlite-read")
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -117,20 +124,35 @@ class SQLiteStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self.path == ":memory:":  # another connection would open another, empty, database
+            return await self._run(work)
+
+        def call() -> T:
+            if self._db is None:
+                raise StoreUnavailable(f"store {self.path} is not open")
+            db = self._readers.get()  # as many connections as threads: one is always free
+            try:
+                return work(db)
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"sqlite {self.path}: {error}") from error
+            finally:
+                self._readers.put(db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, call)
+
     async def open(self) -> None:
         def connect() -> None:
             try:
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db = _connect(self.path)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA busy_timeout=5000")
                 _migrate(db)
-                # Queries are split into words by the indexes' own tokenizer, so they match what
-                # it stored (Hangul, accents, `_`): an index of one row, emptied for each query.
-                db.execute(f"CREATE VIRTUAL TABLE temp.query_fts USING fts5(text, content='', tokenize='{TOKENIZER}')")
-                db.execute("CREATE VIRTUAL TABLE temp.query_words USING fts5vocab(temp, query_fts, 'row')")
+                if self.path != ":memory:":
+                    for _ in range(READERS):
+                        self._readers.put(_connect(self.path))
             except (sqlite3.Error, OSError) as error:
                 raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
             self._db = db
@@ -143,6 +165,9 @@ class SQLiteStore:
                 self._db.close()
                 self._db = None
 
+        self._read_executor.shutdown(wait=True)
+        while not self._readers.empty():
+            self._readers.get().close()
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
 
@@ -307,11 +332,11 @@ class SQLiteStore:
         return await self._run(delete)
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
-        def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
-            terms = query_terms(_words(db, text))
-            return _search(db, _MEMORIES, project, terms, limit), _search(db, _CHUNKS, project, terms, limit)
+        def search(index: _Index) -> Callable[[sqlite3.Connection], list[Scored]]:
+            return lambda db: _search(db, index, project, query_terms(_words(db, text)), limit)
 
-        return await self._run(search)
+        memories, chunks = await asyncio.gather(self._read(search(_MEMORIES)), self._read(search(_CHUNKS)))
+        return memories, chunks
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -457,7 +482,7 @@ class _Index:
             f"AND {fts}.rowid >= :floor ORDER BY rank, t.id LIMIT :limit",
             f"SELECT min(r) FROM (SELECT {fts}.rowid AS r {matching} ORDER BY {fts}.rowid DESC LIMIT :limit)",
             f"SELECT count(*), min(r), max(r) FROM (SELECT rowid AS r FROM {fts} WHERE {fts} MATCH :query "
-            "ORDER BY rowid DESC LIMIT :limit)",
+            "ORDER BY rowid LIMIT :limit)",
         )
 
 
@@ -466,6 +491,17 @@ class _Index:
 _MEMORIES = _Index.over("memories", "bm25(memories_fts) * t.confidence", "NULL",
                         "t.project = :project AND t.status = 'active'")
 _CHUNKS = _Index.over("chunks", "bm25(chunks_fts)", "t.source_path", "t.project = :project")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=5000")
+    # Queries are split into words by the indexes' own tokenizer, so they match what it stored
+    # (Hangul, accents, `_`): an index of one row, emptied for each query, in the connection's
+    # own temp schema.
+    db.execute(f"CREATE VIRTUAL TABLE temp.query_fts USING fts5(text, content='', tokenize='{TOKENIZER}')")
+    db.execute("CREATE VIRTUAL TABLE temp.query_words USING fts5vocab(temp, query_fts, 'row')")
+    return db
 
 
 def _words(db: sqlite3.Connection, text: str) -> list[str]:
@@ -494,10 +530,10 @@ def _search(db: sqlite3.Connection, index: _Index, project: str, terms: list[str
 def _plan(db: sqlite3.Connection, index: _Index, terms: list[str]) -> tuple[list[str], bool, bool]:
     """(words to search for, required together, more than MATCH_BUDGET rows may match).
 
-    Each word's matches are counted only up to MATCH_BUDGET + 1, newest first, so asking costs
+    Each word's matches are counted only up to MATCH_BUDGET + 1, oldest first, so asking costs
     the same for a common word as for a rare one (the index keeps no document counts, and
     counting a word in every row would cost what the search is meant to save). For a common
-    word, how densely its newest matches lie among the rowids tells how common it is."""
+    word, how densely those first matches lie among the rowids tells how common it is."""
     counts: dict[str, int] = {}
     density: dict[str, float] = {}
     for term in terms:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
+from capture.knowledge import new_memory
 from capture.migrations import MIGRATIONS
 from capture.records import Interaction, InteractionQuery, new_interaction_id
 from capture.sqlite import SQLiteStore
@@ -66,3 +69,27 @@ async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
         assert "db.sqlite" in str(error)
     else:
         raise AssertionError("expected StoreUnavailable")
+
+
+async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path) -> None:
+    # A request's context search must not queue behind a capture batch or an ingest transaction.
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.open()
+    await store.add_memory(new_memory("atmos", "The prod VPC CIDR is 10.0.0.0/16"))
+    release = threading.Event()
+
+    def long_write(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE memories SET content = 'The prod VPC CIDR is 10.9.0.0/16'")
+        release.wait(timeout=30)
+        db.execute("COMMIT")
+
+    writing = asyncio.create_task(store._run(long_write))
+    await asyncio.sleep(0.05)  # the write transaction is open on the writer's thread
+    memories, _ = await asyncio.wait_for(store.search_knowledge("atmos", "prod VPC CIDR", 5), timeout=10)
+    assert not writing.done() and [m.content for m in memories] == ["The prod VPC CIDR is 10.0.0.0/16"]
+    release.set()
+    await writing
+    memories, _ = await store.search_knowledge("atmos", "prod VPC CIDR", 5)
+    assert [m.content for m in memories] == ["The prod VPC CIDR is 10.9.0.0/16"]
+    await store.close()
