@@ -463,14 +463,15 @@ _APPROVAL_COLUMNS = Approval.__slots__
 _MEMORY_COLUMNS = Memory.__slots__
 
 MATCH_BUDGET = 500  # rows a search may score: bm25() over the matching rows is the cost of a search
+_NO_ROWID_BEYOND = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
 class _Index:
     """A full-text index, and the statements that search the rows of one project in it."""
 
-    search: str  # (:query, :project, :floor, :limit) -> (id, content, token_count, rank, source)
-    window: str  # (:query, :project, :limit) -> the lowest rowid among the newest :limit matches
+    search: str  # (:query, :project, :last, :limit) -> (id, content, token_count, rank, source)
+    window: str  # (:query, :project, :limit) -> the rowid of the :limit-th match in storage order
     probe: str  # (:query, :limit) -> (matches counted up to :limit, lowest and highest rowid among them)
 
     @classmethod
@@ -479,8 +480,8 @@ class _Index:
         matching = f"FROM {fts} JOIN {table} t ON t.rowid = {fts}.rowid WHERE {fts} MATCH :query AND {in_project}"
         return cls(
             f"SELECT t.id, t.content, t.token_count, {rank} AS rank, {source} {matching} "
-            f"AND {fts}.rowid >= :floor ORDER BY rank, t.id LIMIT :limit",
-            f"SELECT min(r) FROM (SELECT {fts}.rowid AS r {matching} ORDER BY {fts}.rowid DESC LIMIT :limit)",
+            f"AND {fts}.rowid <= :last ORDER BY rank, t.id LIMIT :limit",
+            f"SELECT max(r) FROM (SELECT {fts}.rowid AS r {matching} ORDER BY {fts}.rowid LIMIT :limit)",
             f"SELECT count(*), min(r), max(r) FROM (SELECT rowid AS r FROM {fts} WHERE {fts} MATCH :query "
             "ORDER BY rowid LIMIT :limit)",
         )
@@ -516,8 +517,9 @@ def _search(db: sqlite3.Connection, index: _Index, project: str, terms: list[str
     bm25() costs time for every row it scores, so the words searched for are the query's
     rarest: common words match much of the index while telling the least (bm25 weighs a word
     by its rarity anyway). When even the rarest word is common, its two or three rarest words
-    are required together, and if they still match more than MATCH_BUDGET rows, the newest
-    MATCH_BUDGET of those are the ones ranked."""
+    are required together, and if they still match more than MATCH_BUDGET rows, the first
+    MATCH_BUDGET of those in storage order are the ones ranked (FTS5 walks its row lists
+    forwards several times faster than backwards, so not the newest)."""
     words, together, bounded = _plan(db, index, terms)
     if not words:
         return []
@@ -560,12 +562,12 @@ def _plan(db: sqlite3.Connection, index: _Index, terms: list[str]) -> tuple[list
 
 
 def _ranked(db: sqlite3.Connection, index: _Index, project: str, query: str, bounded: bool, limit: int) -> list[Scored]:
-    floor = 0
+    last = _NO_ROWID_BEYOND
     if bounded:
-        floor = db.execute(index.window, {"query": query, "project": project, "limit": MATCH_BUDGET}).fetchone()[0]
-        if floor is None:
+        last = db.execute(index.window, {"query": query, "project": project, "limit": MATCH_BUDGET}).fetchone()[0]
+        if last is None:
             return []
-    rows = db.execute(index.search, {"query": query, "project": project, "floor": floor, "limit": limit})
+    rows = db.execute(index.search, {"query": query, "project": project, "last": last, "limit": limit})
     return [Scored(i, content, tokens, -rank, source) for i, content, tokens, rank, source in rows]
 
 

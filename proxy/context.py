@@ -24,7 +24,11 @@ class ContextPack:
     memories: tuple[Scored, ...]
     chunks: tuple[Scored, ...]
     text: str
-    tokens: int
+
+    @property
+    def tokens(self) -> int:
+        """Counted exactly when asked (previews): choosing what fits needs only the items' counts."""
+        return count_tokens(self.text)
 
     @property
     def memory_ids(self) -> tuple[str, ...]:
@@ -63,7 +67,7 @@ async def build_pack(store: Store, project: str, messages: list[Message], budget
     if not chosen_memories and not chosen_chunks:
         return None
     text = render(project, chosen_memories, chosen_chunks)
-    return ContextPack(project, tuple(chosen_memories), tuple(chosen_chunks), text, count_tokens(text))
+    return ContextPack(project, tuple(chosen_memories), tuple(chosen_chunks), text)
 
 
 def _fill(candidates: list[Scored], room: int) -> list[Scored]:
