@@ -145,6 +145,11 @@ async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(store:
     assert (await ingest(store, "atmos", [changed])).ingested == 1
     _, found = await store.search_knowledge("atmos", "prod VPC peers", 10)
     assert [c.content for c in found] == ["# VPC\n\nThe prod VPC no longer peers with anything."]
+    twice = [Document.of("docs/vpc.md", "The prod VPC peers with billing."),
+             Document.of("docs/vpc.md", "The prod VPC peers with search.")]  # in one batch: the last one stands
+    await ingest(store, "atmos", twice)
+    _, found = await store.search_knowledge("atmos", "prod VPC peers", 10)
+    assert [c.content for c in found] == ["The prod VPC peers with search."]
 
 
 async def test_a_large_ingest_is_written_in_batches_and_an_unchanged_one_is_not_rechunked(
