@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +212,12 @@ async def test_any_text_makes_a_valid_query_and_finds_itself(
     import capture.sqlite
 
     monkeypatch.setattr(capture.sqlite, "MATCH_BUDGET", match_budget)
-    await store.search_knowledge("atmos", text, 5)
+    project = f"p{uuid.uuid4().hex}"  # each example its own: the store is shared between examples
+    await store.search_knowledge(project, text, 5)
     if indexed_words(text):
         for _ in range(2):
-            await store.add_memory(new_memory("atmos", text))
-        found, _ = await store.search_knowledge("atmos", text, 5)
+            await store.add_memory(new_memory(project, text))
+        found, _ = await store.search_knowledge(project, text, 5)
         assert text.strip() in [m.content for m in found]
 
 
