@@ -72,8 +72,9 @@ async def ingest(store: Store, project: str, documents: Iterable[Document | None
             else:
                 chunks = await asyncio.to_thread(chunk_document, project, document)
                 batch.append(Source(document.path, document.content_hash, tuple(chunks)))
-                batch_bytes += len(document.text)
-                report.text_bytes += len(document.text)
+                size = len(document.text.encode())
+                batch_bytes += size
+                report.text_bytes += size
                 if batch_bytes >= BATCH_BYTES:
                     await written()
                     writing = asyncio.create_task(store.replace_sources(project, batch))

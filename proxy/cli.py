@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Sequence
