@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import capture.sqlite
 from capture.ingest import ingest, read_document, walk
 from capture.knowledge import Chunk, Source, new_memory
 from capture.sqlite import SQLiteStore
@@ -99,6 +100,24 @@ async def pack_latency(store: SQLiteStore, text: Text, queries: int) -> tuple[fl
     return statistics.median(times), times[int(0.99 * len(times))], times[-1], packed / queries
 
 
+async def agreement_with_full_bm25(store: SQLiteStore, text: Text, questions: int, top: int = 3) -> tuple[float, float]:
+    """How much of the bounded search's best `top` memories and chunks full bm25 (every word of
+    the question, nothing bounded) also puts in its best `top`: what the bound costs in ranking."""
+    shared = [0.0, 0.0]
+    for _ in range(questions):
+        question = text.sentence(text.rng.randint(4, 14)) + "?"
+        bounded = await store.search_knowledge(PROJECT, question, top)
+        budget, capture.sqlite.MATCH_BUDGET = capture.sqlite.MATCH_BUDGET, 10**12
+        try:
+            full = await store.search_knowledge(PROJECT, question, top)
+        finally:
+            capture.sqlite.MATCH_BUDGET = budget
+        for kind in (0, 1):
+            best = {hit.id for hit in full[kind]}
+            shared[kind] += len(best & {hit.id for hit in bounded[kind]}) / max(1, len(best))
+    return shared[0] / questions, shared[1] / questions
+
+
 async def ingestion_rate(workdir: Path, text: Text, megabytes: float) -> tuple[float, int, int]:
     """(MB/s, files, chunks): `ingest` over Markdown files on disk, read to stored, as the CLI."""
     docs = workdir / "docs"
@@ -126,6 +145,8 @@ async def main() -> None:
     parser.add_argument("--memories", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--ingest-mb", type=float, default=20.0)
+    parser.add_argument("--agreement", type=int, default=100, metavar="QUESTIONS",
+                        help="questions to compare with full bm25 at each size (slow on large stores; 0: skip)")
     parser.add_argument("--dir", type=Path, default=None, help="where the stores go (default: a temp dir)")
     args = parser.parse_args()
     text = Text(seed=42)
@@ -146,6 +167,9 @@ async def main() -> None:
             p50, p99, worst, packed = await pack_latency(store, text, args.queries)
             print(f"{args.memories} memories + {size:>9,} chunks (+{filled:4.0f}s to fill): pack p50 {p50:5.2f} ms  "
                   f"p99 {p99:6.2f} ms  max {worst:6.2f} ms  ({packed:.0%} of questions got a pack)", flush=True)
+            if args.agreement:
+                memories, chunks = await agreement_with_full_bm25(store, text, args.agreement)
+                print(f"    best 3 also full bm25's best 3: memories {memories:.0%}, chunks {chunks:.0%}", flush=True)
         await store.close()
 
 
