@@ -188,6 +188,22 @@ def m005_no_vocabulary_tables(execute: Execute) -> None:
         execute(f"DROP TABLE {table}_vocab")
 
 
+def m006_knowledge_version(execute: Execute) -> None:
+    """A number that changes whenever what a search could find changes, whichever process
+    changed it: recent search results are reused while it stays the same."""
+    execute("CREATE TABLE knowledge_version (version INTEGER NOT NULL)")
+    execute("INSERT INTO knowledge_version (version) VALUES (0)")
+    bump = "BEGIN UPDATE knowledge_version SET version = version + 1; END"
+    for table in ("memories", "chunks"):
+        execute(f"CREATE TRIGGER {table}_version_insert AFTER INSERT ON {table} {bump}")
+        execute(f"CREATE TRIGGER {table}_version_delete AFTER DELETE ON {table} {bump}")
+    # Not on use_count or last_used_at: counting a use changes nothing a search returns.
+    execute(f"CREATE TRIGGER memories_version_update AFTER UPDATE OF project, content, confidence, status, "
+            f"token_count ON memories {bump}")
+    execute(f"CREATE TRIGGER chunks_version_update AFTER UPDATE ON chunks {bump}")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
+    m006_knowledge_version,
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from capture.store import StoreUnavailable
 
 T = TypeVar("T")
 READERS = 2  # connections (and threads) for context searches
+RECENT_SEARCHES = 128  # results kept for reuse: each holds up to 2 x limit memories and chunks
 
 _COLUMNS = (
     "id", "created_at", "project", "session_id", "client", "model", "status", "error",
@@ -114,6 +117,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._read_executor = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ctxgate-sqlite-read")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._recent = _RecentSearches(RECENT_SEARCHES)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -335,8 +339,16 @@ class SQLiteStore:
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
-            terms = query_terms(_words(db, text))
-            return _search(db, _MEMORIES, project, terms, limit), _search(db, _CHUNKS, project, terms, limit)
+            # Read before searching: results newer than the version are only ever kept too briefly.
+            version = db.execute("SELECT version FROM knowledge_version").fetchone()[0]
+            asked = (project, text, limit, MATCH_BUDGET)
+            found = self._recent.get(asked, version)
+            if found is None:
+                terms = query_terms(_words(db, text))
+                found = (tuple(_search(db, _MEMORIES, project, terms, limit)),
+                         tuple(_search(db, _CHUNKS, project, terms, limit)))
+                self._recent.put(asked, version, found)
+            return list(found[0]), list(found[1])
 
         return await self._read(search)
 
@@ -498,6 +510,35 @@ class _Index:
 _MEMORIES = _Index.over("memories", "bm25(memories_fts) * t.confidence", "NULL",
                         "t.project = :project AND t.status = 'active'")
 _CHUNKS = _Index.over("chunks", "bm25(chunks_fts)", "t.source_path", "t.project = :project")
+
+
+_Asked = tuple[str, str, int, int]  # project, text, limit, MATCH_BUDGET: all the results depend on
+_Found = tuple[tuple[Scored, ...], tuple[Scored, ...]]
+
+
+class _RecentSearches:
+    """The results of recent searches, reused while the knowledge version they were found at
+    stands: an agent's tool loop asks again and again with the same latest user turn."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._found: OrderedDict[_Asked, tuple[int, _Found]] = OrderedDict()
+        self._lock = threading.Lock()  # the reader threads share it
+
+    def get(self, key: _Asked, version: int) -> _Found | None:
+        with self._lock:
+            entry = self._found.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._found.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: _Asked, version: int, found: _Found) -> None:
+        with self._lock:
+            self._found[key] = (version, found)
+            self._found.move_to_end(key)
+            while len(self._found) > self._size:
+                self._found.popitem(last=False)
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -237,6 +237,35 @@ async def test_a_common_word_still_finds_a_projects_rows_behind_another_projects
     assert len(found) == 3  # the first MATCH_BUDGET of the matches are ranked
 
 
+async def test_a_repeated_question_is_answered_from_recent_searches_until_the_knowledge_changes(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import capture.sqlite
+
+    searches = []
+    search = capture.sqlite._search
+    monkeypatch.setattr(capture.sqlite, "_search", lambda *args: searches.append(args[1]) or search(*args))
+    ours = new_memory("atmos", CIDR)
+    await store.add_memory(ours)
+    question = "What CIDR does the prod VPC use?"
+    for _ in range(3):  # an agent's tool loop: the same latest user turn again and again
+        found, _ = await store.search_knowledge("atmos", question, 5)
+        assert [m.id for m in found] == [ours.id]
+    assert len(searches) == 2  # memories and chunks, once
+
+    other_process = sqlite3.connect(tmp_path / "db")  # as `ctxgate memories add` would, elsewhere
+    with other_process:
+        other_process.execute("UPDATE memories SET status = 'archived' WHERE id = ?", (ours.id,))
+    found, _ = await store.search_knowledge("atmos", question, 5)
+    assert found == [] and len(searches) == 4
+    await store.mark_memories_used([ours.id], "2026-11-22 10:00:00")  # counting a use changes no result
+    await store.search_knowledge("atmos", question, 5)
+    assert len(searches) == 4
+    await ingest(store, "atmos", [Document.of("docs/vpc.md", "The prod VPC CIDR moved to 10.8.0.0/16.")])
+    _, chunks = await store.search_knowledge("atmos", question, 5)
+    assert [c.content for c in chunks] == ["The prod VPC CIDR moved to 10.8.0.0/16."]
+
+
 async def test_preview_shows_the_pack_with_scores(gateway: Gateway) -> None:
     memory = await remember(gateway, CIDR)
     await remember(gateway, "Deploys happen on Tuesdays")
