@@ -118,6 +118,35 @@ async def agreement_with_full_bm25(store: SQLiteStore, text: Text, questions: in
     return shared[0] / questions, shared[1] / questions
 
 
+async def needle_recall(store: SQLiteStore, text: Text, questions: int, top: int = 3) -> tuple[float, float]:
+    """Plant, for each of `questions` questions, one chunk that holds every word of it among
+    other words; how often that chunk is among the best `top`, with the bound and with full
+    bm25. The planted chunks are the newest rows, the worst place for a bounded search that
+    ranks the first matches in storage order."""
+    asked = []
+    sources = []
+    for number in range(questions):
+        question = text.sentence(text.rng.randint(5, 10))
+        words = text.sentence(CHUNK_WORDS - 20).split()
+        for word in question.split():
+            words.insert(text.rng.randrange(len(words)), word)
+        chunk = Chunk(f"needle_{number}", PROJECT, f"needles/{number}.md", 0, " ".join(words),
+                      int(len(words) * TOKENS_PER_WORD))
+        sources.append(Source(chunk.source_path, chunk.id, (chunk,)))
+        asked.append((question + "?", chunk.id))
+    await store.replace_sources(PROJECT, sources)
+    found = [0, 0]
+    for question, needle in asked:
+        for way, budget in enumerate((capture.sqlite.MATCH_BUDGET, 10**12)):
+            saved, capture.sqlite.MATCH_BUDGET = capture.sqlite.MATCH_BUDGET, budget
+            try:
+                _, chunks = await store.search_knowledge(PROJECT, question, top)
+            finally:
+                capture.sqlite.MATCH_BUDGET = saved
+            found[way] += needle in [chunk.id for chunk in chunks]
+    return found[0] / questions, found[1] / questions
+
+
 async def ingestion_rate(workdir: Path, text: Text, megabytes: float) -> tuple[float, int, int]:
     """(MB/s, files, chunks): `ingest` over Markdown files on disk, read to stored, as the CLI."""
     docs = workdir / "docs"
@@ -147,6 +176,8 @@ async def main() -> None:
     parser.add_argument("--ingest-mb", type=float, default=20.0)
     parser.add_argument("--agreement", type=int, default=100, metavar="QUESTIONS",
                         help="questions to compare with full bm25 at each size (slow on large stores; 0: skip)")
+    parser.add_argument("--needles", type=int, default=100, metavar="QUESTIONS",
+                        help="planted chunks to look for at the largest size (0: skip)")
     parser.add_argument("--dir", type=Path, default=None, help="where the stores go (default: a temp dir)")
     args = parser.parse_args()
     text = Text(seed=42)
@@ -170,6 +201,10 @@ async def main() -> None:
             if args.agreement:
                 memories, chunks = await agreement_with_full_bm25(store, text, args.agreement)
                 print(f"    best 3 also full bm25's best 3: memories {memories:.0%}, chunks {chunks:.0%}", flush=True)
+        if args.needles:
+            bounded, full = await needle_recall(store, text, args.needles)
+            print(f"a planted chunk holding every word of its question is in the best 3: {bounded:.0%} of "
+                  f"{args.needles} questions (full bm25: {full:.0%}), at {have:,} chunks", flush=True)
         await store.close()
 
 

@@ -480,7 +480,7 @@ class SQLiteStore:
 _APPROVAL_COLUMNS = Approval.__slots__
 _MEMORY_COLUMNS = Memory.__slots__
 
-MATCH_BUDGET = 500  # rows a search may score: bm25() over the matching rows is the cost of a search
+MATCH_BUDGET = 300  # rows a search may score: bm25() over the matching rows is the cost of a search
 _NO_ROWID_BEYOND = 2**63 - 1
 
 
