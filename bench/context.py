@@ -2,6 +2,7 @@
 chunks in one project on SQLite, and ingestion throughput from Markdown files on disk.
 
     python -m bench.context [--chunks 1000 10000 100000 1000000] [--queries 300]
+                            [--agreement 100] [--needles 100] [--ingest-mb 20]
 
 Text is synthetic but made of real words with their real frequencies: the 20,000 most common
 words of this Python's standard library (its code, comments and docstrings), drawn by how often

@@ -339,7 +339,8 @@ class SQLiteStore:
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
-            # Read before searching: results newer than the version are only ever kept too briefly.
+            # Read first: knowledge changed during the search files these results under the
+            # older version, which no later search asks for.
             version = db.execute("SELECT version FROM knowledge_version").fetchone()[0]
             asked = (project, text, limit, MATCH_BUDGET)
             found = self._recent.get(asked, version)
