@@ -70,11 +70,13 @@ async def pack_context(
 
 def ensure_model_reachable(chat: ChatRequest, identity: Identity, settings: Settings) -> None:
     """Refuse, before any work, a model this caller cannot reach."""
-    if settings.route_for(chat.model) is None and identity.key is not None:
+    if settings.route_for(chat.model) is not None:
+        return
+    if identity.key is not None:
         # Behind virtual keys the caller holds no provider key: only declared models exist.
         raise NotFound(f"model {chat.model!r} is not available through this gateway", param="model",
                        code="model_not_found")
-    if identity.bearer_token is None and settings.route_for(chat.model) is None:
+    if identity.bearer_token is None:
         # Without this, litellm would fall back to provider credentials in the gateway's own
         # environment, and any caller could spend them on any model.
         raise Unauthorized(
