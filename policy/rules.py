@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -101,9 +101,7 @@ def parse_policy(raw: Mapping[str, Any] | None, where: str = "policy") -> Policy
         return PolicySet()
     if not isinstance(raw, Mapping):
         raise PolicyConfigError(f"{where}: must be a mapping with 'default' and 'projects'")
-    unknown = sorted(set(raw) - {"default", "projects"})
-    if unknown:
-        raise PolicyConfigError(f"{where}: unknown key {unknown[0]!r}")
+    _refuse_unknown_keys(raw, {"default", "projects"}, where)
     default_raw = raw.get("default")
     default = _project_policy({} if default_raw is None else default_raw, ProjectPolicy(), f"{where}.default")
     projects_raw = raw.get("projects") or {}
@@ -119,9 +117,7 @@ def parse_policy(raw: Mapping[str, Any] | None, where: str = "policy") -> Policy
 def _project_policy(raw: Any, base: ProjectPolicy, where: str) -> ProjectPolicy:
     if not isinstance(raw, Mapping):
         raise PolicyConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - _RULE_KEYS)
-    if unknown:
-        raise PolicyConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_RULE_KEYS))})")
+    _refuse_unknown_keys(raw, _RULE_KEYS, where)
     values: dict[str, Any] = {}
     if "mode" in raw:
         try:
@@ -174,12 +170,16 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def _refuse_unknown_keys(raw: Mapping[str, Any], known: Set[str], where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PolicyConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
 def _argument_rule(raw: Any, where: str) -> ArgumentRule:
     if not isinstance(raw, Mapping):
         raise PolicyConfigError(f"{where}: must be a mapping with tool, argument, matches, action")
-    unknown = sorted(set(raw) - {"tool", "argument", "matches", "action"})
-    if unknown:
-        raise PolicyConfigError(f"{where}: unknown key {unknown[0]!r}")
+    _refuse_unknown_keys(raw, {"tool", "argument", "matches", "action"}, where)
     for key in ("tool", "argument", "matches"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise PolicyConfigError(f"{where}.{key}: required, a non-empty string")

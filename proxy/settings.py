@@ -6,7 +6,7 @@ This is the only module that reads `os.environ`. Errors name the file and the fi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -209,9 +209,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
 def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> ContextSettings:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    _refuse_unknown_keys(raw, allowed, where)
     enabled = raw.get("enabled", base.enabled)
     budget = raw.get("budget_tokens", base.budget_tokens)
     if not isinstance(enabled, bool):
@@ -242,6 +240,12 @@ def _policy(raw: Mapping[str, Any], path: Path) -> PolicySet:
         return parse_policy(raw["policy"] or {})
     except PolicyConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def _refuse_unknown_keys(raw: Mapping[str, Any], known: Set[str], where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
 
 
 def _check_shape(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path, prefix: str = "") -> None:
@@ -275,9 +279,7 @@ def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> 
     where = f"{path}: model_list[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
-    unknown = sorted(set(entry) - _ROUTE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    _refuse_unknown_keys(entry, _ROUTE_KEYS, where)
     name = entry.get("model_name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.model_name: required, a non-empty string")
