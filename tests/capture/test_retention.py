@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.records import Interaction, new_interaction_id
+from capture.records import Interaction, InteractionQuery, new_interaction_id
 from capture.sqlite import SQLiteStore
 
 
@@ -61,8 +61,12 @@ async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> 
 
 async def test_nothing_older_means_nothing_deleted(tmp_path: Path) -> None:
     store = await seeded(tmp_path / "db")
+    before = await store.list_interactions(InteractionQuery(limit=500))
+    sessions = await store.list_sessions(limit=100)
     result = await store.delete_older_than("2025-01-01 00:00:00")
     assert (result.sessions, result.interactions, result.approvals) == (0, 0, 0)
+    assert await store.list_interactions(InteractionQuery(limit=500)) == before  # and so it is
+    assert await store.list_sessions(limit=100) == sessions
     await store.close()
 
 

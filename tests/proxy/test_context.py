@@ -83,6 +83,8 @@ async def test_no_pack_with_the_off_header_or_for_a_project_turned_off(
 
 async def test_one_projects_knowledge_never_reaches_another(gateway: Gateway) -> None:
     await remember(gateway, CIDR, project="atmos")
+    await ask(gateway, "prod VPC CIDR?", project="atmos")
+    assert CIDR in str(gateway.upstream.received[-1].body["messages"])  # the same question finds it at home
     await ask(gateway, "prod VPC CIDR?", project="web")
     assert CIDR not in str(gateway.upstream.received[-1].body["messages"])
 
