@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
+import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -85,39 +85,125 @@ def _evaluate(policy: ProjectPolicy, name: str, arguments: Any, always_allowed: 
 
 def _argument_verdict(rule: ArgumentRule, index: int, name: str, arguments: Any) -> Decision | None:
     where = f"argument_rules[{index}]"
-    parsed = _parse_arguments(arguments)
-    if parsed is None:
-        # The rule cannot be checked against arguments we cannot read: fail closed.
-        return Decision(Action.DENY, where, f"arguments of {name!r} are not a JSON object, so {where} cannot be checked")
-    if rule.argument not in parsed:
-        return None
-    value = parsed[rule.argument]
-    text = value if isinstance(value, str) else json.dumps(value)
-    if all(rule.matches.first_match(candidate) is None for candidate in _spellings(text)):
-        return None
-    return Decision(rule.action, where,
-                    f"argument {rule.argument!r} of {name!r} matches {rule.matches.patterns[0]!r}")
+    try:
+        parsed = _parse_arguments(arguments)
+    except _Unreadable as unreadable:
+        # The rule cannot be checked against arguments we cannot read for sure: fail closed.
+        return Decision(Action.DENY, where, f"arguments of {name!r} {unreadable}, so {where} cannot be checked")
+    wanted = _key(rule.argument)
+    values = [value for key, value in parsed.items() if _key(str(key)) == wanted]
+    for text in _leaves(values):
+        if any(rule.matches.first_match(candidate) is not None for candidate in _spellings(text)):
+            return Decision(rule.action, where,
+                            f"argument {rule.argument!r} of {name!r} matches {rule.matches.patterns[0]!r}")
+    return None
+
+
+def _key(key: str) -> str:
+    """Keys that differ only in case, width or surrounding spaces are one argument: a tool
+    may well accept `Path` for `path`, so each such value is checked."""
+    return unicodedata.normalize("NFKC", key).strip().casefold()
+
+
+def _leaves(values: list[Any]) -> list[str]:
+    """Every scalar in the values, lists and objects (keys too) taken apart at any depth,
+    as text: a tool given a list may act on each element, and one given an object is
+    unknown ground, so each string in it is checked rather than none."""
+    found, todo, seen = [], list(values), set()
+    while todo:  # not recursive: a deep value must not exhaust the stack
+        value = todo.pop()
+        if isinstance(value, (list, dict)):
+            if id(value) in seen:  # a Python caller's value may contain itself
+                continue
+            seen.add(id(value))
+        if isinstance(value, list):
+            todo += value
+        elif isinstance(value, dict):
+            todo += [*map(str, value), *value.values()]
+        else:
+            found.append(value if isinstance(value, str) else json.dumps(value))
+    return found
 
 
 def _spellings(text: str) -> set[str]:
-    """The value, and for a path its normal form too: `//etc/x`, `/./etc/x` and
-    `/tmp/../etc/x` must not slip past a rule written for `/etc/*`."""
-    if "/" not in text:
-        return {text}
-    collapsed = re.sub(r"/+", "/", text)
-    normal = posixpath.normpath(collapsed)
-    return {text, collapsed, normal}
+    """The value as written and every spelling of the path it may stand for, so a rule for
+    `/etc/*` catches ` /etc/passwd`, `etc/passwd`, `//etc/./x/../passwd`, `\\etc\\passwd`
+    and `/proc/self/root/etc/passwd`. Lexical: a symlink elsewhere is not followed.
+
+    - Surrounding whitespace is dropped, and anything from a NUL on (C code stops there).
+    - A relative path is compared as written and as if at `/`: the tool's working directory
+      is unknown, and anchored at `/` a `../` climb out of any directory is caught.
+    - `~` and `~user` are compared as written and as if at `/`, for the same reason: the
+      home directory is the tool's, so `~/../../etc` is caught but `~/.ssh` is not `/home/*`.
+    - `file://` is taken off; backslashes are also read as separators (Windows tools)."""
+    written = text.split("\x00", 1)[0].strip()
+    starts = {written, written.replace("\\", "/")}
+    starts |= {s[len("file://"):] for s in starts if s[:len("file://")].lower() == "file://"}
+    starts |= {"/" + s.partition("/")[2] for s in starts if s.startswith("~")}
+    starts |= {"/" + s for s in starts if not s.startswith("/")}
+    return {text, *starts, *(re.sub(r"/+", "/", s) for s in starts), *map(_resolve, starts)}
 
 
-def _parse_arguments(arguments: Any) -> dict[str, Any] | None:
+def _resolve(path: str) -> str:
+    """`path` with `//`, `.` and `..` resolved as the kernel walks them (`..` at `/` stays
+    at `/`), and `/proc/<pid>/root` or `/proc/<pid>/cwd` read as the `/` they link to (a
+    process's root; its cwd is unknown, so as if at `/`): `/proc/self/root/..` is `/`,
+    which resolving the `..` before the link would miss."""
+    is_absolute = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+            if is_absolute and _is_proc_link(parts):
+                parts.clear()
+        elif parts and parts[-1] != "..":
+            parts.pop()
+        elif not is_absolute:
+            parts.append("..")
+    resolved = "/".join(parts)
+    return "/" + resolved if is_absolute else resolved or "."
+
+
+_PROCESS = re.compile(r"self|thread-self|\d+")
+
+
+def _is_proc_link(parts: list[str]) -> bool:
+    """`proc/<pid>/root` or `proc/<pid>/task/<tid>/root` (or `cwd`), `self` for a pid."""
+    if len(parts) not in (3, 5) or parts[0] != "proc" or parts[-1] not in ("root", "cwd"):
+        return False
+    if not _PROCESS.fullmatch(parts[1]):
+        return False
+    return len(parts) == 3 or (parts[2] == "task" and _PROCESS.fullmatch(parts[3]) is not None)
+
+
+class _Unreadable(Exception):
+    """Arguments that cannot be read as one JSON object for sure; the message says why."""
+
+
+def _parse_arguments(arguments: Any) -> dict[Any, Any]:
     if arguments is None or arguments == "":
         return {}
     if isinstance(arguments, dict):
         return arguments
-    if isinstance(arguments, str):
-        try:
-            parsed = json.loads(arguments)
-        except ValueError:
-            return None
-        return parsed if isinstance(parsed, dict) else None
-    return None
+    if not isinstance(arguments, str):
+        raise _Unreadable("are not a JSON object")
+    try:
+        parsed = json.loads(arguments, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):
+        raise _Unreadable("are not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise _Unreadable("are not a JSON object")
+    return parsed
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A key given twice is ambiguous: parsers keep the first or the last, and the tool's
+    may not keep the one checked here."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Unreadable(f"give the key {key!r} more than once")
+        seen.add(key)
+    return dict(pairs)
