@@ -143,12 +143,17 @@ async def test_names_are_compared_exactly(guarded: Gateway, trick: str, stream: 
     assert stored.tool_decisions[0]["rule"] == "undeclared"
 
 
-async def test_argument_rule_denies_by_path(guarded: Gateway) -> None:
-    guarded.upstream.push(Reply(tool_calls=(ToolCall("file_edit", '{"path": "/etc/passwd"}', id="c1"),)))
-    completion = await ask(guarded, stream=False)
-    assert calls_of(completion) == []
+@pytest.mark.parametrize("arguments", [
+    '{"path": "/etc/passwd"}', '{"path": "etc/passwd"}', '{"path": " /etc/passwd"}', '{"path": ["/tmp/x", "/etc/passwd"]}',
+    '{"path": "/proc/self/root/etc/passwd"}', '{"Path": "/etc/passwd"}', '{"path": "/tmp/x", "path": "/etc/passwd"}',
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_argument_rule_denies_by_path_in_any_spelling(guarded: Gateway, arguments: str, stream: bool) -> None:
+    guarded.upstream.push(Reply(tool_calls=(ToolCall("file_edit", arguments, id="c1"),), fragment=5))
+    completion = await ask(guarded, stream=stream)
+    assert calls_of(completion) == [] and "argument_rules[0]" in completion.choices[0].message.content
     [stored] = await guarded.recorded()
-    assert stored.tool_decisions[0]["rule"] == "argument_rules[0]"
+    assert (stored.tool_decisions[0]["rule"], stored.tool_decisions[0]["arguments"]) == ("argument_rules[0]", arguments)
 
 
 async def approve_when_asked(gateway: Gateway, count: int = 1, *, always: bool = False, verdict: str = "approve") -> dict[str, Any]:
