@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,8 +26,16 @@ from capture.records import (
     format_timestamp,
     parse_age,
 )
-from capture.store import Store, StoreUnavailable, open_store
-from proxy.settings import ConfigError, current_user, load_settings, store_url_from
+from capture.store import Store, StoreUnavailable, open_store, sqlite_path
+from proxy.settings import (
+    ConfigError,
+    ConfigSource,
+    StoreChoice,
+    current_user,
+    find_config,
+    find_store,
+    load_settings,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,20 +46,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result: int = args.run(args)
+        sys.stdout.flush()  # here, so that a reader gone away is a BrokenPipeError caught below
         return result
     except (ConfigError, InvalidRecord, StoreUnavailable) as error:
         print(f"ctxgate: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, (ConfigError, InvalidRecord)) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left early (`| head`): what it did not read was not wanted. Point stdout at
+        # /dev/null, or the interpreter's own flush at exit fails again, with a traceback; exit
+        # as a process killed by SIGPIPE would, like the other tools in a pipeline.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
+
+
+_CONFIG_HELP = "YAML config file (default: $CTXGATE_CONFIG, else ./ctxgate.yaml if there is one)"
+_JSON_LINES = "JSON Lines (one object per line) instead of a table"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctxgate", description="An OpenAI-compatible LLM gateway.")
+    parser = argparse.ArgumentParser(
+        prog="ctxgate", description="An OpenAI-compatible LLM gateway.",
+        epilog="With --json, list commands print JSON Lines (one object per line), show commands one object.",
+    )
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="YAML config file (default: $CTXGATE_CONFIG)")
+    serve.add_argument("--config", help=_CONFIG_HELP)
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--db", help="store URL: a path, sqlite:///path (default: $CTXGATE_DB or ./ctxgate.db)")
@@ -67,13 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         listing.add_argument(f"--{name}")
     listing.add_argument("--since", help="inclusive cutoff, 'YYYY-MM-DD HH:MM:SS' UTC or ISO 8601")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (cap 500)")
-    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    _db_option(listing)
+    listing.add_argument("--json", action="store_true", help=_JSON_LINES)
+    _store_options(listing)
     listing.set_defaults(run=_interactions_list)
     show = which.add_parser("show", help="one interaction, in full")
     show.add_argument("id")
-    show.add_argument("--json", action="store_true", help="compact JSON on one line")
-    _db_option(show)
+    show.add_argument("--json", action="store_true", help="one JSON object, on one line")
+    _store_options(show)
     show.set_defaults(run=_interactions_show)
     sessions = commands.add_parser("sessions", help="conversations as recorded")
     which = sessions.add_subparsers(title="sessions commands")
@@ -81,18 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--project")
     listing.add_argument("--client")
     listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    _db_option(listing)
+    listing.add_argument("--json", action="store_true", help=_JSON_LINES)
+    _store_options(listing)
     listing.set_defaults(run=_sessions_list)
     show = which.add_parser("show", help="a session turn by turn")
     show.add_argument("id")
     show.add_argument("--project", help="when the id is used in several projects")
-    show.add_argument("--json", action="store_true", help="the session and its turns as one JSON object")
-    _db_option(show)
+    show.add_argument("--json", action="store_true", help="the session and its turns as one JSON object, on one line")
+    _store_options(show)
     show.set_defaults(run=_sessions_show)
     clean = which.add_parser("clean", help="delete sessions (and their interactions, approvals) older than an age")
     clean.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 2w")
-    _db_option(clean)
+    _store_options(clean)
     clean.set_defaults(run=_sessions_clean)
 
     memories = commands.add_parser("memories", help="a project's memories")
@@ -102,29 +125,29 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--project", required=True)
     add.add_argument("--type", default="note", help="e.g. decision, fact, preference (default note)")
     add.add_argument("--confidence", type=float, default=1.0, help="0 to 1 (default 1)")
-    _db_option(add)
+    _store_options(add)
     add.set_defaults(run=_memories_add)
     listing = which.add_parser("list", help="newest first")
     listing.add_argument("--project")
-    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    _db_option(listing)
+    listing.add_argument("--json", action="store_true", help=_JSON_LINES)
+    _store_options(listing)
     listing.set_defaults(run=_memories_list)
     remove = which.add_parser("rm", help="forget a memory")
     remove.add_argument("id")
-    _db_option(remove)
+    _store_options(remove)
     remove.set_defaults(run=_memories_rm)
 
     ingest = commands.add_parser("ingest", help="documents (Markdown, text, source) -> chunks for a project")
     ingest.add_argument("paths", nargs="+", type=Path)
     ingest.add_argument("--project", required=True)
-    _db_option(ingest)
+    _store_options(ingest)
     ingest.set_defaults(run=_ingest)
 
     context = commands.add_parser("context", help="preview the context pack a question would get")
     context.add_argument("question")
     context.add_argument("--project", required=True)
     context.add_argument("--budget", type=int, default=1500, help="tokens (default 1500)")
-    _db_option(context)
+    _store_options(context)
     context.set_defaults(run=_context)
 
     keys = commands.add_parser("keys", help="virtual keys")
@@ -141,8 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     which = approvals.add_subparsers(title="approvals commands")
     listing = which.add_parser("list", help="pending approvals, oldest first")
     listing.add_argument("--status", default="pending", choices=[s.value for s in ApprovalStatus] + ["all"])
-    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    _db_option(listing)
+    listing.add_argument("--json", action="store_true", help=_JSON_LINES)
+    _store_options(listing)
     listing.set_defaults(run=_approvals_list)
     for verdict in ("approve", "deny"):
         decide = which.add_parser(verdict, help=f"{verdict} a pending tool call")
@@ -150,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
         if verdict == "approve":
             decide.add_argument("--always", action="store_true", help="allow this tool for the project from now on")
         decide.add_argument("--by", default=None, help="who decides (default: $USER)")
-        _db_option(decide)
+        _store_options(decide)
         decide.set_defaults(run=_approvals_decide, verdict=verdict)
 
     policy = commands.add_parser("policy", help="the tool-call policy")
@@ -159,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("tool")
     check.add_argument("--project", help="default: the config's default_project")
     check.add_argument("--args", default="{}", help="the call's arguments, as JSON")
-    check.add_argument("--config", help="YAML config file (default: $CTXGATE_CONFIG)")
+    check.add_argument("--config", help=_CONFIG_HELP)
     check.add_argument("--db", help="also count remembered 'allow always' decisions in this store")
     check.set_defaults(run=_policy_check)
     return parser
@@ -168,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 def _sessions_list(args: argparse.Namespace) -> int:
     projects = frozenset({args.project}) if args.project else None
     found: list[Session] = asyncio.run(_with_store(
-        store_url_from(args.db),
+        _store(args),
         lambda store: store.list_sessions(projects=projects, client=args.client, limit=min(args.limit, 500)),
     ))
     if args.json:
@@ -188,7 +211,7 @@ def _sessions_show(args: argparse.Namespace) -> int:
         turns = await store.session_interactions(found[0].project, args.id) if len(found) == 1 else []
         return found, turns
 
-    found, turns = asyncio.run(_with_store(store_url_from(args.db), read))
+    found, turns = asyncio.run(_with_store(_store(args), read))
     if not found:
         print(f"ctxgate: error: no session with id {args.id!r}", file=sys.stderr)
         return 1
@@ -224,7 +247,7 @@ def _last_user_text(prompt: Any) -> Any:
 def _sessions_clean(args: argparse.Namespace) -> int:
     cutoff = format_timestamp(datetime.now(UTC) - parse_age(args.older_than))
     result: CleanupResult = asyncio.run(
-        _with_store(store_url_from(args.db), lambda store: store.delete_older_than(cutoff))
+        _with_store(_store(args), lambda store: store.delete_older_than(cutoff))
     )
     print(f"deleted {result.sessions} sessions, {result.interactions} interactions and "
           f"{result.approvals} approvals older than {cutoff} UTC")
@@ -233,14 +256,14 @@ def _sessions_clean(args: argparse.Namespace) -> int:
 
 def _memories_add(args: argparse.Namespace) -> int:
     memory = new_memory(args.project, args.content, type=args.type, confidence=args.confidence)
-    asyncio.run(_with_store(store_url_from(args.db), lambda store: store.add_memory(memory)))
+    asyncio.run(_with_store(_store(args), lambda store: store.add_memory(memory), create=True))
     print(memory.id)
     return 0
 
 
 def _memories_list(args: argparse.Namespace) -> int:
     found: list[Memory] = asyncio.run(
-        _with_store(store_url_from(args.db), lambda store: store.list_memories(args.project, limit=500)))
+        _with_store(_store(args), lambda store: store.list_memories(args.project, limit=500)))
     if args.json:
         for memory in found:
             sys.stdout.write(orjson.dumps(memory.as_dict()).decode() + "\n")
@@ -250,7 +273,7 @@ def _memories_list(args: argparse.Namespace) -> int:
 
 
 def _memories_rm(args: argparse.Namespace) -> int:
-    if not asyncio.run(_with_store(store_url_from(args.db), lambda store: store.delete_memory(args.id))):
+    if not asyncio.run(_with_store(_store(args), lambda store: store.delete_memory(args.id))):
         print(f"ctxgate: error: no memory with id {args.id!r}", file=sys.stderr)
         return 1
     print(f"forgot {args.id}")
@@ -268,18 +291,18 @@ def _ingest(args: argparse.Namespace) -> int:
             print(f"\r[{'#' * done}{'.' * (30 - done)}] {report.documents}/{len(files)} files, {rate:.1f} MB/s",
                   end="\n" if report.documents == len(files) else "", file=sys.stderr, flush=True)
 
-    report: IngestReport = asyncio.run(_with_store(store_url_from(args.db), lambda store: ingest(
+    report: IngestReport = asyncio.run(_with_store(_store(args), lambda store: ingest(
         store, args.project, (read_document(path, root) for path, root in files),
-        show_progress if len(files) > 20 and sys.stderr.isatty() else lambda _: None)))
+        show_progress if len(files) > 20 and sys.stderr.isatty() else lambda _: None), create=True))
     print(f"{report.ingested} ingested ({report.chunks} chunks), {report.unchanged} unchanged, "
-          f"{report.skipped} skipped (binary or unreadable)")
+          f"{report.skipped} skipped (empty, binary or unreadable)")
     return 0
 
 
 def _context(args: argparse.Namespace) -> int:
     from proxy.context import build_pack
 
-    pack = asyncio.run(_with_store(store_url_from(args.db), lambda store: build_pack(
+    pack = asyncio.run(_with_store(_store(args), lambda store: build_pack(
         store, args.project, [{"role": "user", "content": args.question}], args.budget)))
     if pack is None:
         print("nothing in this project matches")
@@ -314,7 +337,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 def _approvals_list(args: argparse.Namespace) -> int:
     status = None if args.status == "all" else ApprovalStatus(args.status)
     found: list[Approval] = asyncio.run(
-        _with_store(store_url_from(args.db), lambda store: store.list_approvals(status))
+        _with_store(_store(args), lambda store: store.list_approvals(status))
     )
     if args.json:
         for approval in found:
@@ -335,7 +358,7 @@ def _approvals_decide(args: argparse.Namespace) -> int:
     decided_by = args.by or current_user()
     always = getattr(args, "always", False)
     approval: Approval | None = asyncio.run(
-        _with_store(store_url_from(args.db),
+        _with_store(_store(args),
                     lambda store: store.decide_approval(args.id, status, decided_by, always=always))
     )
     if approval is None:
@@ -352,7 +375,8 @@ def _approvals_decide(args: argparse.Namespace) -> int:
 def _policy_check(args: argparse.Namespace) -> int:
     from policy.evaluate import evaluate
 
-    settings = load_settings(args.config)
+    config = _config(args)
+    settings = load_settings(config)
     project = args.project or settings.default_project
     try:
         arguments = orjson.loads(args.args)
@@ -360,25 +384,50 @@ def _policy_check(args: argparse.Namespace) -> int:
         raise InvalidRecord("args", f"--args must be JSON, got {args.args!r}") from None
     remembered: frozenset[str] = frozenset()
     if args.db:
-        remembered = asyncio.run(_with_store(args.db, lambda store: store.allowed_always(project)))
+        remembered = asyncio.run(
+            _with_store(StoreChoice(args.db, "--db"), lambda store: store.allowed_always(project)))
     decision = evaluate(settings.policy.for_project(project), args.tool, arguments, always_allowed=remembered)
     mode = "" if settings.policy.enforcing else "  (no policy configured: observe-only, nothing is blocked)"
     print(f"{decision.action}  rule={decision.rule}  project={project}{mode}")
     print(f"  {decision.reason}")
+    print(f"  config: {config.describe()}")
     return 0
 
 
-def _db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="store URL: a path, sqlite:///path (default: $CTXGATE_DB or ./ctxgate.db)")
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="store URL: a path, sqlite:///path "
+                                     "(default: $CTXGATE_DB, else the config's store.url, else ./ctxgate.db)")
+    parser.add_argument("--config", help=_CONFIG_HELP + "; only its store.url is used here")
+
+
+def _config(args: argparse.Namespace) -> ConfigSource:
+    """The config every command uses, found in the one order `find_config` defines."""
+    return find_config(args.config, directory=Path.cwd())
+
+
+def _store(args: argparse.Namespace) -> StoreChoice:
+    """The store a command works on; said on stderr when the config chose it, the one case
+    the command line does not show."""
+    choice = find_store(args.db, _config(args))
+    if choice.chosen_by.startswith("store.url"):
+        print(f"ctxgate: store {choice.url} ({choice.chosen_by})", file=sys.stderr)
+    return choice
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, host=args.host, port=args.port, db=args.db, log_format=args.log_format)
-    from proxy.server import (
-        serve,  # imports litellm: only the commands that proxy pay for it
-    )
+    config = _config(args)
+    settings = load_settings(config, host=args.host, port=args.port, db=args.db, log_format=args.log_format)
+    from proxy.server import listen, serve
 
-    serve(settings)
+    try:
+        # Before the app is built and warmed up: a port in use is then one line, at once.
+        sockets = listen(settings.host, settings.port)
+    except OSError as error:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        reason = (error.strerror or str(error)).lower()
+        print(f"ctxgate: error: cannot listen on {host}:{settings.port}: {reason}", file=sys.stderr)
+        return 1
+    serve(settings, sockets, config)
     return 0
 
 
@@ -388,8 +437,17 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
-async def _with_store(url: str, work: Any) -> Any:
-    store: Store = open_store(url)
+async def _with_store(choice: StoreChoice, work: Any, *, create: bool = False) -> Any:
+    """Run `work` on the chosen store. Unless `create` (commands that write on purpose), a
+    store that is not there is an error, and nothing is made: an empty store made on the spot
+    would answer "nothing here" about the wrong place."""
+    path = sqlite_path(choice.url)
+    if not create and path is not None and path != ":memory:" and not Path(path).is_file():
+        raise StoreUnavailable(
+            f"no store at {Path(path).absolute()} (looked at it because of {choice.chosen_by}); "
+            "nothing was created: pass --db, set CTXGATE_DB, or run where the store is"
+        )
+    store: Store = open_store(choice.url)
     await store.open()
     try:
         return await work(store)
@@ -402,7 +460,7 @@ def _interactions_list(args: argparse.Namespace) -> int:
         project=args.project, session_id=args.session, client=args.client, since=args.since, limit=args.limit
     )
     found: list[Interaction] = asyncio.run(
-        _with_store(store_url_from(args.db), lambda store: store.list_interactions(query))
+        _with_store(_store(args), lambda store: store.list_interactions(query))
     )
     if args.json:
         for interaction in found:
@@ -424,7 +482,7 @@ def _table(rows: Sequence[Any], columns: tuple[str, ...], empty: str) -> str:
 
 def _interactions_show(args: argparse.Namespace) -> int:
     interaction: Interaction | None = asyncio.run(
-        _with_store(store_url_from(args.db), lambda store: store.get_interaction(args.id))
+        _with_store(_store(args), lambda store: store.get_interaction(args.id))
     )
     if interaction is None:
         print(f"ctxgate: error: no interaction with id {args.id!r}", file=sys.stderr)

@@ -1,18 +1,46 @@
-"""Running the gateway as a process: logging, the app, signals and graceful shutdown."""
+"""Running the gateway as a process: the listening sockets, logging, the app, signals and
+graceful shutdown."""
 
 from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
 
 import structlog
 from aiohttp import web
 
-from proxy.app import create_app
 from proxy.logs import configure_logging
-from proxy.settings import Settings
+from proxy.settings import ConfigSource, Settings
 
 
-def serve(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM. Shutdown stops accepting, lets in-flight requests finish
-    (up to `shutdown_timeout_s`), then drains the capture queue before the store closes."""
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address `host` names, as the event loop's server would bind them.
+    Called before the app is built, so that a port in use (`OSError`) is known at once, not
+    after the warm-up and a `gateway_started` line that would not be true."""
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what asyncio sets on Unix
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own
+            sock.bind(address)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSource) -> None:
+    """Serve on `sockets` (from `listen`) until SIGINT/SIGTERM. Shutdown stops accepting, lets
+    in-flight requests finish (up to `shutdown_timeout_s`), then drains the capture queue
+    before the store closes. `config` is only reported."""
+    from proxy.app import create_app  # imports litellm: only the commands that proxy pay for it
+
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
     log = structlog.get_logger("ctxgate.proxy")
     app = create_app(settings)
@@ -21,7 +49,9 @@ def serve(settings: Settings) -> None:
         log.info(
             "gateway_started",
             host=settings.host,
-            port=settings.port,
+            port=sockets[0].getsockname()[1] if sockets else settings.port,  # the real one for port 0
+            config=str(config.path) if config.path else None,
+            config_from=config.chosen_by,
             store=_store_label(settings.store_url),
             models=[route.model_name for route in settings.models],
         )
@@ -37,8 +67,7 @@ def serve(settings: Settings) -> None:
     app.on_shutdown.append(announce_stop)
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=list(sockets),
         access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_timeout_s,

@@ -17,6 +17,7 @@ from policy.rules import PolicyConfigError, PolicySet, parse_policy
 from proxy.keys import KeyConfigError, VirtualKey, parse_keys
 
 DEFAULT_DB = "./ctxgate.db"
+CONFIG_FILE = "ctxgate.yaml"  # looked for in the current directory
 
 
 class ConfigError(ValueError):
@@ -95,8 +96,41 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("json", "console")
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """The config file a command uses (None: none, embedded defaults) and what chose it."""
+
+    path: Path | None
+    chosen_by: str  # "--config", "CTXGATE_CONFIG", "the current directory", or "nothing"
+
+    def describe(self) -> str:
+        """For the user: `/srv/ctxgate.yaml (found in the current directory)`, `none (...)`."""
+        if self.path is None:
+            return f"none (no --config, no CTXGATE_CONFIG, no ./{CONFIG_FILE})"
+        if self.chosen_by == "the current directory":
+            return f"{self.path} (found in the current directory)"
+        return f"{self.path} (from {self.chosen_by})"
+
+
+def find_config(
+    flag: str | None = None, environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> ConfigSource:
+    """The one order in which every command finds its config: `--config` (`flag`), else
+    `CTXGATE_CONFIG`, else `ctxgate.yaml` in `directory` (the CLI passes the current directory;
+    None looks in no directory). A file named by the flag or the variable need not exist yet:
+    reading it then fails with its name."""
+    env = os.environ if environ is None else environ
+    if flag:
+        return ConfigSource(Path(flag), "--config")
+    if env.get("CTXGATE_CONFIG"):
+        return ConfigSource(Path(env["CTXGATE_CONFIG"]), "CTXGATE_CONFIG")
+    if directory is not None and (directory / CONFIG_FILE).is_file():
+        return ConfigSource(directory / CONFIG_FILE, "the current directory")
+    return ConfigSource(None, "nothing")
+
+
 def load_settings(
-    config_path: str | None = None,
+    config: ConfigSource | str | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
@@ -104,12 +138,14 @@ def load_settings(
     log_format: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Settings from (lowest to highest precedence) defaults, the file, the environment, flags."""
+    """Settings from (lowest to highest precedence) defaults, the file, the environment, flags.
+    `config` is what `find_config` chose, or a file path; None: `CTXGATE_CONFIG` if set."""
     env = os.environ if environ is None else environ
-    path = config_path or env.get("CTXGATE_CONFIG")
+    if not isinstance(config, ConfigSource):
+        config = find_config(config, env)
     settings = Settings()
-    if path:
-        settings = _from_file(Path(path), env)
+    if config.path is not None:
+        settings = _from_file(config.path, env)
     where = "environment"
     if env.get("CTXGATE_DB"):
         settings = replace(settings, store_url=env["CTXGATE_DB"])
@@ -132,10 +168,29 @@ def load_settings(
     return settings
 
 
-def store_url_from(db: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """The store URL for commands that only read the store: `--db`, else `CTXGATE_DB`, else the default."""
+@dataclass(frozen=True, slots=True)
+class StoreChoice:
+    """The store URL a command uses and what chose it, so a missing store can be explained."""
+
+    url: str
+    chosen_by: str  # "--db", "CTXGATE_DB", "store.url in FILE", or "the default ./ctxgate.db"
+
+
+def find_store(db: str | None, config: ConfigSource, environ: Mapping[str, str] | None = None) -> StoreChoice:
+    """The store for commands that work on it directly: `--db`, else `CTXGATE_DB`, else the
+    config's `store.url`, else the default (the order `ctxgate serve` uses too). Of the config
+    only the shape and `store` are read: a model key from an unset variable, say, does not
+    stop a command that works on the store, but a file that is not a config does."""
     env = os.environ if environ is None else environ
-    return db or env.get("CTXGATE_DB") or DEFAULT_DB
+    if db:
+        return StoreChoice(db, "--db")
+    if env.get("CTXGATE_DB"):
+        return StoreChoice(env["CTXGATE_DB"], "CTXGATE_DB")
+    if config.path is not None:
+        url = _store_url_in(config.path)
+        if url is not None:
+            return StoreChoice(url, f"store.url in {config.path}")
+    return StoreChoice(DEFAULT_DB, f"the default {DEFAULT_DB}")
 
 
 def current_user(environ: Mapping[str, str] | None = None) -> str:
@@ -154,7 +209,8 @@ def _port(value: str | int, where: str) -> int:
     return number
 
 
-def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
+def _read_file(path: Path) -> dict[str, Any]:
+    """The file's mapping, its keys and their types checked; nothing resolved yet."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -166,7 +222,16 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     _check_shape(raw, _SCHEMA, path)
+    return raw
 
+
+def _store_url_in(path: Path) -> str | None:
+    url: str | None = (_read_file(path).get("store") or {}).get("url")
+    return url
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
+    raw = _read_file(path)
     server = raw.get("server") or {}
     store = raw.get("store") or {}
     upstream = raw.get("upstream") or {}

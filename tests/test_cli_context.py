@@ -35,7 +35,7 @@ def test_ingest_a_tree_then_again_then_changed(tmp_path: Path, capsys: pytest.Ca
     (docs / ".hidden" / "secret.md").write_text("never ingested")
     db = str(tmp_path / "db")
     assert main(["ingest", str(docs), "--project", "atmos", "--db", db]) == 0
-    assert capsys.readouterr().out.strip() == "2 ingested (2 chunks), 0 unchanged, 2 skipped (binary or unreadable)"
+    assert capsys.readouterr().out.strip() == "2 ingested (2 chunks), 0 unchanged, 2 skipped (empty, binary or unreadable)"
     assert main(["ingest", str(docs), "--project", "atmos", "--db", db]) == 0
     assert capsys.readouterr().out.startswith("0 ingested (0 chunks), 2 unchanged")
     (docs / "vpc.md").write_text("# VPC\n\nThe prod VPC no longer peers with anything.\n")

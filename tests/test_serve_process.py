@@ -135,3 +135,49 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
     for secret in (PROVIDER_SECRET, CLIENT_SECRET, ADMIN_SECRET):
         assert secret not in api_text
     assert PROMPT_MARKER in api_text  # the audit trail does hold the prompt: the check is real
+
+
+def serve_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CTXGATE_CONFIG", "CTXGATE_DB", "CTXGATE_PORT")}
+    return {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra}
+
+
+async def test_serve_uses_the_config_in_the_current_directory_and_says_so(tmp_path: Path) -> None:
+    # what `make serve` runs: no flags, beside a ctxgate.yaml
+    (tmp_path / "ctxgate.yaml").write_text("server: {port: 0}\nstore: {url: from-yaml.db}\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", "serve", cwd=tmp_path, env=serve_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        await read_until(process.stdout, "gateway_started", lines)
+        started = json.loads(lines[-1])
+        assert (started["config"], started["config_from"]) == (str(tmp_path / "ctxgate.yaml"), "the current directory")
+        assert started["store"] == "from-yaml.db" and started["port"] != 0  # the port it really listens on
+        async with aiohttp.ClientSession() as session:
+            assert (await session.get(f"http://127.0.0.1:{started['port']}/healthz")).status == 200
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (tmp_path / "from-yaml.db").is_file()
+
+
+async def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), cwd=tmp_path, env=serve_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, errors = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert out == b""  # no gateway_started, no warm-up
+    assert errors.decode() == f"ctxgate: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert list(tmp_path.iterdir()) == []  # nor a store
