@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from pathspec import GitIgnoreSpec
 
 from capture.knowledge import Chunk, Source
 from capture.store import Store
@@ -38,7 +41,7 @@ class IngestReport:
     text_bytes: int = 0
     ingested: int = 0
     unchanged: int = 0
-    skipped: int = 0  # binary or unreadable
+    skipped: int = 0  # empty, binary or unreadable
     chunks: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -92,7 +95,8 @@ async def ingest(store: Store, project: str, documents: Iterable[Document | None
 
 
 def read_document(path: Path, root: Path) -> Document | None:
-    """None for what is not text: binary, undecodable, too large or unreadable."""
+    """None for what is no text to search: empty or only blanks, binary, undecodable, too
+    large or unreadable."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             return None
@@ -105,18 +109,77 @@ def read_document(path: Path, root: Path) -> Document | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    if not text.strip():
+        return None
     return Document.of(str(path.relative_to(root)) if path.is_relative_to(root) else str(path), text)
 
 
 def walk(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
-    """(file, root it is named relative to), hidden files and directories skipped."""
+    """(file, root it is named relative to). In a directory, hidden files and directories
+    (`.git` among them) are skipped, and so is what its `.gitignore` files ignore, as git
+    reads them: each file's patterns relative to its own directory, a deeper file over a
+    shallower one, the last matching line of a file deciding, and nothing inside an ignored
+    directory coming back. Those of the directories above it, up to the repository's top
+    (the one holding `.git`), count too. A file named on its own is always taken."""
     for given in paths:
         if given.is_file():
             yield given, given.parent
         elif given.is_dir():
-            for path in sorted(given.rglob("*")):
-                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(given).parts):
-                    yield path, given
+            yield from ((path, given) for path in _tree(given))
+
+
+def _tree(root: Path) -> Iterator[Path]:
+    """The files under `root` that `walk` takes, named under `root` as given: a directory's own
+    files, then its subdirectories', each in sorted order. Ignore rules are matched in resolved
+    paths, each against the path below its own directory."""
+    resolved = root.resolve()
+    rules = _ignore_rules_above(resolved)  # (directory, spec) of `here` and its parents, shallowest first
+
+    def is_ignored(path: Path, is_dir: bool) -> bool:
+        for base, spec in reversed(rules):  # the deepest file that has a say decides
+            verdict = spec.check_file(path.relative_to(base).as_posix() + ("/" if is_dir else "")).include
+            if verdict is not None:
+                return verdict
+        return False
+
+    depth: dict[Path, int] = {}
+    for directory, subdirectories, files in os.walk(root):  # top-down, one subtree after another
+        here = Path(directory)
+        real = resolved / here.relative_to(root)
+        del rules[depth.get(here, len(rules)):]  # those read in the subtree walked before
+        own = _ignore_file(here)
+        if own is not None:
+            rules.append((real, own))
+        subdirectories[:] = sorted(
+            name for name in subdirectories
+            if not name.startswith(".") and not is_ignored(real / name, is_dir=True)
+        )
+        for name in subdirectories:
+            depth[here / name] = len(rules)
+        for name in sorted(files):
+            if not name.startswith(".") and not is_ignored(real / name, is_dir=False) and (here / name).is_file():
+                yield here / name
+
+
+def _ignore_rules_above(root: Path) -> list[tuple[Path, GitIgnoreSpec]]:
+    """The `.gitignore` files of the directories above `root` (resolved), up to the top of
+    its repository, shallowest first; none when `root` is the top or in no repository."""
+    candidates = [root, *root.parents]
+    top = next((index for index, directory in enumerate(candidates) if (directory / ".git").exists()), 0)
+    rules = []
+    for directory in reversed(candidates[1:top + 1]):
+        spec = _ignore_file(directory)
+        if spec is not None:
+            rules.append((directory, spec))
+    return rules
+
+
+def _ignore_file(directory: Path) -> GitIgnoreSpec | None:
+    try:
+        lines = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return GitIgnoreSpec.from_lines(lines)
 
 
 def chunk_document(project: str, document: Document) -> list[Chunk]:
