@@ -19,7 +19,7 @@ from capture.approvals import Approval, ApprovalStatus
 from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expression, query_terms
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
-from capture.store import StoreUnavailable
+from capture.store import RecordRejected, StoreUnavailable
 
 T = TypeVar("T")
 READERS = 2  # connections (and threads) for context searches
@@ -185,13 +185,18 @@ class SQLiteStore:
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
         def insert(db: sqlite3.Connection) -> None:
-            rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
-            with _transaction(db):
-                for interaction, row in zip(batch, rows):
-                    # Only a row actually inserted counts towards its session: a replayed
-                    # spool line that is already stored must not count twice.
-                    if db.execute(_INSERT, row).rowcount and interaction.session_id is not None:
-                        db.execute(_UPSERT_SESSION, _session_values(interaction))
+            try:
+                rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
+                with _transaction(db):
+                    for interaction, row in zip(batch, rows):
+                        # Only a row actually inserted counts towards its session: a replayed
+                        # spool line that is already stored must not count twice.
+                        if db.execute(_INSERT, row).rowcount and interaction.session_id is not None:
+                            db.execute(_UPSERT_SESSION, _session_values(interaction))
+            # JSON that orjson cannot write (TypeError), text that is not UTF-8 (ValueError), an
+            # integer past SQLite's 64 bits (OverflowError), a value of a type it cannot bind.
+            except (TypeError, ValueError, OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError) as error:
+                raise RecordRejected(f"{type(error).__name__}: {error}") from error
 
         await self._run(insert)
 

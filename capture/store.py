@@ -14,6 +14,11 @@ class StoreUnavailable(RuntimeError):
     """The backend cannot be reached or refused the operation."""
 
 
+class RecordRejected(ValueError):
+    """The backend works but cannot store this record as it is (a value it cannot represent):
+    retrying will not help, and other records are not affected."""
+
+
 class Store(Protocol):
     """An interaction store. Every method may raise `StoreUnavailable`."""
 
@@ -26,7 +31,8 @@ class Store(Protocol):
         """True when the backend answers a trivial query."""
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
-        """Insert all of `batch` in one transaction; ids already stored are skipped."""
+        """Insert all of `batch` in one transaction; ids already stored are skipped. Raises
+        `RecordRejected` (and stores none) when a record in it cannot be stored."""
 
     async def list_interactions(self, query: InteractionQuery) -> list[Interaction]:
         """Newest first; the records carry no prompt, params, response or pack text."""

@@ -1,24 +1,31 @@
 """The capture writer: the request path enqueues finished interactions, one task stores them.
 
-Nothing here can block or fail a response. While the store is unavailable the writer keeps
-the batch and retries with backoff, holding at most `max_pending` records in memory; past
-that, and whatever is left when the gateway stops, goes to a spool file (JSON lines) that the
-next start stores first.
+Nothing here can block or fail a response, and no record can stop the others:
+
+- a batch the store rejects because of a record in it is split until the record is found;
+  that one goes to the dead-letter file with its error, the rest are stored;
+- while the store is unavailable, batches go to the spool (fsynced), and the writer probes the
+  store with backoff; once it answers, the spool is replayed into it;
+- if even the spool cannot be written, records wait in memory, at most `max_pending` of them
+  (past that, new ones are dropped, counted and logged as errors), until one of the two can.
+
+On stop, whatever the store will not take in time goes to the spool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
-import orjson
 import structlog
 
 from capture.records import Interaction
-from capture.store import Store
+from capture.spool import Spool, SpoolUnavailable, read_segment
+from capture.store import RecordRejected, Store, StoreUnavailable
 
 log = structlog.get_logger("ctxgate.capture")
 
@@ -35,7 +42,7 @@ class CaptureWriter:
         self,
         store: Store,
         *,
-        spool_path: Path | None,
+        spool: Spool | None,
         usage_counter: UsageCounter | None = None,
         batch_size: int = 256,
         max_pending: int = 50_000,
@@ -43,36 +50,49 @@ class CaptureWriter:
         retry_max_s: float = 5.0,
     ) -> None:
         self.store = store
-        self.spool_path = spool_path
+        self.spool = spool
         self.usage_counter = usage_counter
         self.batch_size = batch_size
         self.max_pending = max_pending
-        self.spooled_total = 0
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.written_total = 0
         self.failed_writes_total = 0
+        self.spooled_total = 0
+        self.replayed_total = 0
+        self.dead_letters_total = 0
+        self.dropped_total = 0
+        self.store_error: str | None = None  # why the store last refused, until it takes records again
+        self.spool_error: str | None = None  # why the spool last refused, until it takes records again
         self._queue: asyncio.Queue[Interaction] = asyncio.Queue()
+        self._held: deque[Interaction] = deque()  # neither stored nor spooled yet: the spool failed too
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._in_flight: list[Interaction] = []
         self._progress = asyncio.Condition()
         self._stopped = False
+        self._retry_at = 0.0  # monotonic: before it, the store is not asked again
+        self._delay = retry_initial_s
+        self._spool_waiting = False  # records sit in the spool, waiting for the store
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Records in memory, not yet stored or spooled."""
+        return self._queue.qsize() + len(self._held)
+
+    @property
+    def is_spool_waiting(self) -> bool:
+        return self._spool_waiting
 
     def submit(self, interaction: Interaction) -> None:
-        """Enqueue; never blocks on the store. Past `max_pending` (a store down for long), or
-        once stopped, the record goes straight to the spool file instead of memory."""
-        if self._stopped or self._queue.qsize() >= self.max_pending:
-            self._spool([interaction])
+        """Enqueue; never blocks on the store. Once stopped, or past `max_pending` in memory
+        (the writer cannot keep up), the record goes straight to the spool."""
+        if self._stopped or self.pending >= self.max_pending:
+            self._spool_or_lose([interaction])
             return
         self._queue.put_nowait(interaction)
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is stored."""
+        """Wait until everything submitted so far is stored, spooled or dead-lettered."""
         await self._queue.join()
 
     async def wait_written(self, count: int) -> None:
@@ -81,7 +101,7 @@ class CaptureWriter:
             await self._progress.wait_for(lambda: self.written_total >= count)
 
     async def start(self) -> None:
-        await self._replay_spool()
+        await self._replay()
         self._task = asyncio.create_task(self._run(), name="ctxgate-capture-writer")
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
@@ -95,27 +115,35 @@ class CaptureWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         self._stopped = True
-        left, self._in_flight = self._in_flight, []
+        left = list(self._held)
+        self._release(len(left))
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
-        self._spool(left)
+            self._queue.task_done()
+        self._spool_or_lose(left)
+        if self.spool is not None:
+            self.spool.seal()
 
     async def _run(self) -> None:
-        while not (self._stopping.is_set() and self._queue.empty()):
-            # Kept until stored, so a write cut off by the drain deadline is spooled, not lost
-            # (replaying an already stored id is a no-op).
-            self._in_flight = await self._next_batch()
-            if self._in_flight and not await self._write(self._in_flight):
-                return
-            for _ in self._in_flight:
-                self._queue.task_done()
-            self._in_flight = []
+        while not (self._stopping.is_set() and self._queue.empty() and not self._held):
+            # A batch cut off by the drain deadline is still in `_held`, so it is spooled at
+            # stop, not lost (replaying an id the store already holds is a no-op).
+            self._held.extend(await self._next_batch())
+            if self._held and not await self._persist() and self._stopping.is_set():
+                return  # neither store nor spool takes them: stop() makes the last try
+            if self._store_is_due() and self._spool_waiting and not self._stopping.is_set():
+                await self._replay()
 
     async def _next_batch(self) -> list[Interaction]:
+        """Up to `batch_size` records; waits for one unless something else is due (records
+        held, a spool to replay once the store may be asked again) or the writer is stopping."""
         if self._queue.empty():
+            if self._held or self._stopping.is_set():
+                return []
+            wait_s = max(0.0, self._retry_at - time.monotonic()) if self._spool_waiting else None
             getter = asyncio.ensure_future(self._queue.get())
             stopper = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, stopper}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not getter.done():
                 getter.cancel()
@@ -127,30 +155,106 @@ class CaptureWriter:
             batch.append(self._queue.get_nowait())
         return batch
 
-    async def _write(self, batch: list[Interaction]) -> bool:
-        """True once stored; False when the gateway is stopping and the store still refuses."""
+    async def _persist(self) -> bool:
+        """Store the oldest held records, else spool them, else keep them and wait a little.
+        True when they are stored or spooled."""
+        batch = list(self._held)[: self.batch_size]
         if self.usage_counter is not None and any(i.prompt_tokens is None for i in batch):
-            batch[:] = await asyncio.to_thread(self._with_usage, batch)
-        delay = self.retry_initial_s
-        while True:
+            batch = await asyncio.to_thread(self._with_usage, batch)
+        if self._store_is_due():
             try:
-                await self.store.insert_interactions(batch)
-            except Exception as error:  # boundary: a store failure must never end the writer
-                self.failed_writes_total += 1
-                log.warning("capture_write_failed", error=str(error), batch=len(batch))
-                if self._stopping.is_set():
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            await self._count_memory_uses(batch)
-            async with self._progress:
-                self.written_total += len(batch)
-                self._progress.notify_all()
-            return True
+                await self._store_isolating(batch)
+            except StoreUnavailable as error:
+                self._store_failed(error, len(batch))
+            else:
+                self._release(len(batch))
+                return True
+        try:
+            await asyncio.to_thread(self._spool_batch, batch)
+        except SpoolUnavailable as error:
+            if self.spool_error is None:
+                log.error("capture_spool_failed", error=str(error), held=len(self._held))
+            self.spool_error = str(error)
+            with contextlib.suppress(TimeoutError):  # neither takes records: wait before the next try
+                await asyncio.wait_for(self._stopping.wait(), self._delay)
+            return False
+        self.spool_error = None
+        self._release(len(batch))
+        return True
 
-    async def _count_memory_uses(self, batch: list[Interaction]) -> None:
+    def _release(self, count: int) -> None:
+        """The oldest `count` held records are stored, spooled or dealt with."""
+        for _ in range(count):
+            self._held.popleft()
+            self._queue.task_done()
+
+    async def _store_isolating(self, batch: Sequence[Interaction]) -> None:
+        """Store `batch`; a record the store rejects is found by halving and dead-lettered,
+        and the others are stored. StoreUnavailable leaves the caller to spool the lot."""
+        try:
+            await self.store.insert_interactions(batch)
+        except StoreUnavailable:
+            raise
+        # Anything else is taken as this batch's fault, not the store's: retrying it forever
+        # would stop capture for every record behind it.
+        except Exception as error:
+            if not isinstance(error, RecordRejected):
+                log.exception("capture_write_crashed", batch=len(batch))
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._store_isolating(batch[:half])
+                await self._store_isolating(batch[half:])
+                return
+            await asyncio.to_thread(self._dead_letter, batch[0], str(error))
+            return
+        self._store_recovered()
+        await self._count_memory_uses(batch)
+        async with self._progress:
+            self.written_total += len(batch)
+            self._progress.notify_all()
+
+    def _store_is_due(self) -> bool:
+        return self.store_error is None or time.monotonic() >= self._retry_at
+
+    def _store_failed(self, error: Exception, count: int) -> None:
+        self.failed_writes_total += 1
+        if self.store_error is None:
+            log.warning("capture_write_failed", error=str(error), batch=count)
+        self.store_error = str(error)
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.retry_max_s)
+
+    def _store_recovered(self) -> None:
+        if self.store_error is not None:
+            log.info("capture_store_recovered")
+        self.store_error = None
+        self._delay = self.retry_initial_s
+
+    async def _replay(self) -> None:
+        """Store what the spool holds (this process's earlier segments and those of stopped
+        processes); a segment goes once each of its records is stored or dead-lettered."""
+        if self.spool is None:
+            return
+        self.spool.seal()
+        try:
+            with contextlib.closing(self.spool.claim()) as claimed:  # closing releases a claim's lock
+                for path in claimed:
+                    records, unreadable = await asyncio.to_thread(read_segment, path)
+                    for start in range(0, len(records), self.batch_size):
+                        await self._store_isolating(records[start : start + self.batch_size])
+                    path.unlink()
+                    self.replayed_total += len(records)
+                    log.info("capture_spool_replayed", count=len(records), unreadable_lines=unreadable,
+                             path=str(path))
+            self._spool_waiting = False
+        except StoreUnavailable as error:  # kept for the next try
+            self._store_failed(error, 0)
+            self._spool_waiting = True
+        except OSError as error:
+            log.error("capture_spool_replay_failed", error=str(error))
+            self._spool_waiting = True
+
+    async def _count_memory_uses(self, batch: Sequence[Interaction]) -> None:
         """use_count / last_used_at of the memories these interactions were given: bookkeeping
         that follows the record, so it stays off the request path too."""
         used = [memory_id for i in batch for memory_id in i.memories_used]
@@ -175,35 +279,36 @@ class CaptureWriter:
             counted.append(interaction)
         return counted
 
-    def _spool(self, interactions: Sequence[Interaction]) -> None:
-        if not interactions:
-            return
-        if self.spool_path is None:
-            log.error("capture_lost", count=len(interactions), reason="store unavailable and no spool file")
-            return
-        with self.spool_path.open("ab") as spool:
-            spool.write(b"".join(orjson.dumps(i.as_dict()) + b"\n" for i in interactions))
-        self.spooled_total += len(interactions)
-        log.warning("capture_spooled", count=len(interactions), path=str(self.spool_path))
+    def _spool_batch(self, batch: Sequence[Interaction]) -> None:
+        """In a thread. Raises SpoolUnavailable (or when there is no spool)."""
+        if self.spool is None:
+            raise SpoolUnavailable("no spool directory configured")
+        for record, error in self.spool.append(batch):
+            self._dead_letter(record, error)
+        self._spool_waiting = True
+        self.spooled_total += len(batch)
+        log.warning("capture_spooled", count=len(batch), store_error=self.store_error)
 
-    async def _replay_spool(self) -> None:
-        """Store what an earlier run spooled; the file goes only once its records are stored."""
-        if self.spool_path is None or not self.spool_path.exists():
-            return
-        records, unreadable = [], 0
-        for line in self.spool_path.read_bytes().splitlines():
-            try:
-                fields = orjson.loads(line)
-                for name in ("memories_used", "chunks_used", "tool_decisions"):
-                    fields[name] = tuple(fields[name])
-                records.append(Interaction(**fields))
-            except (orjson.JSONDecodeError, TypeError, KeyError):  # a line cut by a crash mid-write
-                unreadable += int(bool(line.strip()))
+    def _dead_letter(self, record: Interaction, error: str) -> None:
+        """Never raises: a record neither the store nor the dead-letter file takes is logged lost."""
         try:
-            for start in range(0, len(records), self.batch_size):
-                await self.store.insert_interactions(records[start : start + self.batch_size])
-        except Exception as error:  # boundary: keep the spool for the next start
-            log.warning("capture_spool_replay_failed", error=str(error), count=len(records))
+            if self.spool is None:
+                raise SpoolUnavailable("no spool directory configured")
+            self.spool.dead_letter(record, error)
+        except SpoolUnavailable as failure:
+            self.dropped_total += 1
+            log.error("capture_lost", count=1, interaction_id=record.id, reason=f"{error}; {failure}")
             return
-        self.spool_path.unlink()
-        log.info("capture_spool_replayed", count=len(records), unreadable_lines=unreadable)
+        self.dead_letters_total += 1
+        log.error("capture_dead_lettered", interaction_id=record.id, error=error,
+                  path=str(self.spool.dead_letter_path))
+
+    def _spool_or_lose(self, records: Sequence[Interaction]) -> None:
+        """The last resort, at or after stop: the spool, else say loudly what is lost."""
+        if not records:
+            return
+        try:
+            self._spool_batch(records)
+        except SpoolUnavailable as error:
+            self.dropped_total += len(records)
+            log.error("capture_lost", count=len(records), reason=str(error), store_error=self.store_error)

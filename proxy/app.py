@@ -12,10 +12,11 @@ import structlog
 from aiohttp import web
 
 from capture.records import Interaction, format_timestamp
+from capture.spool import Spool, SpoolUnavailable
 from capture.store import open_store, sqlite_path
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
-from proxy import approvals_api, capture_api, knowledge_api, sessions_api
+from proxy import approvals_api, capture_api, health, knowledge_api, sessions_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
@@ -61,8 +62,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/approvals", approvals_api.list_approvals)
     app.router.add_get("/approvals/{approval_id}", approvals_api.get_approval)
     app.router.add_post(r"/approvals/{approval_id}/{verdict:approve|deny}", approvals_api.decide_approval)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.healthz)
+    app.router.add_get("/livez", health.livez)
+    app.router.add_get("/metrics", health.metrics)
     return app
 
 
@@ -80,9 +83,16 @@ async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
     def count_usage(interaction: Interaction) -> tuple[int, int]:
         return upstream.count_tokens(interaction.model or "", interaction.prompt, completion_text(interaction.response))
 
-    writer = CaptureWriter(
-        app[STORE], spool_path=_spool_path(app[SETTINGS].store_url), usage_counter=count_usage
-    )
+    spool = spool_for(app[SETTINGS])
+    writer = CaptureWriter(app[STORE], spool=spool, usage_counter=count_usage)
+    if spool is None:
+        log.warning("capture_spool_off", hint="an in-memory store has no spool: records the store refuses are lost")
+    else:
+        try:
+            spool.check_writable()
+        except SpoolUnavailable as error:  # start all the same: /healthz says so until it is mended
+            writer.spool_error = str(error)
+            log.error("capture_spool_unwritable", error=str(error))
     await writer.start()
     app[CAPTURE_WRITER] = writer
     yield
@@ -131,14 +141,23 @@ async def _clean_periodically(app: web.Application, days: int) -> None:
 
 
 async def _release_waiters(app: web.Application) -> None:
-    """On shutdown, before in-flight requests are awaited: calls waiting for a person deny."""
+    """On shutdown, before in-flight requests are awaited: calls waiting for a person deny,
+    and /healthz tells the load balancer to send no more."""
+    app[health.STOPPING] = True
     app[APPROVALS].close()
 
 
-def _spool_path(store_url: str) -> Path | None:
-    """Beside a SQLite file; a store without a local file has no spool."""
-    path = sqlite_path(store_url)
-    return None if path in (None, ":memory:") else Path(f"{path}.spool.jsonl")
+def spool_for(settings: Settings) -> Spool | None:
+    """`store.spool_dir`; by default beside a SQLite file (`<db>.spool/`), for other stores
+    `./ctxgate-spool`; an in-memory SQLite store has none. The spool file of earlier versions
+    (`<db>.spool.jsonl`) is replayed too."""
+    path = sqlite_path(settings.store_url)
+    if settings.spool_dir is None and path == ":memory:":
+        return None
+    legacy = [Path(f"{path}.spool.jsonl")] if path not in (None, ":memory:") else []
+    if settings.spool_dir is not None:
+        return Spool(Path(settings.spool_dir), legacy_files=legacy)
+    return Spool(Path(f"{path}.spool") if path else Path("ctxgate-spool"), legacy_files=legacy)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -149,20 +168,3 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response(
         {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ctxgate"} for n in names]}
     )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Answers once start-up is done; a down store degrades capture (it spools), not proxying."""
-    is_store_up = await request.app[STORE].ping()
-    return json_response(
-        {
-            "status": "ok" if is_store_up else "degraded",
-            "store": "ok" if is_store_up else "unreachable",
-            "capture_pending": request.app[CAPTURE_WRITER].pending,
-        }
-    )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    text = request.app[METRICS].render(request.app[CAPTURE_WRITER])
-    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"})

@@ -45,11 +45,20 @@ class Metrics:
             f'ctxgate_request_latency_ms_bucket{{le="+Inf"}} {self.latency_count}',
             f"ctxgate_request_latency_ms_sum {self.latency_sum_ms:.3f}",
             f"ctxgate_request_latency_ms_count {self.latency_count}",
-            "# TYPE ctxgate_capture_pending gauge",
-            f"ctxgate_capture_pending {writer.pending}",
-            "# TYPE ctxgate_capture_written_total counter",
-            f"ctxgate_capture_written_total {writer.written_total}",
-            "# TYPE ctxgate_capture_failed_writes_total counter",
-            f"ctxgate_capture_failed_writes_total {writer.failed_writes_total}",
         ]
+        for name, kind, value, meaning in (
+            ("capture_pending", "gauge", writer.pending, "Records in memory, neither stored nor spooled."),
+            ("capture_written_total", "counter", writer.written_total, "Records stored."),
+            ("capture_failed_writes_total", "counter", writer.failed_writes_total,
+             "Writes the store refused as unavailable."),
+            ("capture_spooled_total", "counter", writer.spooled_total, "Records written to the spool."),
+            ("capture_replayed_total", "counter", writer.replayed_total, "Spooled records stored later."),
+            ("capture_dead_letters_total", "counter", writer.dead_letters_total,
+             "Records the store rejected, kept in the dead-letter file."),
+            ("capture_dropped_total", "counter", writer.dropped_total,
+             "Records lost: neither the store nor the spool took them."),
+            ("capture_store_failing", "gauge", int(writer.store_error is not None), "1 while the store refuses writes."),
+            ("capture_spool_failing", "gauge", int(writer.spool_error is not None), "1 while the spool refuses writes."),
+        ):
+            lines += [f"# HELP ctxgate_{name} {meaning}", f"# TYPE ctxgate_{name} {kind}", f"ctxgate_{name} {value}"]
         return "\n".join(lines) + "\n"

@@ -48,7 +48,10 @@ class Settings:
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
     shutdown_timeout_s: float = 30.0
+    header_timeout_s: float = 30.0  # for a request's line and headers to arrive, from its first byte
+    body_timeout_s: float = 120.0  # for a request's body to arrive, once its headers are in
     store_url: str = DEFAULT_DB
+    spool_dir: str | None = None  # None: beside a SQLite file (`<db>.spool`), else ./ctxgate-spool
     models: tuple[ModelRoute, ...] = ()
     default_project: str = "default"
     upstream_timeout_s: float = 600.0
@@ -60,6 +63,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     admin_key: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # also admits to /metrics
+    is_metrics_public: bool = False  # /metrics open even where keys guard everything else
 
     def context_for(self, project: str) -> ContextSettings:
         return self.context_projects.get(project, self.context)
@@ -77,12 +82,16 @@ class Settings:
         found += [value for r in self.models for value in r.env_values]
         if self.admin_key:
             found.append(self.admin_key)
+        if self.metrics_token:
+            found.append(self.metrics_token)
         return tuple(found)
 
 
 _SCHEMA: dict[str, Any] = {
-    "server": {"host": str, "port": int, "max_body_mb": (int, float), "shutdown_timeout_s": (int, float)},
-    "store": {"url": str},
+    "server": {"host": str, "port": int, "max_body_mb": (int, float), "shutdown_timeout_s": (int, float),
+               "header_timeout_s": (int, float), "body_timeout_s": (int, float)},
+    "store": {"url": str, "spool_dir": str},
+    "metrics": {"token": str, "public": bool},
     "model_list": list,
     "default_project": str,
     "upstream": {"timeout_s": (int, float)},
@@ -237,6 +246,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
     upstream = raw.get("upstream") or {}
     context = raw.get("context") or {}
     logging_ = raw.get("logging") or {}
+    metrics = raw.get("metrics") or {}
     defaults = Settings()
     level = logging_.get("level", defaults.log_level).lower()
     if level not in _LOG_LEVELS:
@@ -257,7 +267,12 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         port=_port(server.get("port", defaults.port), f"{path}: server.port"),
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         shutdown_timeout_s=float(server.get("shutdown_timeout_s", defaults.shutdown_timeout_s)),
+        header_timeout_s=_positive(server, "header_timeout_s", defaults.header_timeout_s, f"{path}: server"),
+        body_timeout_s=_positive(server, "body_timeout_s", defaults.body_timeout_s, f"{path}: server"),
         store_url=store.get("url", defaults.store_url),
+        spool_dir=store.get("spool_dir"),
+        metrics_token=_resolve_secret(metrics.get("token"), f"{path}: metrics.token", env),
+        is_metrics_public=metrics.get("public", False),
         models=tuple(_model_route(entry, i, path, env) for i, entry in enumerate(raw.get("model_list") or [])),
         default_project=raw.get("default_project", defaults.default_project),
         upstream_timeout_s=float(upstream.get("timeout_s", defaults.upstream_timeout_s)),
@@ -282,6 +297,13 @@ def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise ConfigError(f"{where}.budget_tokens: must be a whole number of tokens, 0 or more")
     return ContextSettings(enabled=enabled, budget_tokens=budget)
+
+
+def _positive(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = section.get(key, default)
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{where}.{key}: must be a positive number of seconds")
+    return float(value)
 
 
 def _keys(raw: Any, path: Path) -> tuple[VirtualKey, ...]:
