@@ -22,5 +22,6 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.run
 
+# Serves with $CTXGATE_CONFIG, else ./ctxgate.yaml if there is one, else the embedded defaults.
 serve: $(INSTALLED)
 	$(BIN)/ctxgate serve
