@@ -12,10 +12,12 @@ from aiohttp import web
 from proxy.logs import configure_logging
 from proxy.settings import ConfigSource, Settings
 
+BACKLOG = 128  # aiohttp's default
+
 
 def listen(host: str, port: int) -> list[socket.socket]:
-    """Sockets bound to every address `host` names, as the event loop's server would bind them.
-    Called before the app is built, so that a port in use (`OSError`) is known at once, not
+    """Sockets bound to every address `host` names, as the event loop's server would bind them,
+    and listening. Called before the app is built, so that a port in use (`OSError`) is known at once, not
     after the warm-up and a `gateway_started` line that would not be true."""
     bound: list[socket.socket] = []
     try:
@@ -28,6 +30,9 @@ def listen(host: str, port: int) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own
             sock.bind(address)
+            # Listening now, not when the site starts after `on_startup`: a client that has read
+            # `gateway_started` then connects (and waits in the backlog) instead of being refused.
+            sock.listen(BACKLOG)
     except OSError:
         for sock in bound:
             sock.close()
@@ -68,6 +73,7 @@ def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSo
     web.run_app(
         app,
         sock=list(sockets),
+        backlog=BACKLOG,
         access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_timeout_s,
