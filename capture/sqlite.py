@@ -6,6 +6,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -153,7 +154,7 @@ class SQLiteStore:
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 db = _connect(self.path)
-                db.execute("PRAGMA journal_mode=WAL")
+                _use_wal(db)
                 db.execute("PRAGMA synchronous=NORMAL")
                 _migrate(db)
                 if self.path != ":memory:":
@@ -668,14 +669,50 @@ class _transaction:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    db.execute(MIGRATIONS_TABLE)
-    applied = {name for (name,) in db.execute("SELECT name FROM schema_migrations")}
-    for migration in MIGRATIONS:
-        if migration.__name__ in applied:
-            continue
-        with _transaction(db):
+    """Applies, in order, every migration not yet recorded in schema_migrations, and records it.
+
+    Safe with several processes opening one file at once (`serve --workers N`, replicas): the
+    applied set is read again, and the migrations applied, inside one write transaction, so
+    the first process to take the write lock migrates and the others, waiting on that lock
+    (busy_timeout), then find every migration recorded. A file that is already up to date is
+    only read: no write lock is taken."""
+    if {m.__name__ for m in MIGRATIONS} <= _applied_migrations(db):
+        return
+    with _transaction(db):
+        db.execute(MIGRATIONS_TABLE)
+        # Read again under the lock: read before it, another process may have applied them
+        # since, and applying them twice fails (`table sessions already exists`).
+        applied = _applied_migrations(db)
+        for migration in MIGRATIONS:
+            if migration.__name__ in applied:
+                continue
             migration(db.execute)
             db.execute(
                 "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
                 (migration.__name__, now_timestamp()),
             )
+
+
+def _applied_migrations(db: sqlite3.Connection) -> set[str]:
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone() is None:
+        return set()
+    return {name for (name,) in db.execute("SELECT name FROM schema_migrations")}
+
+
+def _use_wal(db: sqlite3.Connection, patience: float = 5.0) -> None:
+    """Puts the file in WAL mode (kept in the file: once done, every later open finds it so).
+
+    Several connections switching a fresh file at once can get SQLITE_BUSY back at once: the
+    switch takes an exclusive lock without calling the busy handler, so busy_timeout does not
+    cover it. It is tried again after a short, growing pause, for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    pause = 0.002
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
