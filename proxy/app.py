@@ -16,7 +16,7 @@ from capture.spool import Spool, SpoolUnavailable
 from capture.store import open_store, sqlite_path
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
-from proxy import approvals_api, capture_api, health, knowledge_api, sessions_api
+from proxy import approvals_api, capture_api, health, knowledge_api, openapi, sessions_api
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.approvals import ApprovalBook
 from proxy.assembly import completion_text
@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.healthz)
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/openapi.json", openapi.spec)
     return app
 
 
