@@ -12,6 +12,7 @@ from typing import Any
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_CAP = 500
+MAX_COUNT = 2**63 - 1  # the largest integer a store column holds (tokens, milliseconds)
 
 JSON = Any  # a value orjson can encode: the prompt and response are stored as sent
 
@@ -25,15 +26,17 @@ class InvalidRecord(ValueError):
 
 
 def format_timestamp(moment: datetime) -> str:
-    """The one string form of a time in the store and the API: 'YYYY-MM-DD HH:MM:SS' UTC."""
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    """The one string form of a time in the store and the API: 'YYYY-MM-DD HH:MM:SS' UTC.
+    Four-digit years always (strftime writes year 1 as `1`, which would not sort)."""
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d} {m.hour:02d}:{m.minute:02d}:{m.second:02d}"
 
 
 def now_timestamp() -> str:
     return format_timestamp(datetime.now(UTC))
 
 
-def parse_since(text: str) -> str:
+def parse_since(text: str, field_name: str = "since") -> str:
     """Normalise a user-given cutoff (the stored form, ISO 8601, or a bare date) to the stored form.
 
     Naive times are taken as UTC, so a cutoff copied from a record matches that record.
@@ -45,11 +48,14 @@ def parse_since(text: str) -> str:
         moment = datetime.fromisoformat(candidate)
     except ValueError:
         raise InvalidRecord(
-            "since", f"since must be 'YYYY-MM-DD HH:MM:SS' or ISO 8601, got {text!r}"
+            field_name, f"{field_name} must be 'YYYY-MM-DD HH:MM:SS' or ISO 8601, got {text!r}"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # year 1 or 9999 with an offset that carries it out of range
+        raise InvalidRecord(field_name, f"{field_name} {text!r} is out of the range of times that can be stored") from None
 
 
 _last_ms = 0
@@ -175,6 +181,8 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         value = payload.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InvalidRecord(name, f"{name} must be a number")
+        if value is not None and not 0 <= value <= MAX_COUNT:
+            raise InvalidRecord(name, f"{name} must be from 0 to {MAX_COUNT}")
         values[name] = value
     for name in _OPTIONAL_ID_LISTS:
         ids = payload.get(name) or []
@@ -189,7 +197,7 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         raise InvalidRecord("created_at", "created_at must be a string")
     return Interaction(
         id=new_interaction_id(),
-        created_at=parse_since(created_at) if created_at else now_timestamp(),
+        created_at=parse_since(created_at, "created_at") if created_at else now_timestamp(),
         prompt=prompt,
         response=payload.get("response"),
         params=payload.get("params"),

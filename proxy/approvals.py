@@ -8,6 +8,7 @@ A timeout, the gateway stopping or the client leaving resolve to deny: nothing w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import structlog
 
 from capture.approvals import Approval, ApprovalStatus
 from capture.records import format_timestamp, new_interaction_id
-from capture.store import Store
+from capture.store import Store, StoreUnavailable
 
 log = structlog.get_logger("ctxgate.policy")
 
@@ -106,7 +107,8 @@ class ApprovalBook:
                     pass
                 waker.clear()
         except (ConnectionResetError, asyncio.CancelledError):
-            await asyncio.shield(self._expire(approval, "client_gone", started))
+            with contextlib.suppress(StoreUnavailable):  # left pending; expired at the next start
+                await asyncio.shield(self._expire(approval, "client_gone", started))
             raise
         finally:
             self._wakers.pop(approval.id, None)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from capture.approvals import ApprovalStatus
-from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, SETTINGS, STORE
 from proxy.bodies import read_json
 from proxy.access import read_access, require_admin
-from proxy.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
-from proxy.identity import CLIENT_HEADER
+from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
+from proxy.identity import CLIENT_HEADER, MAX_NAME, own_header
 from proxy.wire import json_response
 
 
@@ -24,10 +23,7 @@ async def list_approvals(request: web.Request) -> web.Response:
     except ValueError:
         choices = ", ".join(s.value for s in ApprovalStatus)
         raise BadRequest(f"status must be one of {choices}", param="status") from None
-    try:
-        approvals = await request.app[STORE].list_approvals(status, projects=access.projects)
-    except StoreUnavailable as error:
-        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    approvals = await request.app[STORE].list_approvals(status, projects=access.projects)
     return json_response({"object": "list", "data": [a.as_dict() for a in approvals]})
 
 
@@ -54,13 +50,10 @@ async def decide_approval(request: web.Request) -> web.Response:
         if not isinstance(body, dict) or not isinstance(body.get("always", False), bool):
             raise BadRequest("body must be an object like {\"always\": true}", param="always")
         always = body.get("always", False)
-    decided_by = request.headers.get(CLIENT_HEADER) or "api"
-    try:
-        approval = await request.app[APPROVALS].decide(
-            approval_id, approve=verdict == "approve", decided_by=decided_by, always=always
-        )
-    except StoreUnavailable as error:
-        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    decided_by = own_header(request, CLIENT_HEADER, MAX_NAME) or "api"
+    approval = await request.app[APPROVALS].decide(
+        approval_id, approve=verdict == "approve", decided_by=decided_by, always=always
+    )
     if approval is None:
         raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
     if not approval.is_decided_as(ApprovalStatus.APPROVED if verdict == "approve" else ApprovalStatus.DENIED,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from capture.records import InteractionQuery, InvalidRecord, interaction_from_payload
-from capture.store import StoreUnavailable
+from capture.records import InteractionQuery, interaction_from_payload
 from proxy.access import read_access, require_admin
 from proxy.appkeys import STORE
 from proxy.bodies import read_json
-from proxy.errors import BadRequest, NotFound, ServiceUnavailable
+from proxy.errors import BadRequest, NotFound
 from proxy.wire import json_response
 
 
@@ -19,45 +18,30 @@ async def record_interaction(request: web.Request) -> web.Response:
     payload = await read_json(request)
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_body")
-    try:
-        interaction = interaction_from_payload(payload)
-    except InvalidRecord as error:
-        raise BadRequest(str(error), param=error.field_name) from None
-    try:
-        await request.app[STORE].insert_interactions([interaction])
-    except StoreUnavailable as error:
-        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    interaction = interaction_from_payload(payload)
+    await request.app[STORE].insert_interactions([interaction])
     return json_response(interaction.as_dict(), status=201)
 
 
 async def list_interactions(request: web.Request) -> web.Response:
     access = read_access(request)
     q = request.query
-    try:
-        query = InteractionQuery.build(
-            project=q.get("project"),
-            session_id=q.get("session_id"),
-            client=q.get("client"),
-            since=q.get("since"),
-            limit=q.get("limit"),
-            projects=access.projects,
-        )
-    except InvalidRecord as error:
-        raise BadRequest(str(error), param=error.field_name) from None
-    try:
-        found = await request.app[STORE].list_interactions(query)
-    except StoreUnavailable as error:
-        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    query = InteractionQuery.build(
+        project=q.get("project"),
+        session_id=q.get("session_id"),
+        client=q.get("client"),
+        since=q.get("since"),
+        limit=q.get("limit"),
+        projects=access.projects,
+    )
+    found = await request.app[STORE].list_interactions(query)
     return json_response({"object": "list", "data": [i.summary() for i in found]})
 
 
 async def get_interaction(request: web.Request) -> web.Response:
     access = read_access(request)
     interaction_id = request.match_info["interaction_id"]
-    try:
-        interaction = await request.app[STORE].get_interaction(interaction_id)
-    except StoreUnavailable as error:
-        raise ServiceUnavailable(f"store unavailable: {error}") from None
+    interaction = await request.app[STORE].get_interaction(interaction_id)
     if interaction is None:
         raise NotFound(f"no interaction with id {interaction_id!r}", code="interaction_not_found")
     access.check(interaction.project, f"interaction with id {interaction_id!r}")

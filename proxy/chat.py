@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import structlog
@@ -46,8 +48,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if chat.stream:
             return await relay_stream(request, call, exchange, app[UPSTREAM], guard)
         return await relay_completion(request, call, exchange, app[UPSTREAM], guard)
+    except asyncio.CancelledError:  # the client went away (the upstream call is cancelled with us)
+        exchange.finish(Outcome.CLIENT_DISCONNECTED, error="the client closed the connection before the answer")
+        raise
+    except Exception as error:  # a bug of ours: the error boundary answers; the record says so
+        exchange.finish(Outcome.GATEWAY_ERROR, error=f"{type(error).__name__} in the gateway")
+        raise
     finally:
-        if exchange.outcome is None:  # cancelled: the client went away or the server stopped
+        if exchange.outcome is None:
             exchange.finish(Outcome.CLIENT_DISCONNECTED, error="request cancelled before completion")
         enqueued = time.perf_counter_ns()
         app[CAPTURE_WRITER].submit(exchange.to_interaction())
@@ -168,6 +176,13 @@ async def relay_stream(
             pass
     except ConnectionResetError:
         exchange.finish(Outcome.CLIENT_DISCONNECTED, error="client closed the connection mid-stream")
+    except Exception as error:  # boundary: the status is sent, so the stream ends with an error event
+        log.exception("stream_failed", interaction_id=exchange.id)
+        exchange.finish(Outcome.GATEWAY_ERROR, error=f"{type(error).__name__} in the gateway")
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(sse_frame(error_envelope(
+                "the gateway failed while streaming this answer; see its log", "internal_error",
+                code="gateway_error")))
     finally:
         await chunks.aclose()  # releases the upstream connection when we stop early
         exchange.response = assembler.message()

@@ -1,4 +1,6 @@
-"""The gateway's error family and the middleware that turns every failure into the OpenAI envelope."""
+"""The gateway's error family and the one boundary that maps every failure, by family, to the
+OpenAI envelope: our own errors as they say, the store's as 503 or 400, aiohttp's HTTP errors
+with their status, and anything else (a bug of ours) as a logged 500."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from capture.records import InvalidRecord
+from capture.store import RecordRejected, StoreUnavailable
 from proxy.wire import error_envelope, json_response
 
 log = structlog.get_logger("ctxgate.proxy")
@@ -72,8 +76,9 @@ class UpstreamError(GatewayError):
 
     kind = "upstream_error"
 
-    def __init__(self, message: str, *, status: int, kind: str | None = None, code: str | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, status: int, kind: str | None = None, param: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
         self.status = status
         if kind:
             self.kind = kind
@@ -82,6 +87,25 @@ class UpstreamError(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     kind = "service_unavailable"
+    retry_after_s = 5
+
+    def response(self) -> web.Response:
+        response = super().response()
+        response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
+
+
+def as_gateway_error(error: Exception) -> GatewayError | None:
+    """The family an exception belongs to, as the client should see it; None for a bug."""
+    if isinstance(error, GatewayError):
+        return error
+    if isinstance(error, StoreUnavailable):
+        return ServiceUnavailable(f"the store is unavailable: {error}", code="store_unavailable")
+    if isinstance(error, InvalidRecord):
+        return BadRequest(str(error), param=error.field_name)
+    if isinstance(error, RecordRejected):
+        return BadRequest(f"the record cannot be stored as given: {error}", code="record_rejected")
+    return None
 
 
 _HTTP_KINDS = {
@@ -99,8 +123,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Every error leaves as `{"error": {...}}` with the right status; never a stack trace."""
     try:
         return await handler(request)
-    except GatewayError as error:
-        return error.response()
+    except (GatewayError, StoreUnavailable, InvalidRecord, RecordRejected) as error:
+        mapped = as_gateway_error(error)
+        assert mapped is not None
+        return mapped.response()
     except web.HTTPException as error:
         if error.status < 400:
             raise

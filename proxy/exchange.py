@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from capture.records import Interaction, new_interaction_id, now_timestamp
+from capture.records import MAX_COUNT, Interaction, new_interaction_id, now_timestamp
 from proxy.chat_request import ChatRequest, UpstreamCall
 from proxy.context import ContextPack
 from proxy.identity import Identity
@@ -17,6 +17,7 @@ class Outcome(StrEnum):
     OK = "ok"
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_DISCONNECTED = "client_disconnected"
+    GATEWAY_ERROR = "gateway_error"  # a failure of ours; the client got an error in its route's shape
 
 
 class Stage(StrEnum):
@@ -61,10 +62,12 @@ class Exchange:
         self.error = error
         self.latency_ms = round(self.elapsed_ms(), 3)
 
-    def set_usage(self, usage: dict[str, Any] | None) -> None:
-        if usage:
-            self.prompt_tokens = usage.get("prompt_tokens")
-            self.completion_tokens = usage.get("completion_tokens")
+    def set_usage(self, usage: Any) -> None:
+        """The provider's token counts, where they are counts: anything else (a string, a
+        negative number, one past 64 bits) is left for the writer to count locally."""
+        if isinstance(usage, dict):
+            self.prompt_tokens = _count(usage.get("prompt_tokens"))
+            self.completion_tokens = _count(usage.get("completion_tokens"))
 
     def headers(self) -> dict[str, str]:
         headers = {"X-Ctxgate-Interaction-Id": self.id}
@@ -122,3 +125,7 @@ class Exchange:
             stage_ms={str(stage): round(ms, 3) for stage, ms in self.stage_ms.items()},
         )
         return fields
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else None

@@ -3,6 +3,11 @@
 Session id, in order: `X-Ctxgate-Session`; the session headers agents already send; a session
 id in the body; else inferred from (project, client, system prompt, first user message), which
 every turn of a conversation resends and two conversations rarely share.
+
+Header values are recorded and echoed, so they are read by one rule: ctxgate's own headers
+(and the `/p/{project}` prefix) must be printable UTF-8 text of at most 256 characters, or the
+call is refused with 400 naming them; another agent's session header that is not is ignored;
+a User-Agent has its undecodable bytes replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.chat_request import ChatRequest, Message
-from proxy.errors import Forbidden, TooManyRequests, Unauthorized
+from proxy.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from proxy.keys import KeyRing, VirtualKey
 from proxy.settings import Settings
 
@@ -30,6 +35,7 @@ AGENT_SESSION_HEADERS = (
     "x-session-affinity", "x-litellm-session-id", "Helicone-Session-Id",
 )
 MAX_SESSION_ID = 256
+MAX_NAME = 256  # of a project or client name
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +63,8 @@ def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyrin
     bearer = bearer_token(request)
     key = caller_key(request, keyring)
     project = (
-        request.match_info.get("project")
-        or request.headers.get(PROJECT_HEADER)
+        _checked(request.match_info.get("project"), "the /p/{project} prefix", MAX_NAME)
+        or own_header(request, PROJECT_HEADER, MAX_NAME)
         or (key.default_project if key else None)
         or settings.default_project
     )
@@ -73,16 +79,20 @@ def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyrin
         if retry_after is not None:
             raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
                                   retry_after_s=retry_after, code="rate_limited")
-    client = request.headers.get(CLIENT_HEADER) or (key.client if key else short_user_agent(request.headers.get("User-Agent")))
+    client = own_header(request, CLIENT_HEADER, MAX_NAME) or (
+        key.client if key else short_user_agent(request.headers.get("User-Agent")))
     session_id = session_from(request, chat) or infer_session_id(project, client, chat.messages)
     return Identity(client=client, project=project, session_id=session_id, key=key,
                     bearer_token=None if key else bearer)
 
 
 def session_from(request: web.Request, chat: ChatRequest) -> str | None:
-    for header in (SESSION_HEADER, *AGENT_SESSION_HEADERS):
+    own = own_header(request, SESSION_HEADER, None)
+    if own:
+        return own[:MAX_SESSION_ID]
+    for header in AGENT_SESSION_HEADERS:
         value = request.headers.get(header, "").strip()
-        if value:
+        if value and _is_text(value):
             return value[:MAX_SESSION_ID]
     metadata: Any = chat.params.get("metadata")
     candidates: tuple[Any, ...] = (
@@ -97,10 +107,36 @@ def session_from(request: web.Request, chat: ChatRequest) -> str | None:
     return None
 
 
+def own_header(request: web.Request, name: str, max_length: int | None) -> str | None:
+    """One of ctxgate's headers, stripped; 400 when it is not printable UTF-8 text (aiohttp
+    hands undecodable bytes over as lone surrogates) or is longer than `max_length`."""
+    return _checked(request.headers.get(name, "").strip(), f"header {name}", max_length)
+
+
+def _checked(value: str | None, where: str, max_length: int | None) -> str | None:
+    if not value:
+        return None
+    if not _is_text(value):
+        raise BadRequest(f"{where} must be printable UTF-8 text", param=where, code="invalid_header")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"{where} must be at most {max_length} characters", param=where, code="invalid_header")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    # A lone surrogate is a byte that was not UTF-8; isprintable() is False for surrogates.
+    return value.isprintable()
+
+
 def bearer_token(request: web.Request) -> str | None:
+    """The bearer token, if the Authorization header holds one made of printable ASCII (no
+    key is anything else, and the others could not be sent on to a provider either)."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not (token.isascii() and token.isprintable()):
+        return None
+    return token
 
 
 _OPENAI_SDK = re.compile(r"^(?:Async)?OpenAI/(Python|JS) v?(\d+)")
@@ -110,6 +146,8 @@ def short_user_agent(user_agent: str | None) -> str:
     """`AsyncOpenAI/Python 2.54.0` -> `openai-python/2.x`; otherwise the first product token."""
     if not user_agent:
         return "unknown"
+    if not user_agent.isprintable():
+        user_agent = "".join(c if c.isprintable() else "\ufffd" for c in user_agent)
     sdk = _OPENAI_SDK.match(user_agent)
     if sdk:
         return f"openai-{sdk.group(1).lower()}/{sdk.group(2)}.x"

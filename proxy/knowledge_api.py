@@ -8,7 +8,6 @@ from aiohttp import web
 
 from capture.ingest import Document, ingest
 from capture.knowledge import new_memory
-from capture.records import InvalidRecord
 from proxy.access import read_access, require_admin
 from proxy.appkeys import SETTINGS, STORE
 from proxy.bodies import read_json
@@ -20,12 +19,9 @@ from proxy.wire import json_response
 async def add_memory(request: web.Request) -> web.Response:
     require_admin(request)
     body = await _object(request)
-    try:
-        memory = new_memory(body.get("project") or request.app[SETTINGS].default_project, body.get("content"),
-                            type=body.get("type", "note"), confidence=body.get("confidence", 1.0),
-                            status=body.get("status", "active"))
-    except InvalidRecord as error:
-        raise BadRequest(str(error), param=error.field_name) from None
+    memory = new_memory(body.get("project") or request.app[SETTINGS].default_project, body.get("content"),
+                        type=body.get("type", "note"), confidence=body.get("confidence", 1.0),
+                        status=body.get("status", "active"))
     await request.app[STORE].add_memory(memory)
     return json_response(memory.as_dict(), status=201)
 
@@ -53,6 +49,8 @@ async def ingest_documents(request: web.Request) -> web.Response:
     require_admin(request)
     body = await _object(request)
     project = body.get("project") or request.app[SETTINGS].default_project
+    if not isinstance(project, str):
+        raise BadRequest("project must be a string", param="project")
     documents = body.get("documents")
     if not isinstance(documents, list) or not all(
         isinstance(d, dict) and isinstance(d.get("path"), str) and isinstance(d.get("text"), str) for d in documents

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID
 from proxy.errors import Handler
+from proxy.redaction import Redactor
 
 log = structlog.get_logger("ctxgate.proxy")
 
@@ -28,7 +29,7 @@ _NOISY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "http
 
 def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
     """Route structlog and the stdlib's root logger through one chain to stdout."""
-    redact = _Redactor(tuple(s for s in secrets if s))
+    redact = _Redactor(Redactor(secrets))
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -72,22 +73,18 @@ def _dumps(value: Any, **_: Any) -> str:
 
 
 class _Redactor:
-    """Last line of defence: a configured secret never leaves in a log line, whoever logged it."""
+    """Last line of defence: a known secret, or text shaped like a key, never leaves in a log
+    line, whoever logged it."""
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.secrets = secrets
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        if not self.secrets:
-            return event
         return {key: self._scrub(value) for key, value in event.items()}
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, "[redacted]")
-            return value
+            return self.redactor.scrub(value)
         if isinstance(value, dict):
             return {key: self._scrub(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):

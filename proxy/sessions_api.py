@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from capture.records import LIST_LIMIT_CAP, InvalidRecord, InteractionQuery
+from capture.records import LIST_LIMIT_CAP, InteractionQuery
 from proxy.access import read_access
 from proxy.appkeys import STORE
 from proxy.errors import BadRequest, NotFound
@@ -13,10 +13,7 @@ from proxy.wire import json_response
 
 async def list_sessions(request: web.Request) -> web.Response:
     access = read_access(request)
-    try:
-        limit = InteractionQuery.build(limit=request.query.get("limit")).limit
-    except InvalidRecord as error:
-        raise BadRequest(str(error), param=error.field_name) from None
+    limit = InteractionQuery.build(limit=request.query.get("limit")).limit
     projects = access.projects
     wanted = request.query.get("project")
     if wanted:

@@ -6,6 +6,7 @@ This is the only module that reads `os.environ`. Errors name the file and the fi
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +66,7 @@ class Settings:
     admin_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)  # also admits to /metrics
     is_metrics_public: bool = False  # /metrics open even where keys guard everything else
+    environment_secrets: tuple[str, ...] = field(default=(), repr=False)  # provider keys litellm may read
 
     def context_for(self, project: str) -> ContextSettings:
         return self.context_projects.get(project, self.context)
@@ -84,6 +86,7 @@ class Settings:
             found.append(self.admin_key)
         if self.metrics_token:
             found.append(self.metrics_token)
+        found += self.environment_secrets
         return tuple(found)
 
 
@@ -164,6 +167,7 @@ def load_settings(
         settings = replace(settings, port=_port(env["CTXGATE_PORT"], f"{where}: CTXGATE_PORT"))
     if env.get("CTXGATE_ADMIN_KEY"):
         settings = replace(settings, admin_key=env["CTXGATE_ADMIN_KEY"])
+    settings = replace(settings, environment_secrets=_environment_secrets(env))
     if db:
         settings = replace(settings, store_url=db)
     if host:
@@ -297,6 +301,16 @@ def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise ConfigError(f"{where}.budget_tokens: must be a whole number of tokens, 0 or more")
     return ContextSettings(enabled=enabled, budget_tokens=budget)
+
+
+# Names under which litellm and the provider SDKs read credentials from the environment.
+_SECRET_NAME = re.compile(r"(?:^|_)(?:API_KEY|ACCESS_KEY|SECRET|SECRET_KEY|SECRET_ACCESS_KEY|TOKEN|AUTH_TOKEN|PASSWORD)$")
+
+
+def _environment_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Values of the environment's credential variables, so that an upstream error echoing one
+    is scrubbed; values under 8 characters are too short to be keys (and to scrub safely)."""
+    return tuple(value for name, value in env.items() if _SECRET_NAME.search(name.upper()) and len(value) >= 8)
 
 
 def _positive(section: Mapping[str, Any], key: str, default: float, where: str) -> float:

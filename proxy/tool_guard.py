@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from capture.store import Store
+from capture.store import Store, StoreUnavailable
 from policy.evaluate import Decision, evaluate, undeclared
 from policy.rules import Action, ProjectPolicy, PolicySet
 from proxy.approvals import ApprovalBook
@@ -166,9 +166,7 @@ class ToolGuard:
         `function_call` is never declared: requests using that API are refused."""
         started = time.monotonic()
         if name in self.declared and not legacy:
-            if self._always_allowed is None:  # read once per exchange, and only when calls come
-                self._always_allowed = await self.store.allowed_always(self.project)
-            decision = evaluate(self.policy, name, arguments, always_allowed=self._always_allowed)
+            decision = evaluate(self.policy, name, arguments, always_allowed=await self._remembered())
         else:
             decision = undeclared(name)
         entry: dict[str, Any] = {
@@ -181,6 +179,10 @@ class ToolGuard:
                 allowed, entry["decided_by"] = True, "observe_only"
             elif decision.action is Action.ASK:
                 allowed = await self._ask(decision, entry, call_id, name, arguments, keepalive, is_client_gone)
+        except StoreUnavailable as error:  # no person can be asked without the store: fail closed
+            allowed, entry["decided_by"] = False, "store_unavailable"
+            entry["reason"] = f"{decision.reason}; the store is unavailable, so no person could decide: denied"
+            log.warning("tool_approval_impossible", tool=name, error=str(error), interaction_id=self.interaction_id)
         except BaseException:  # cancelled, or the client left mid-wait: still in the audit trail
             allowed, entry["decided_by"] = False, "client_gone"
             raise
@@ -191,6 +193,17 @@ class ToolGuard:
         log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule=entry["rule"],
                  decided_by=entry["decided_by"], interaction_id=self.interaction_id)
         return allowed
+
+    async def _remembered(self) -> frozenset[str]:
+        """The tools a person allowed always for the project, read once per exchange and only
+        when calls come. With the store down, none: that can only deny or ask more, never less."""
+        if self._always_allowed is None:
+            try:
+                self._always_allowed = await self.store.allowed_always(self.project)
+            except StoreUnavailable as error:
+                log.warning("tool_allowances_unreadable", error=str(error), interaction_id=self.interaction_id)
+                return frozenset()
+        return self._always_allowed
 
     async def _ask(
         self, decision: Decision, entry: dict[str, Any], call_id: str | None, name: str, arguments: str,

@@ -12,7 +12,9 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import functools  # noqa: E402  (after the environment guard above)
+import asyncio  # noqa: E402  (after the environment guard above)
+import functools  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
@@ -24,6 +26,7 @@ import structlog  # noqa: E402
 
 from proxy.chat_request import UpstreamCall  # noqa: E402
 from proxy.errors import UpstreamError  # noqa: E402
+from proxy.redaction import Redactor  # noqa: E402
 from proxy.settings import Settings  # noqa: E402
 
 log = structlog.get_logger("ctxgate.upstream")
@@ -53,6 +56,7 @@ class Upstream:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.redactor = Redactor(settings.secrets)
         litellm.suppress_debug_info = True  # it otherwise prints banners into our stdout logs
 
     async def warm_up(self) -> float:
@@ -89,7 +93,7 @@ class Upstream:
         try:
             response = await litellm.acompletion(**self._arguments(call))
         except Exception as error:  # boundary: every provider failure becomes an UpstreamError
-            raise _upstream_error(error) from error
+            raise self._error(error, call) from error
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         _strip_litellm_keys(data)
         data["model"] = call.model
@@ -99,16 +103,24 @@ class Upstream:
         try:
             response = await litellm.acompletion(**self._arguments(call))
         except Exception as error:  # boundary, as in complete()
-            raise _upstream_error(error) from error
+            raise self._error(error, call) from error
         try:
             async for chunk in response:
                 yield _chunk_dict(chunk, call.model)
         except Exception as error:  # boundary, as in complete()
-            raise _upstream_error(error) from error
+            raise self._error(error, call) from error
         finally:
             # Only this releases the provider connection when we stop early (client gone):
             # otherwise the provider keeps generating, and billing, until garbage collection.
             await response.aclose()
+
+    def _error(self, error: Exception, call: UpstreamCall) -> UpstreamError:
+        """The provider's failure as the client gets it: its status mapped, its message without
+        litellm's prefixes and without any secret (a provider may echo the key it was sent)."""
+        mapped = _upstream_error(error)
+        mapped.message = self.redactor.scrub(mapped.message, also=(call.client_api_key,))
+        mapped.args = (mapped.message,)
+        return mapped
 
     def count_tokens(self, model_name: str, messages: Any, completion_text: str) -> tuple[int, int]:
         """(prompt, completion) tokens counted locally, for upstreams that report no usage.
@@ -179,12 +191,68 @@ def _strip_litellm_keys(data: dict[str, Any]) -> None:
 
 def _upstream_error(error: Exception) -> UpstreamError:
     status = getattr(error, "status_code", None)
-    message = str(getattr(error, "message", None) or error)
+    body = _provider_error_body(error)
+    message = str(body.get("message") or _without_litellm_prefixes(str(getattr(error, "message", None) or error)))
+    param, code = body.get("param"), body.get("code")
     if isinstance(error, litellm.exceptions.Timeout) or status in (408, 504):
         return UpstreamError(f"upstream timed out: {message}", status=504, kind="timeout", code="upstream_timeout")
     if status in _PASSED_STATUSES:
         kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else None
-        return UpstreamError(message, status=status, kind=kind, code=f"upstream_{status}")
+        return UpstreamError(message, status=status, kind=kind, param=_text(param), code=_text(code) or f"upstream_{status}")
+    if _is_refused_before_sending(error):
+        # litellm turns the request into the provider's shape first, and wraps what fails there
+        # (a value of the wrong type) as a connection error: it is the client's to mend.
+        return UpstreamError(f"the request could not be sent upstream: {message}", status=400,
+                             kind="invalid_request_error", code="invalid_request")
     if status is None:  # not an HTTP answer from the provider: say what it was
         log.warning("upstream_call_failed", error_type=type(error).__name__, error=message)
     return UpstreamError(f"upstream failed: {message}", status=502, code="upstream_unavailable")
+
+
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?")
+
+
+_LITELLM_INTERNALS = re.compile(r"\s*(?:Traceback \(most recent call last\)|received_args=)")
+MAX_ERROR_CHARS = 2000
+
+
+def _without_litellm_prefixes(message: str) -> str:
+    """`litellm.BadRequestError: BadRequestError: OpenAIException - what the provider said` ->
+    `what the provider said`, without the traceback and arguments litellm appends to some."""
+    message = _LITELLM_INTERNALS.split(_LITELLM_PREFIX.sub("", message, count=1), maxsplit=1)[0]
+    return message[:MAX_ERROR_CHARS]
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _provider_error_body(error: Exception) -> dict[str, Any]:
+    """The provider's own error object (`message`, `param`, `code`), which the openai SDK keeps
+    as `body` somewhere down litellm's chain of exceptions; {} when none is there."""
+    for cause in _causes(error):
+        body = getattr(cause, "body", None)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            body = body["error"]
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return body
+    return {}
+
+
+def _is_refused_before_sending(error: Exception) -> bool:
+    """litellm failed on the request's data (TypeError, ValueError, ...) with nothing of the
+    network in the chain."""
+    chain = _causes(error)
+    is_network = any(isinstance(c, (OSError, asyncio.TimeoutError)) or type(c).__module__.split(".")[0] in
+                     ("httpx", "httpcore", "aiohttp", "openai") for c in chain)
+    return not is_network and any(type(c) in (TypeError, ValueError, KeyError, AttributeError) for c in chain)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
