@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,6 +14,19 @@ from proxy.logs import configure_logging
 from proxy.settings import ConfigSource, Settings
 
 BACKLOG = 128  # aiohttp's default
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How the HTTP server runs the app, wherever it runs (serve, demo, tests).
+
+    - `handler_cancellation`: a client that leaves cancels its handler, so the provider call
+      is cancelled too (not run to the end and billed) and the call is recorded as
+      `client_disconnected`, also when it was not streamed.
+    - `keepalive_timeout`: aiohttp closes a connection that has not sent a whole request line
+      and headers this long after it opened (or after its last answer): the header timeout,
+      which also bounds idle kept-alive connections.
+    """
+    return {"handler_cancellation": True, "keepalive_timeout": settings.header_timeout_s, "access_log": None}
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -74,9 +88,9 @@ def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSo
         app,
         sock=list(sockets),
         backlog=BACKLOG,
-        access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **server_options(settings),
     )
     log.info("gateway_stopped")
 

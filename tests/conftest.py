@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.appkeys import CAPTURE_WRITER, STORE  # noqa: E402
 from proxy.fake_upstream import FakeUpstream  # noqa: E402
+from proxy.server import server_options  # noqa: E402
 from proxy.settings import ModelRoute, Settings  # noqa: E402
 
 PROVIDER_KEY = "sk-provider-secret-4f9a1c"
@@ -70,8 +71,11 @@ def gateway_settings(upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -
 
 
 async def make_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Gateway:
-    app = create_app(gateway_settings(upstream, tmp_path, **overrides))
-    server = await aiohttp_server(app)
+    settings = gateway_settings(upstream, tmp_path, **overrides)
+    app = create_app(settings)
+    # As `ctxgate serve` runs it (TestServer always sets handler_cancellation, as serve does).
+    options = {k: v for k, v in server_options(settings).items() if k != "handler_cancellation"}
+    server = await aiohttp_server(app, **options)
     return Gateway(server=server, app=app, upstream=upstream)
 
 

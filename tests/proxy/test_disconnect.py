@@ -13,6 +13,7 @@ from capture.records import InteractionQuery
 from capture.sqlite import SQLiteStore
 from proxy.app import create_app
 from proxy.fake_upstream import FakeUpstream, Reply
+from proxy.server import server_options
 from tests.conftest import MODEL, gateway_settings
 
 FULL_TEXT = "first part, then the rest of it, and more, and more, and still more of it"
@@ -22,9 +23,7 @@ async def test_client_disconnect_mid_stream_is_recorded_and_upstream_released(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     settings = gateway_settings(upstream, tmp_path)
-    # As `ctxgate serve` runs it: handlers are not cancelled when a client leaves, so the
-    # gateway learns of it from its next write.
-    runner = web.AppRunner(create_app(settings), handler_cancellation=False)
+    runner = web.AppRunner(create_app(settings), **server_options(settings))  # as `ctxgate serve` runs it
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
