@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Where a tool call in a reply holds its name, and the key of its text there:
+# {"type": "function", "function": {"name", "arguments"}} (arguments as JSON text) and
+# {"type": "custom", "custom": {"name", "input"}} (free text, for a custom tool).
+TOOL_CALL_SHAPES = {"function": "arguments", "custom": "input"}
+
 
 class _ChoiceParts:
     __slots__ = ("role", "content", "refusal", "tool_calls", "finish_reason")
@@ -20,14 +25,7 @@ class _ChoiceParts:
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call["id"],
-                    "type": call["type"],
-                    "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
-                }
-                for _, call in sorted(self.tool_calls.items())
-            ]
+            message["tool_calls"] = [_tool_call(call) for _, call in sorted(self.tool_calls.items())]
         return message
 
 
@@ -67,31 +65,45 @@ class StreamAssembler:
 
 
 def completion_text(response: Any) -> str:
-    """The generated text and tool-call arguments of an assistant message (or list of them),
-    which is what a provider counts as completion tokens."""
+    """The generated text and tool-call names and arguments (or custom input) of an assistant
+    message (or list of them), which is what a provider counts as completion tokens."""
     messages = response if isinstance(response, list) else [response]
     pieces: list[str] = []
     for message in messages:
         if isinstance(message, dict):
             pieces.append(message.get("content") or "")
             for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
-                pieces.append(function.get("name") or "")
-                pieces.append(function.get("arguments") or "")
+                for shape, text_key in TOOL_CALL_SHAPES.items():
+                    holder = call.get(shape) if isinstance(call, dict) else None
+                    if isinstance(holder, dict):
+                        pieces += [text for text in (holder.get("name"), holder.get(text_key)) if isinstance(text, str)]
     return "".join(pieces)
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """Each call kept in the shape(s) its deltas came in: a custom call stays custom."""
     index = delta.get("index", 0)
     call = calls.get(index)
     if call is None:
-        call = calls[index] = {"id": None, "type": "function", "name": "", "arguments": []}
+        call = calls[index] = {"id": None, "type": None, "shapes": {}}
     if delta.get("id"):
         call["id"] = delta["id"]
     if delta.get("type"):
         call["type"] = delta["type"]
-    function = delta.get("function") or {}
-    if function.get("name"):
-        call["name"] += function["name"]
-    if function.get("arguments"):
-        call["arguments"].append(function["arguments"])
+    for shape, text_key in TOOL_CALL_SHAPES.items():
+        holder = delta.get(shape)
+        if not isinstance(holder, dict):
+            continue
+        parts = call["shapes"].setdefault(shape, {"name": "", "text": []})
+        if isinstance(holder.get("name"), str):
+            parts["name"] += holder["name"]
+        if isinstance(holder.get(text_key), str):
+            parts["text"].append(holder[text_key])
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    shapes = call["shapes"] or {"function": {"name": "", "text": []}}
+    message: dict[str, Any] = {"id": call["id"], "type": call["type"] or next(iter(shapes))}
+    for shape, parts in shapes.items():
+        message[shape] = {"name": parts["name"], TOOL_CALL_SHAPES[shape]: "".join(parts["text"])}
+    return message

@@ -20,9 +20,17 @@ from proxy.wire import SSE_DONE, sse_frame
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """A scripted call: `type="custom"` sends it as a custom tool's call, and `arguments`
+    is then its free-text `input`."""
+
     name: str
     arguments: str
     id: str = ""
+    type: str = "function"  # or "custom"
+
+    @property
+    def text_key(self) -> str:
+        return "input" if self.type == "custom" else "arguments"
 
 
 @dataclass(slots=True)
@@ -143,7 +151,7 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": _tool_call_id(c, i), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {"id": _tool_call_id(c, i), "type": c.type, c.type: {"name": c.name, c.text_key: c.arguments}}
             for i, c in enumerate(reply.tool_calls)
         ]
     completion: dict[str, Any] = {
@@ -179,10 +187,10 @@ def stream_chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
         chunks += [chunk({"content": piece}) for piece in _pieces(reply.text, reply.fragment)]
     for index, call in enumerate(reply.tool_calls):
         for n, piece in enumerate(_pieces(call.arguments, reply.fragment)):
-            fragment: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+            fragment: dict[str, Any] = {"index": index, call.type: {call.text_key: piece}}
             if n == 0:
-                fragment.update(id=_tool_call_id(call, index), type="function")
-                fragment["function"]["name"] = call.name
+                fragment.update(id=_tool_call_id(call, index), type=call.type)
+                fragment[call.type]["name"] = call.name
             chunks.append(chunk({"tool_calls": [fragment]}))
     chunks.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
     if reply.usage and (body.get("stream_options") or {}).get("include_usage"):

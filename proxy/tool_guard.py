@@ -18,6 +18,7 @@ from capture.store import Store, StoreUnavailable
 from policy.evaluate import Decision, evaluate, undeclared
 from policy.rules import Action, ProjectPolicy, PolicySet
 from proxy.approvals import ApprovalBook
+from proxy.assembly import TOOL_CALL_SHAPES
 from proxy.errors import BadRequest
 
 log = structlog.get_logger("ctxgate.policy")
@@ -223,6 +224,21 @@ class ToolGuard:
             )
         return resolution.approved
 
+    def refuse_unreadable(self, call_id: str | None, name: str, arguments: str, why: str) -> bool:
+        """For a reply call whose name cannot be read for sure: recorded and logged as a
+        deny (rule `unreadable_call`) whatever the request declared, since what cannot be read
+        cannot be decided. Observe-only lets it pass, as it does every call."""
+        allowed = not self.policies.enforcing
+        self.decisions.append({
+            "tool": name, "call_id": call_id, "arguments": arguments, "policy_action": str(Action.DENY),
+            "rule": "unreadable_call", "reason": f"the call {why}, so it cannot be decided",
+            "decided_by": "observe_only" if allowed else "policy", "approval_id": None,
+            "action": "allow" if allowed else "deny", "wait_ms": 0.0,
+        })
+        log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule="unreadable_call",
+                 decided_by="observe_only" if allowed else "policy", interaction_id=self.interaction_id)
+        return allowed
+
     def refusal_text(self, names: list[str]) -> str:
         """What the client reads in place of the calls it will not get."""
         lines = []
@@ -235,35 +251,56 @@ class ToolGuard:
 async def enforce_completion(
     completion: dict[str, Any], guard: ToolGuard, is_client_gone: Callable[[], bool] = lambda: False
 ) -> dict[str, Any]:
-    """A non-streamed reply with every tool call decided: the allowed ones stay; when none
-    does, the message says which calls were refused and why, with `finish_reason: stop`."""
+    """A non-streamed reply with every tool call decided, function and custom calls alike:
+    the allowed ones stay as they came; when none does, the message says which calls were
+    refused and why, with `finish_reason: stop`."""
     for choice in completion.get("choices", ()):
         message = choice.get("message") or {}
         legacy = message.get("function_call")
         if legacy and guard.policies.enforcing:  # never declared (requests using it are refused)
-            name, arguments = str(legacy.get("name")), str(legacy.get("arguments") or "")
-            if not await guard.decide(None, name, arguments, legacy=True, is_client_gone=is_client_gone):
+            reading = _read_whole({"function": legacy})
+            if not await _decide(guard, None, reading, legacy=True, is_client_gone=is_client_gone):
                 del message["function_call"]
-                message["content"] = guard.refusal_text([name])
+                message["content"] = guard.refusal_text([reading.name])
                 choice["finish_reason"] = "stop"
         calls = message.get("tool_calls")
         if not calls:
             continue
-        kept = []
+        kept, refused = [], []
         for call in calls:
-            function = call.get("function") or {}
-            name, arguments = str(function.get("name")), str(function.get("arguments") or "")
-            if await guard.decide(call.get("id"), name, arguments, is_client_gone=is_client_gone):
+            reading = _read_whole(call)
+            call_id = call.get("id") if isinstance(call, dict) else None
+            if await _decide(guard, call_id, reading, is_client_gone=is_client_gone):
                 kept.append(call)
+            else:
+                refused.append(reading.name)
         if kept:
             message["tool_calls"] = kept
             choice["finish_reason"] = "tool_calls"
             continue
         del message["tool_calls"]
-        refusal = guard.refusal_text([str((c.get("function") or {}).get("name")) for c in calls])
+        refusal = guard.refusal_text(refused)
         message["content"] = f"{message['content']}\n\n{refusal}" if message.get("content") else refusal
         choice["finish_reason"] = "stop"
     return completion
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What a call is decided by: its shape (`function` or `custom`), its name, and its
+    arguments or input; or, in `unreadable`, why it cannot be decided (then `name` and
+    `text` are what could be read, for the record)."""
+
+    shape: str
+    name: str
+    text: str
+    unreadable: str | None = None
+
+
+@dataclass(slots=True)
+class _Parts:
+    name: str = ""
+    fragments: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -271,8 +308,59 @@ class _HeldCall:
     index: int | None
     legacy: bool = False
     id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
+    types: list[Any] = field(default_factory=list)  # each `type` its deltas gave, in order
+    shapes: dict[str, _Parts] = field(default_factory=dict)  # `function` / `custom`: what each gave
+    malformed: str | None = None  # why a part of it cannot be read, once one cannot
+
+    def reading(self) -> _Reading:
+        """A call is read in one shape only: one holder giving a name, and a `type`, if any,
+        naming that holder. A call in two shapes is not decided by either: a client may act
+        on the other one. A holder that gives nothing (`{"arguments": ""}`) does not count."""
+        given = [shape for shape, parts in self.shapes.items() if parts.name or parts.fragments]
+        shape = given[0] if given else "function"
+        parts = self.shapes.get(shape) or _Parts()
+        name = parts.name or next((p.name for p in self.shapes.values() if p.name), "")
+        text = "".join(parts.fragments)
+        why = self.malformed
+        if why is None and len(given) > 1:
+            why = f"comes in two shapes at once ({' and '.join(map(repr, given))})"
+        if why is None and not parts.name:
+            why = "gives no name in any shape"
+        if why is None and any(kind != shape for kind in self.types):
+            why = f"says type {next(k for k in self.types if k != shape)!r} but holds {shape!r}"
+        return _Reading(shape, name, text, why)
+
+    def whole(self, index: int) -> dict[str, Any]:
+        """The call as one delta, numbered `index`, in the shape it came in. An unreadable
+        one (sent only when observe-only) goes in every shape it gave, as it gave them."""
+        reading = self.reading()
+        shapes = [reading.shape] if reading.unreadable is None else (list(self.shapes) or [reading.shape])
+        kind = self.types[0] if self.types else reading.shape
+        delta: dict[str, Any] = {"index": index, "id": self.id, "type": kind}
+        for shape in shapes:
+            parts = self.shapes.get(shape) or _Parts()
+            delta[shape] = {"name": parts.name, TOOL_CALL_SHAPES[shape]: "".join(parts.fragments)}
+        return delta
+
+
+def _read_whole(call: Any) -> _Reading:
+    """A complete (non-streamed) call, read as its deltas would be."""
+    held = _HeldCall(index=None)
+    if isinstance(call, dict):
+        _merge(held, call)
+    else:
+        held.malformed = "is not an object"
+    return held.reading()
+
+
+async def _decide(
+    guard: ToolGuard, call_id: str | None, reading: _Reading, *, legacy: bool = False,
+    keepalive: Keepalive | None = None, is_client_gone: Callable[[], bool] = lambda: False,
+) -> bool:
+    if reading.unreadable is not None:
+        return guard.refuse_unreadable(call_id, reading.name, reading.text, reading.unreadable)
+    return await guard.decide(call_id, reading.name, reading.text, legacy=legacy, keepalive=keepalive,
+                              is_client_gone=is_client_gone)
 
 
 @dataclass(slots=True)
@@ -285,8 +373,9 @@ class _ChoiceState:
 
 class StreamToolGate:
     """Streamed chunks in, chunks for the client out. Text passes at once; tool-call deltas
-    are held, and the calls are decided one by one when the choice finishes (or the stream
-    ends), then sent whole and renumbered. The client never sees a fragment of a refused call.
+    (function or custom) are held, and the calls are decided one by one when the choice
+    finishes (or the stream ends), then sent whole, in their shape, and renumbered. The
+    client never sees a fragment of a refused call.
 
     Deciding at the finish, not when the next index starts, is deliberate: providers may
     interleave the deltas of parallel calls, and a call released early could be cut short."""
@@ -343,15 +432,13 @@ class StreamToolGate:
         out = []
         held, state.held = state.held, []
         for call in held:
-            arguments = "".join(call.arguments)
-            if await self.guard.decide(call.id, call.name, arguments, legacy=call.legacy,
-                                       keepalive=self.keepalive, is_client_gone=self.is_client_gone):
-                delta = {"tool_calls": [{"index": state.sent_calls, "id": call.id, "type": "function",
-                                         "function": {"name": call.name, "arguments": arguments}}]}
-                out.append(_chunk_like(self._template, choice_index, delta))
+            reading = call.reading()
+            if await _decide(self.guard, call.id, reading, legacy=call.legacy, keepalive=self.keepalive,
+                             is_client_gone=self.is_client_gone):
+                out.append(_chunk_like(self._template, choice_index, {"tool_calls": [call.whole(state.sent_calls)]}))
                 state.sent_calls += 1
             else:
-                state.refused.append(call.name)
+                state.refused.append(reading.name)
         return out
 
     def _refusal(self, choice_index: int, state: _ChoiceState) -> dict[str, Any]:
@@ -359,9 +446,12 @@ class StreamToolGate:
         return _chunk_like(self._template, choice_index, {"content": f"\n\n{refusal}" if state.has_content else refusal})
 
 
-def _hold(state: _ChoiceState, delta: dict[str, Any]) -> None:
+def _hold(state: _ChoiceState, delta: Any) -> None:
     """Add a tool-call delta to the call it continues: the one with its index, or the last
     one when it has none; a different `id` always starts a new call."""
+    if not isinstance(delta, dict):
+        state.held.append(_HeldCall(index=None, malformed="is not an object"))
+        return
     index, call_id = delta.get("index"), delta.get("id")
     target = None
     if index is not None:
@@ -377,13 +467,30 @@ def _hold(state: _ChoiceState, delta: dict[str, Any]) -> None:
 
 
 def _merge(call: _HeldCall, delta: dict[str, Any]) -> None:
+    """One delta (or a whole call) into the held call: its id and type, and for each shape
+    it holds, the name (set once: some providers repeat it in every delta) and the next
+    fragment of the arguments or input. A part of the wrong type makes the call unreadable."""
     if delta.get("id") and not call.id:
         call.id = delta["id"]
-    function = delta.get("function") or {}
-    if function.get("name") and not call.name:  # set once: some providers repeat it in every delta
-        call.name = function["name"]
-    if function.get("arguments"):
-        call.arguments.append(function["arguments"])
+    if delta.get("type") and delta["type"] not in call.types:
+        call.types.append(delta["type"])
+    for shape, text_key in TOOL_CALL_SHAPES.items():
+        holder = delta.get(shape)
+        if holder is None:
+            continue
+        if not isinstance(holder, dict):
+            call.malformed = call.malformed or f"has a {shape!r} that is not an object"
+            continue
+        parts = call.shapes.setdefault(shape, _Parts())
+        name, text = holder.get("name"), holder.get(text_key)
+        if name is not None and not isinstance(name, str):
+            call.malformed = call.malformed or f"has a {shape}.name that is not a string"
+        elif name and not parts.name:
+            parts.name = name
+        if text is not None and not isinstance(text, str):
+            call.malformed = call.malformed or f"has a {shape}.{text_key} that is not a string"
+        elif text:
+            parts.fragments.append(text)
 
 
 def _chunk_like(template: dict[str, Any], choice_index: int, delta: dict[str, Any]) -> dict[str, Any]:
