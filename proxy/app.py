@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from capture.records import Interaction, format_timestamp
 from capture.spool import Spool, SpoolUnavailable
-from capture.store import open_store, sqlite_path
+from capture.store import open_store
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy import approvals_api, capture_api, health, knowledge_api, openapi, sessions_api
@@ -26,7 +25,7 @@ from proxy.identity import caller_key
 from proxy.keys import KeyRing
 from proxy.logs import stamp_response_headers, request_log_middleware
 from proxy.metrics import Metrics
-from proxy.settings import Settings
+from proxy.settings import Settings, legacy_spool_file, spool_directory
 from proxy.upstream import Upstream
 from proxy.wire import json_response
 
@@ -149,16 +148,11 @@ async def _release_waiters(app: web.Application) -> None:
 
 
 def spool_for(settings: Settings) -> Spool | None:
-    """`store.spool_dir`; by default beside a SQLite file (`<db>.spool/`), for other stores
-    `./ctxgate-spool`; an in-memory SQLite store has none. The spool file of earlier versions
-    (`<db>.spool.jsonl`) is replayed too."""
-    path = sqlite_path(settings.store_url)
-    if settings.spool_dir is None and path == ":memory:":
+    directory = spool_directory(settings.store_url, settings.spool_dir)
+    if directory is None:
         return None
-    legacy = [Path(f"{path}.spool.jsonl")] if path not in (None, ":memory:") else []
-    if settings.spool_dir is not None:
-        return Spool(Path(settings.spool_dir), legacy_files=legacy)
-    return Spool(Path(f"{path}.spool") if path else Path("ctxgate-spool"), legacy_files=legacy)
+    legacy = legacy_spool_file(settings.store_url)
+    return Spool(directory, legacy_files=[legacy] if legacy else [])
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from capture.records import (
     format_timestamp,
     parse_age,
 )
+from capture.spool import Spool
 from capture.store import Store, StoreUnavailable, open_store, sqlite_path
 from proxy.settings import (
     ConfigError,
@@ -35,6 +36,8 @@ from proxy.settings import (
     find_config,
     find_store,
     load_settings,
+    spool_dir_in,
+    spool_directory,
 )
 
 
@@ -159,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--rpm", type=int, help="requests per minute")
     new.add_argument("--read", action="store_true", help="may also read its projects' records through the APIs")
     new.set_defaults(run=_keys_new)
+
+    capture = commands.add_parser("capture", help="the capture spool and the records no store would take")
+    which = capture.add_subparsers(title="capture commands")
+    letters = which.add_parser("dead-letters", help="records the store rejected, kept with why (oldest first)")
+    letters.add_argument("--spool-dir", help="default: the config's store.spool_dir, else beside the store (<db>.spool)")
+    letters.add_argument("--json", action="store_true", help="JSON Lines: the whole record with its error, one per line")
+    _store_options(letters)
+    letters.set_defaults(run=_dead_letters)
 
     approvals = commands.add_parser("approvals", help="tool calls waiting for a person")
     which = approvals.add_subparsers(title="approvals commands")
@@ -331,6 +342,33 @@ def _keys_new(args: argparse.Namespace) -> int:
     print(f"key (shown once, give it to {args.client}): {key}")
     print("add under `keys:` in the config:")
     print(f"  - {orjson.dumps(entry).decode()}")
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    store = _store(args)
+    directory = spool_directory(store.url, args.spool_dir or spool_dir_in(_config(args)))
+    if directory is None:
+        print(f"ctxgate: error: the store {store.url} has no spool directory", file=sys.stderr)
+        return 1
+    if not directory.is_dir():
+        print(f"ctxgate: error: no spool directory at {directory.absolute()}; nothing was created", file=sys.stderr)
+        return 1
+    letters = Spool(directory).dead_letters()
+    segments, size = Spool(directory).backlog()
+    if args.json:
+        for letter in letters:
+            sys.stdout.write(orjson.dumps({"failed_at": letter.failed_at, "error": letter.error,
+                                           "record": letter.record}).decode() + "\n")
+        return 0
+    print(f"spool {directory.absolute()}: {segments} segment(s) waiting for the store ({size} bytes)")
+    if not letters:
+        print("no dead letters")
+        return 0
+    for letter in letters:
+        record = letter.record
+        print(f"{letter.id}  {letter.failed_at}  project={record.get('project')}  session={record.get('session_id')}  "
+              f"{letter.error}")
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from capture.store import sqlite_path
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
 from proxy.keys import KeyConfigError, VirtualKey, parse_keys
 
@@ -236,6 +237,31 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: the top level must be a mapping")
     _check_shape(raw, _SCHEMA, path)
     return raw
+
+
+def spool_directory(store_url: str, spool_dir: str | None) -> Path | None:
+    """`store.spool_dir`; by default beside a SQLite file (`<db>.spool/`), for other stores
+    `./ctxgate-spool`; an in-memory SQLite store has none."""
+    if spool_dir is not None:
+        return Path(spool_dir)
+    path = sqlite_path(store_url)
+    if path == ":memory:":
+        return None
+    return Path(f"{path}.spool") if path else Path("ctxgate-spool")
+
+
+def legacy_spool_file(store_url: str) -> Path | None:
+    """Where versions before `store.spool_dir` spooled: beside the SQLite file."""
+    path = sqlite_path(store_url)
+    return None if path in (None, ":memory:") else Path(f"{path}.spool.jsonl")
+
+
+def spool_dir_in(config: ConfigSource) -> str | None:
+    """The config's `store.spool_dir`, read as `find_store` reads `store.url`."""
+    if config.path is None:
+        return None
+    spool_dir: str | None = (_read_file(config.path).get("store") or {}).get("spool_dir")
+    return spool_dir
 
 
 def _store_url_in(path: Path) -> str | None:
