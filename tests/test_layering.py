@@ -28,7 +28,11 @@ def test_policy_imports_neither_proxy_nor_capture_nor_aiohttp() -> None:
 
 def test_store_reading_cli_commands_do_not_import_litellm(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
-    loaded = modules_after(f"from proxy.cli import main\nmain(['interactions', 'list', '--db', {str(db)!r}])")
+    # A store that exists, so the command reads it (a missing one is refused before any reading).
+    modules_after(f"import asyncio\nfrom capture.sqlite import SQLiteStore\ns = SQLiteStore({str(db)!r})\n"
+                  "asyncio.run(s.open())\nasyncio.run(s.close())")
+    loaded = modules_after(f"from proxy.cli import main\nassert main(['interactions', 'list', '--db', {str(db)!r}]) == 0")
+    assert "proxy.cli" in loaded and "capture.sqlite" in loaded
     assert "litellm" not in loaded
 
 
