@@ -26,7 +26,7 @@ from proxy.appkeys import APPROVALS, CAPTURE_WRITER, STORE
 from proxy.cli import format_table
 from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.logs import configure_logging
-from proxy.server import server_options
+from proxy.server import make_runner
 from proxy.settings import ModelRoute, Settings
 
 def _tool(name: str, description: str) -> Any:
@@ -131,7 +131,7 @@ async def _demo(workdir: Path) -> None:
         admin_key=DEMO_ADMIN_KEY,
     )
     app = create_app(settings)
-    runner = web.AppRunner(app, **server_options(settings))
+    runner = make_runner(app, settings)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     gateway_url = f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -3,15 +3,22 @@ graceful shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from proxy.logs import configure_logging
 from proxy.settings import ConfigSource, Settings
+from proxy.wire import error_envelope, json_response
+
+log = structlog.get_logger("ctxgate.proxy")
 
 BACKLOG = 128  # aiohttp's default
 
@@ -61,7 +68,6 @@ def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSo
     from proxy.app import create_app  # imports litellm: only the commands that proxy pay for it
 
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
-    log = structlog.get_logger("ctxgate.proxy")
     app = create_app(settings)
 
     async def announce(_: web.Application) -> None:
@@ -84,15 +90,63 @@ def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSo
 
     app.on_startup.append(announce)
     app.on_shutdown.append(announce_stop)
-    web.run_app(
-        app,
-        sock=list(sockets),
-        backlog=BACKLOG,
-        print=None,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        **server_options(settings),
-    )
+    asyncio.run(_serve_until_signalled(make_runner(app, settings), sockets))
     log.info("gateway_stopped")
+
+
+async def _serve_until_signalled(runner: web.AppRunner, sockets: Sequence[socket.socket]) -> None:
+    """What `web.run_app` does, with our runner: start, serve until SIGINT or SIGTERM, then
+    shut down gracefully (in-flight requests get `shutdown_timeout_s`, cleanup contexts drain)."""
+    await runner.setup()
+    try:
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        await stopped.wait()
+    finally:
+        await runner.cleanup()
+
+
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner `ctxgate serve` (and the demo, and tests that need it) serve the app with."""
+    return _Runner(app, shutdown_timeout=settings.shutdown_timeout_s, **server_options(settings))
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server inside Application (private); the class is swapped, not
+        # rebuilt, so that nothing else of how it is made changes.
+        server.__class__ = _Server
+        return server
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _RequestHandler(RequestHandler):
+    """Requests aiohttp's parser refuses before any handler runs (a line or header too long,
+    too many headers, a NUL or bare CR in one, a bad Content-Length) get the OpenAI envelope
+    like every other error, and one log line instead of a stack trace."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:  # not the parser's: aiohttp's last resort for a failure of ours
+            return super().handle_error(request, status, exc, message)
+        reason = (getattr(exc, "message", None) or message or str(exc or "")).strip()
+        log.info("request_refused_by_parser", status=status, reason=reason[:200])
+        response = json_response(error_envelope(f"the request could not be read as HTTP: {reason[:200]}",
+                                                "invalid_request_error", code="bad_http_request"), status=status)
+        response.force_close()
+        return response
 
 
 def _store_label(url: str) -> str:
