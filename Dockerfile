@@ -15,8 +15,8 @@ COPY proxy ./proxy
 COPY capture ./capture
 COPY policy ./policy
 RUN pip install . \
-    && mkdir -p /data \
-    && chown 10001:10001 /data
+    && mkdir -p /data /spool \
+    && chown 10001:10001 /data /spool
 
 USER 10001:10001
 VOLUME ["/data"]

@@ -103,3 +103,16 @@ def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_settings(str(tmp_path / "absent.yaml"), environ={})
+
+
+def test_the_example_deploy_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "ctxgate.yaml"
+    settings = load_settings(str(example), environ={"OPENAI_API_KEY": "sk-example-1", "ANTHROPIC_API_KEY": "sk-example-2"})
+    assert settings.spool_dir == "/spool" and settings.header_timeout_s == 30 and settings.body_timeout_s == 120
+
+
+def test_timeouts_must_be_positive(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("server: {header_timeout_s: 0}\n")
+    with pytest.raises(ConfigError, match="server.header_timeout_s: must be a positive number of seconds"):
+        load_settings(str(config), environ={})
