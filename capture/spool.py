@@ -118,8 +118,13 @@ class Spool:
 
     def backlog(self) -> tuple[int, int]:
         """(segments, bytes) waiting in the spool directory, any process's."""
-        segments = [p for p in [*self.legacy_files, *self.directory.glob(SEGMENT_GLOB)] if p.exists()]
-        return len(segments), sum(p.stat().st_size for p in segments)
+        sizes = []
+        for path in [*self.legacy_files, *self.directory.glob(SEGMENT_GLOB)]:
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:  # not there, or replayed and deleted meanwhile
+                continue
+        return len(sizes), sum(sizes)
 
     def dead_letter(self, record: Interaction, error: str) -> None:
         """Keep a record no store will take, with why; raises SpoolUnavailable if even that fails."""

@@ -283,11 +283,12 @@ class CaptureWriter:
         """In a thread. Raises SpoolUnavailable (or when there is no spool)."""
         if self.spool is None:
             raise SpoolUnavailable("no spool directory configured")
-        for record, error in self.spool.append(batch):
+        unwritable = self.spool.append(batch)
+        for record, error in unwritable:
             self._dead_letter(record, error)
         self._spool_waiting = True
-        self.spooled_total += len(batch)
-        log.warning("capture_spooled", count=len(batch), store_error=self.store_error)
+        self.spooled_total += len(batch) - len(unwritable)
+        log.warning("capture_spooled", count=len(batch) - len(unwritable), store_error=self.store_error)
 
     def _dead_letter(self, record: Interaction, error: str) -> None:
         """Never raises: a record neither the store nor the dead-letter file takes is logged lost."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
 import aiohttp
 
 from capture.store import StoreUnavailable
-from proxy.appkeys import STORE
-from tests.conftest import MODEL, Gateway
+from proxy.appkeys import CAPTURE_WRITER, STORE
+from proxy.fake_upstream import FakeUpstream
+from tests.conftest import MODEL, Gateway, make_gateway
 
 
 async def get(gateway: Gateway, path: str) -> tuple[int, str, aiohttp.typedefs.LooseHeaders]:
@@ -54,3 +60,27 @@ async def test_request_id_is_echoed_or_made(gateway: Gateway) -> None:
         made = await session.get(gateway.url + "/healthz")
     assert given.headers["X-Request-Id"] == "trace-123"
     assert len(made.headers["X-Request-Id"]) == 32
+
+
+async def test_healthz_fails_when_neither_store_nor_spool_takes_records(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    (tmp_path / "spool-here").write_text("a file where the spool directory should be")
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, spool_dir=str(tmp_path / "spool-here"))
+    status, text, _ = await get(gateway, "/healthz")
+    assert status == 200 and '"status":"degraded"' in text and "the spool refuses writes" in text
+
+    async def refuse(*_: Any) -> None:
+        raise StoreUnavailable("disk full")
+
+    gateway.app[STORE].insert_interactions = refuse  # type: ignore[method-assign]
+    await gateway.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    writer = gateway.app[CAPTURE_WRITER]
+    while writer.store_error is None:  # the writer tries the store, then the spool, and holds it
+        await asyncio.sleep(0.01)
+    status, text, _ = await get(gateway, "/healthz")
+    body = json.loads(text)
+    assert status == 503 and body["status"] == "failing"
+    assert "the store refuses writes: disk full" in body["reasons"] and body["capture"]["pending"] == 1
+    status, text, _ = await get(gateway, "/livez")
+    assert status == 200
