@@ -150,6 +150,8 @@ def is_blank(prompt: JSON) -> bool:
 
 
 _OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack")
+_LABELS = frozenset({"project", "session_id", "client", "model", "status"})  # names, not free text
+MAX_LABEL = 256
 _OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")
 _OPTIONAL_ID_LISTS = ("memories_used", "chunks_used")
 _ACCEPTED = {
@@ -176,6 +178,8 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         value = payload.get(name)
         if value is not None and not isinstance(value, str):
             raise InvalidRecord(name, f"{name} must be a string")
+        if value is not None and name in _LABELS and not (value.isprintable() and len(value) <= MAX_LABEL):
+            raise InvalidRecord(name, f"{name} must be printable text of at most {MAX_LABEL} characters")
         values[name] = value
     for name in _OPTIONAL_NUMBER:
         value = payload.get(name)

@@ -11,7 +11,6 @@ segment replayed twice (a crash between storing and deleting) still stores each 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from collections.abc import Generator, Sequence
@@ -22,10 +21,10 @@ from typing import IO, Any
 import orjson
 
 from capture.records import Interaction, now_timestamp
+from capture.writable import safe_json
 
 SEGMENT_GLOB = "spool-*.jsonl"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
-_SAFE_DEPTH = 64  # of a dead letter's record: deeper parts are kept as JSON text
 
 
 class SpoolUnavailable(OSError):
@@ -172,38 +171,3 @@ def read_segment(path: Path) -> tuple[list[Interaction], int]:
         except (orjson.JSONDecodeError, TypeError, KeyError):
             unreadable += int(bool(line.strip()))
     return records, unreadable
-
-
-def safe_json(value: Any, depth: int = 0) -> Any:
-    """`value` in a form orjson can always write: text that is not UTF-8 with its bytes
-    escaped, integers past 64 bits as text, parts nested past `_SAFE_DEPTH` as JSON text."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return escape_undecodable(value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if depth >= _SAFE_DEPTH and isinstance(value, (dict, list, tuple)):
-        try:
-            return json.dumps(value, default=repr)
-        except (RecursionError, ValueError):
-            return "<nested too deeply to keep>"
-    if isinstance(value, dict):
-        return {safe_json(str(key), depth + 1): safe_json(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [safe_json(item, depth + 1) for item in value]
-    return repr(value)
-
-
-def escape_undecodable(text: str) -> str:
-    """Text with the bytes that were not UTF-8 (aiohttp keeps them as lone surrogates) written
-    as `\\xNN` escapes."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # surrogates that stand for no byte
-        raw = text.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace")

@@ -37,6 +37,9 @@ async def read_json(request: web.Request) -> Any:
         raise RequestTimeout(f"the request body did not arrive within {request.app[SETTINGS].body_timeout_s:g} s",
                              code="body_timeout") from None
     except web.RequestPayloadError as error:  # e.g. a Content-Encoding that does not decode
+        # The rest of the body is no use: ended here, aiohttp does not read on after the answer
+        # (which raises the same error again and logs it as an unhandled exception).
+        request.content.feed_eof()
         raise BadRequest(f"request body could not be read: {error}", code="invalid_body") from None
     if not body:
         raise BadRequest("request body is empty; expected a JSON object", code="invalid_json")

@@ -15,6 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from capture.writable import safe_json
 from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID
 from proxy.errors import Handler
 from proxy.redaction import Redactor
@@ -69,7 +70,10 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
 
 
 def _dumps(value: Any, **_: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # a lone surrogate or a huge integer: the line is written all the same
+        return orjson.dumps(safe_json(value), default=str).decode()
 
 
 class _Redactor:
@@ -95,7 +99,10 @@ class _Redactor:
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Binds a request id for every log line of the request, then writes the canonical line."""
-    request_id = request[REQUEST_ID] = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
+    given = request.headers.get("X-Request-Id", "")
+    # Echoed in a header and every log line: only a printable ASCII id of the client's is kept.
+    is_usable = 0 < len(given) <= 128 and given.isascii() and given.isprintable()
+    request_id = request[REQUEST_ID] = given if is_usable else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     status = 500

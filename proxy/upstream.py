@@ -24,6 +24,7 @@ import litellm  # noqa: E402
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients  # noqa: E402
 import structlog  # noqa: E402
 
+from capture.writable import writable  # noqa: E402
 from proxy.chat_request import UpstreamCall  # noqa: E402
 from proxy.errors import UpstreamError  # noqa: E402
 from proxy.redaction import Redactor  # noqa: E402
@@ -97,7 +98,7 @@ class Upstream:
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         _strip_litellm_keys(data)
         data["model"] = call.model
-        return data
+        return writable(data)  # a provider may send what orjson will not write (a lone surrogate)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
         try:
@@ -175,7 +176,7 @@ def _chunk_dict(chunk: Any, model: str) -> dict[str, Any]:
     if "usage" in data and all(not c.get("delta") and c["finish_reason"] is None for c in choices):
         # OpenAI's usage chunk has no choices; litellm adds an empty one.
         data["choices"] = []
-    return data
+    return writable(data)
 
 
 def _strip_litellm_keys(data: dict[str, Any]) -> None:
@@ -246,12 +247,13 @@ def _provider_error_body(error: Exception) -> dict[str, Any]:
 
 
 def _is_refused_before_sending(error: Exception) -> bool:
-    """litellm failed on the request's data (TypeError, ValueError, ...) with nothing of the
-    network in the chain."""
-    chain = _causes(error)
-    is_network = any(isinstance(c, (OSError, asyncio.TimeoutError)) or type(c).__module__.split(".")[0] in
-                     ("httpx", "httpcore", "aiohttp", "openai") for c in chain)
-    return not is_network and any(type(c) in (TypeError, ValueError, KeyError, AttributeError) for c in chain)
+    """litellm failed on the request's data before sending it: what it raises then is an
+    APIConnectionError over nothing but Python's own exceptions (TypeError, ValueError, or a
+    bare Exception of its own checks), where a network failure or a provider's answer it could
+    not read brings httpx, aiohttp, openai or pydantic exceptions along."""
+    cause, *causes = _causes(error)
+    return (isinstance(cause, litellm.exceptions.APIConnectionError) and bool(causes)
+            and all(type(c).__module__ == "builtins" and not isinstance(c, OSError) for c in causes))
 
 
 def _text(value: Any) -> str | None:

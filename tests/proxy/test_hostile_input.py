@@ -241,3 +241,78 @@ async def test_a_provider_answer_litellm_cannot_read_gets_502_without_a_tracebac
     assert "Traceback" not in body["error"]["message"] and "received_args" not in body["error"]["message"]
     [record] = await gateway.recorded(1)
     assert record.status == "upstream_error" and "Traceback" not in record.error
+
+
+@pytest.mark.parametrize("field", ["status", "project", "session_id", "client", "model"])
+@pytest.mark.parametrize("value", ["a\x00b", "line\nbreak", "x" * 257])
+async def test_recorded_labels_must_be_printable_and_short(gateway: Gateway, field: str, value: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/interactions", json={"prompt": "p", field: value})
+        body = await response.json()
+    assert response.status == 400 and body["error"]["param"] == field
+
+
+async def test_a_request_id_that_is_not_printable_ascii_is_replaced(gateway: Gateway) -> None:
+    url = urlsplit(gateway.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: s\xff\xfe\r\nConnection: close\r\n\r\n")
+    head = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")[0].decode()
+    writer.close()
+    assert head.startswith("HTTP/1.1 200")
+    [request_id] = [line.split(": ", 1)[1] for line in head.split("\r\n") if line.lower().startswith("x-request-id")]
+    assert len(request_id) == 32 and request_id.isalnum()
+
+
+def test_a_log_line_with_text_orjson_will_not_write_is_written_all_the_same() -> None:
+    from proxy.logs import _dumps
+
+    assert orjson.loads(_dumps({"event": "x", "request_id": "s\udcff", "n": 2**70})) == {
+        "event": "x", "request_id": "s\\xff", "n": str(2**70)}
+
+
+async def test_a_body_whose_encoding_does_not_decode_gets_400_and_no_stack_trace(gateway: Gateway) -> None:
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(gateway.url + "/v1/chat/completions", data=orjson.dumps(CHAT),
+                                          headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+            body = await response.json()
+        await asyncio.sleep(0)  # aiohttp's own handling of the connection after the answer
+    assert response.status == 400 and body["error"]["code"] == "invalid_body"
+    assert all(entry["log_level"] != "error" for entry in logs), logs
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_answer_orjson_cannot_write_is_passed_on_and_recorded(
+    aiohttp_server: Any, tmp_path: Path, stream: bool
+) -> None:
+    """A lone surrogate escaped in the provider's JSON, and usage past 64 bits."""
+    async def answer(request: web.Request) -> web.StreamResponse:
+        message = '{"role": "assistant", "content": "half \\\\ud800 a pair"}'
+        if not stream:
+            return web.Response(content_type="application/json", text=(
+                '{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, '
+                f'"message": {message}, "finish_reason": "stop"}}], "usage": {{"prompt_tokens": 3, '
+                '"completion_tokens": 18446744073709551615, "total_tokens": 36893488147419103232}}'))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", '
+                             b'"choices": [{"index": 0, "delta": {"content": "half \\ud800 a pair"}, '
+                             b'"finish_reason": null}]}\n\n')
+        await response.write(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", '
+                             b'"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+        return response
+
+    provider = web.Application()
+    provider.router.add_post("/v1/chat/completions", answer)
+    server = await aiohttp_server(provider)
+    gateway = await make_gateway(aiohttp_server, FakeUpstream(base_url=str(server.make_url("/v1"))), tmp_path)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "stream": stream})
+        text = await response.text()
+    assert response.status == 200 and "gateway_error" not in text
+    assert "half \\\\ud800 a pair" in text or "half \\\\xed\\\\xa0\\\\x80 a pair" in text
+    [record] = await gateway.recorded(1)
+    assert record.status == "ok" and record.response["content"].startswith("half ")
+    assert gateway.app[CAPTURE_WRITER].dead_letters_total == 0
