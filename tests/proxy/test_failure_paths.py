@@ -218,3 +218,24 @@ async def test_metrics_are_behind_a_key_where_keys_guard_the_gateway(
     assert response.status == status
     assert ("ctxgate_capture_dead_letters_total" in text) == (status == 200)
     assert CLIENT_KEY not in text
+
+
+async def test_a_client_that_leaves_mid_body_is_one_info_line(gateway: Gateway) -> None:
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        reader, writer = await asyncio.open_connection(gateway.server.host, gateway.server.port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"model\": ")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the gateway is reading the body when the client goes
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):  # the handler learns of it from its read; bounded at 2 s
+            if any(entry["event"] == "request_completed" for entry in logs):
+                break
+            await asyncio.sleep(0.02)
+    [line] = [entry for entry in logs if entry["event"] == "request_completed"]
+    assert line["status"] == 499 and line["log_level"] == "info"
+    assert [entry for entry in logs if entry["log_level"] in ("error", "critical")] == []
+    assert gateway.upstream.received == []
