@@ -59,4 +59,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         stream = False
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be a boolean", param="stream")
+    # litellm reads it while relaying a stream, so a wrong type would fail mid-way as a 502.
+    if not isinstance(params.get("stream_options", {}), (dict, type(None))):
+        raise BadRequest("'stream_options' must be an object", param="stream_options")
     return ChatRequest(model=model, messages=messages, stream=stream, params=params)

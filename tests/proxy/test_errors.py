@@ -45,6 +45,8 @@ def assert_envelope(body: dict[str, Any]) -> dict[str, Any]:
         (b'{"model": "gpt-test", "messages": ["hello"]}', "messages[0]"),
         (b'{"model": "gpt-test", "messages": [{"content": "x"}]}', "messages[0].role"),
         (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
+        (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}], "stream": true, '
+         b'"stream_options": true}', "stream_options"),
     ],
 )
 async def test_bad_request_bodies_get_400_naming_the_field(gateway: Gateway, data: bytes, param: str | None) -> None:
