@@ -46,8 +46,8 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from proxy.fake_upstream import Reply, ToolCall, stream_chunks
-from proxy.keys import digest, new_key
+from proxy.demo.fake_upstream import Reply, ToolCall, stream_chunks
+from proxy.config.keys import digest, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-attack"
@@ -892,7 +892,7 @@ def free_port() -> int:
 
 def gateway_command() -> list[str]:
     script = ROOT / ".venv" / "bin" / "ctxgate"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "proxy.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "proxy.cli.commands"]
 
 
 def config_text(upstream_base: str, db: Path, spool: Path, *, with_keys: bool = False) -> str:

@@ -29,7 +29,7 @@ import capture.sqlite
 from capture.ingest import ingest, read_document, walk
 from capture.knowledge import Chunk, Source, new_memory
 from capture.sqlite import SQLiteStore
-from proxy.context import build_pack
+from proxy.pipeline.context import build_pack
 
 PROJECT = "bench"
 CHUNK_WORDS = 220  # about 300 tokens, the size ingestion aims for

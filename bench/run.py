@@ -152,7 +152,7 @@ def main() -> None:
                     if target == "ctxgate_policy":  # enforcing a 200-rule policy (bench/policy.py)
                         text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
                     config.write_text(text)
-                    command = [python, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+                    command = [python, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
                                "--db", str(db)]
                 else:
                     command = [python, "-m", "bench.servers", target, str(port), upstream_base]

@@ -19,7 +19,7 @@ from typing import Any  # noqa: E402
 import orjson  # noqa: E402
 from aiohttp import ClientSession, web  # noqa: E402
 
-from proxy.fake_upstream import FakeUpstream, Reply  # noqa: E402
+from proxy.demo.fake_upstream import FakeUpstream, Reply  # noqa: E402
 
 # About what a short chat answer looks like: ~60 tokens, streamed in ~25 chunks.
 REPLY_TEXT = (

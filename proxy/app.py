@@ -15,19 +15,20 @@ from capture.spool import Spool, SpoolUnavailable
 from capture.store import open_store
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
-from proxy import approvals_api, capture_api, health, knowledge_api, openapi, sessions_api
+from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sessions_api
+from proxy.edge import health
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
-from proxy.approvals import ApprovalBook
-from proxy.assembly import completion_text
-from proxy.chat import chat_completions
-from proxy.errors import error_middleware
-from proxy.identity import caller_key
-from proxy.keys import KeyRing
-from proxy.logs import stamp_response_headers, request_log_middleware
-from proxy.metrics import Metrics
-from proxy.settings import Settings, legacy_spool_file, spool_directory
-from proxy.upstream import Upstream
-from proxy.wire import json_response
+from proxy.pipeline.approvals import ApprovalBook
+from proxy.dialects.openai_chat.assembly import completion_text
+from proxy.pipeline.chat import chat_completions
+from proxy.edge.errors import error_middleware
+from proxy.pipeline.identity import caller_key
+from proxy.config.keys import KeyRing
+from proxy.edge.logs import stamp_response_headers, request_log_middleware
+from proxy.edge.metrics import Metrics
+from proxy.config.settings import Settings, legacy_spool_file, spool_directory
+from proxy.upstream.translate import Upstream
+from proxy.edge.wire import json_response
 
 log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600

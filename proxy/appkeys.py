@@ -9,12 +9,12 @@ from aiohttp import web
 if TYPE_CHECKING:
     from capture.store import Store
     from capture.writer import CaptureWriter
-    from proxy.approvals import ApprovalBook
-    from proxy.exchange import Exchange
-    from proxy.keys import KeyRing
-    from proxy.metrics import Metrics
-    from proxy.settings import Settings
-    from proxy.upstream import Upstream
+    from proxy.pipeline.approvals import ApprovalBook
+    from proxy.pipeline.exchange import Exchange
+    from proxy.config.keys import KeyRing
+    from proxy.edge.metrics import Metrics
+    from proxy.config.settings import Settings
+    from proxy.upstream.translate import Upstream
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[Store] = web.AppKey("store")

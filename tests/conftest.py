@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestServer  # noqa: E402
 
 from proxy.app import create_app  # noqa: E402
 from proxy.appkeys import CAPTURE_WRITER, STORE  # noqa: E402
-from proxy.fake_upstream import FakeUpstream  # noqa: E402
-from proxy.server import server_options  # noqa: E402
-from proxy.settings import ModelRoute, Settings  # noqa: E402
+from proxy.demo.fake_upstream import FakeUpstream  # noqa: E402
+from proxy.edge.server import server_options  # noqa: E402
+from proxy.config.settings import ModelRoute, Settings  # noqa: E402
 
 PROVIDER_KEY = "sk-provider-secret-4f9a1c"
 CLIENT_KEY = "sk-client-secret-77e0b2"

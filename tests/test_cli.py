@@ -10,7 +10,7 @@ import pytest
 
 from capture.records import Interaction, new_interaction_id
 from capture.sqlite import SQLiteStore
-from proxy.cli import main
+from proxy.cli.commands import main
 
 
 def seed(path: Path) -> list[Interaction]:

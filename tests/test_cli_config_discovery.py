@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
-from proxy.settings import find_config
+from proxy.cli.commands import main
+from proxy.config.settings import find_config
 
 BLOCKS = "policy:\n  default: {mode: allow, blocked_tools: [atmos_terraform_destroy]}\n"
 ASKS = "policy:\n  default: {mode: prompt}\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli.commands import main
 
 
 def test_memories_add_list_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

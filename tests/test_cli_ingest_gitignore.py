@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from capture.ingest import walk
-from proxy.cli import main
+from proxy.cli.commands import main
 
 
 def tree(root: Path, files: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from capture.records import Interaction
 from capture.sqlite import SQLiteStore
-from proxy.cli import main
+from proxy.cli.commands import main
 
 READING = [
     ["interactions", "list"],

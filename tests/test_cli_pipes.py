@@ -29,7 +29,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     for argv in (["memories", "list", "--db", db], ["memories", "list", "--json", "--db", db],
                  ["context", "fact number", "--project", "p", "--budget", "100000", "--db", db]):
-        process = subprocess.Popen([sys.executable, "-m", "proxy.cli", *argv], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "proxy.cli.commands", *argv], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert process.stdout is not None and process.stderr is not None
         assert process.stdout.readline()  # like `head -1`: one line, then gone

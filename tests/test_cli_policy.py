@@ -10,7 +10,7 @@ import pytest
 
 from capture.approvals import Approval
 from capture.sqlite import SQLiteStore
-from proxy.cli import main
+from proxy.cli.commands import main
 
 CONFIG = """
 policy:

@@ -8,7 +8,7 @@ import sys
 
 def test_demo_shows_plain_streamed_allowed_blocked_and_approved_calls_and_their_records() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "demo"], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "proxy.cli.commands", "demo"], capture_output=True, text=True, timeout=120,
         env={"PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
     )
     assert result.returncode == 0, result.stderr

@@ -31,8 +31,8 @@ def test_store_reading_cli_commands_do_not_import_litellm(tmp_path: Path) -> Non
     # A store that exists, so the command reads it (a missing one is refused before any reading).
     modules_after(f"import asyncio\nfrom capture.sqlite import SQLiteStore\ns = SQLiteStore({str(db)!r})\n"
                   "asyncio.run(s.open())\nasyncio.run(s.close())")
-    loaded = modules_after(f"from proxy.cli import main\nassert main(['interactions', 'list', '--db', {str(db)!r}]) == 0")
-    assert "proxy.cli" in loaded and "capture.sqlite" in loaded
+    loaded = modules_after(f"from proxy.cli.commands import main\nassert main(['interactions', 'list', '--db', {str(db)!r}]) == 0")
+    assert "proxy.cli.commands" in loaded and "capture.sqlite" in loaded
     assert "litellm" not in loaded
 
 
@@ -54,4 +54,4 @@ def test_only_the_upstream_module_imports_litellm() -> None:
         for path in (root / package).rglob("*.py")
         if "litellm" in imported_roots(path)
     )
-    assert importers == ["proxy/upstream.py"]
+    assert importers == ["proxy/upstream/translate.py"]

@@ -17,7 +17,7 @@ import pytest
 
 from capture.records import InteractionQuery
 from capture.sqlite import SQLiteStore
-from proxy.fake_upstream import FakeUpstream, Reply
+from proxy.demo.fake_upstream import FakeUpstream, Reply
 
 PROVIDER_SECRET = "sk-proc-provider-9d1e7a"
 CLIENT_SECRET = "sk-proc-client-51c3aa"
@@ -64,7 +64,7 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
            # litellm's default OpenAI base, for the undeclared model: the fake upstream
            "OPENAI_BASE_URL": upstream.base_url}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+        sys.executable, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
@@ -146,7 +146,7 @@ async def test_serve_uses_the_config_in_the_current_directory_and_says_so(tmp_pa
     # what `make serve` runs: no flags, beside a ctxgate.yaml
     (tmp_path / "ctxgate.yaml").write_text("server: {port: 0}\nstore: {url: from-yaml.db}\n")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy.cli", "serve", cwd=tmp_path, env=serve_env(),
+        sys.executable, "-m", "proxy.cli.commands", "serve", cwd=tmp_path, env=serve_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -173,7 +173,7 @@ async def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) 
         taken.listen()
         port = taken.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), cwd=tmp_path, env=serve_env(),
+            sys.executable, "-m", "proxy.cli.commands", "serve", "--port", str(port), cwd=tmp_path, env=serve_env(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, errors = await asyncio.wait_for(process.communicate(), 30)

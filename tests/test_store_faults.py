@@ -25,7 +25,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.fake_upstream import FakeUpstream, Reply
+from proxy.demo.fake_upstream import FakeUpstream, Reply
 from tests.test_serve_process import free_port, read_until, serve_env
 
 
@@ -55,7 +55,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config), "--port", str(self.port),
+            sys.executable, "-m", "proxy.cli.commands", "serve", "--config", str(self.config), "--port", str(self.port),
             cwd=self.cwd, env=serve_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert self.process.stdout is not None
         await read_until(self.process.stdout, "gateway_started", self.lines)

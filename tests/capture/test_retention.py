@@ -71,7 +71,7 @@ async def test_nothing_older_means_nothing_deleted(tmp_path: Path) -> None:
 
 
 def test_sessions_clean_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.cli import main
+    from proxy.cli.commands import main
 
     async def seed() -> None:
         await (await seeded(tmp_path / "db")).close()
@@ -83,7 +83,7 @@ def test_sessions_clean_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_sessions_list_and_show_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.cli import main
+    from proxy.cli.commands import main
 
     async def seed() -> None:
         await (await seeded(tmp_path / "db")).close()

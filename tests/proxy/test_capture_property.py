@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from capture.records import InteractionQuery
 from proxy.app import create_app
 from proxy.appkeys import CAPTURE_WRITER, STORE
-from proxy.fake_upstream import FakeUpstream
-from proxy.server import server_options
+from proxy.demo.fake_upstream import FakeUpstream
+from proxy.edge.server import server_options
 from tests.conftest import MODEL, gateway_settings
 
 

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from proxy.fake_upstream import Reply, ToolCall
+from proxy.demo.fake_upstream import Reply, ToolCall
 from tests.conftest import CLIENT_KEY, MODEL, PROVIDER_KEY, Gateway
 
 WEATHER_TOOL = {

@@ -17,9 +17,9 @@ from capture.knowledge import new_memory, query_terms
 from capture.migrations import TOKENIZER
 from capture.sqlite import SQLiteStore
 from proxy.appkeys import STORE
-from proxy.context import ITEM_OVERHEAD_TOKENS, build_pack, render
-from proxy.fake_upstream import FakeUpstream
-from proxy.settings import ContextSettings
+from proxy.pipeline.context import ITEM_OVERHEAD_TOKENS, build_pack, render
+from proxy.demo.fake_upstream import FakeUpstream
+from proxy.config.settings import ContextSettings
 from capture.tokens import count_tokens
 from tests.conftest import MODEL, Gateway, make_gateway
 

@@ -12,9 +12,9 @@ import pytest
 
 from capture.sqlite import SQLiteStore
 from policy.rules import parse_policy
-from proxy.approvals import ApprovalBook
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
-from proxy.tool_guard import StreamToolGate, ToolGuard, enforce_completion
+from proxy.pipeline.approvals import ApprovalBook
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard, enforce_completion
 from tests.conftest import MODEL, Gateway, make_gateway
 
 POLICY = {

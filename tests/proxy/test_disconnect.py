@@ -12,8 +12,8 @@ from aiohttp import web
 from capture.records import InteractionQuery
 from capture.sqlite import SQLiteStore
 from proxy.app import create_app
-from proxy.fake_upstream import FakeUpstream, Reply
-from proxy.server import server_options
+from proxy.demo.fake_upstream import FakeUpstream, Reply
+from proxy.edge.server import server_options
 from tests.conftest import MODEL, gateway_settings
 
 FULL_TEXT = "first part, then the rest of it, and more, and more, and still more of it"

@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from proxy.app import create_app
-from proxy.fake_upstream import FakeUpstream, Reply
-from proxy.settings import ModelRoute
+from proxy.demo.fake_upstream import FakeUpstream, Reply
+from proxy.config.settings import ModelRoute
 from tests.conftest import MODEL, Gateway, gateway_settings, make_gateway
 
 

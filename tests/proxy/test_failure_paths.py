@@ -18,10 +18,10 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from capture.store import StoreUnavailable
 from policy.rules import parse_policy
 from proxy.appkeys import STORE
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
-from proxy.keys import digest, parse_keys
-from proxy.redaction import Redactor
-from proxy.settings import ModelRoute
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.config.keys import digest, parse_keys
+from proxy.edge.redaction import Redactor
+from proxy.config.settings import ModelRoute
 from tests.conftest import CLIENT_KEY, MODEL, PROVIDER_KEY, Gateway, make_gateway
 
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -78,7 +78,7 @@ def test_a_short_secret_does_not_turn_words_into_redactions() -> None:
 
 
 def test_environment_provider_keys_are_known_secrets() -> None:
-    from proxy.settings import load_settings
+    from proxy.config.settings import load_settings
 
     settings = load_settings(environ={"OPENAI_API_KEY": "sk-env-key-123456", "HOME": "/root", "SHORT_TOKEN": "abc"})
     assert "sk-env-key-123456" in settings.secrets and "/root" not in settings.secrets and "abc" not in settings.secrets
@@ -136,7 +136,7 @@ async def test_a_client_that_leaves_a_plain_call_cancels_it_upstream_and_is_reco
 
 
 async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(gateway: Gateway) -> None:
-    from proxy import chat
+    from proxy.pipeline import chat
 
     original = chat.StreamAssembler.add
     seen = 0

@@ -16,8 +16,8 @@ import pytest
 
 from capture.store import StoreUnavailable
 from proxy.appkeys import CAPTURE_WRITER, STORE
-from proxy.fake_upstream import FakeUpstream, Reply
-from proxy.keys import digest, parse_keys
+from proxy.demo.fake_upstream import FakeUpstream, Reply
+from proxy.config.keys import digest, parse_keys
 from tests.conftest import MODEL, Gateway, make_gateway
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -264,7 +264,7 @@ async def test_a_request_id_that_is_not_printable_ascii_is_replaced(gateway: Gat
 
 
 def test_a_log_line_with_text_orjson_will_not_write_is_written_all_the_same() -> None:
-    from proxy.logs import _dumps
+    from proxy.edge.logs import _dumps
 
     assert orjson.loads(_dumps({"event": "x", "request_id": "s\udcff", "n": 2**70})) == {
         "event": "x", "request_id": "s\\xff", "n": str(2**70)}

@@ -11,8 +11,8 @@ import openai
 import pytest
 import structlog
 
-from proxy.fake_upstream import FakeUpstream
-from proxy.keys import digest, parse_keys
+from proxy.demo.fake_upstream import FakeUpstream
+from proxy.config.keys import digest, parse_keys
 from tests.conftest import MODEL, Gateway, make_gateway
 
 
@@ -92,7 +92,7 @@ async def test_a_body_session_id_with_control_characters_is_not_echoed(gateway: 
 
 
 def test_short_user_agent_of_the_sdk() -> None:
-    from proxy.identity import short_user_agent
+    from proxy.pipeline.identity import short_user_agent
 
     assert short_user_agent("AsyncOpenAI/Python 2.54.0") == "openai-python/2.x"
     assert short_user_agent("OpenAI/JS 5.1.0") == "openai-js/5.x"
@@ -227,7 +227,7 @@ async def test_a_session_id_shared_by_two_projects_stays_two_sessions(keyed: Gat
 async def test_models_need_a_key_and_list_only_what_it_may_use(
     aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    from proxy.settings import ModelRoute
+    from proxy.config.settings import ModelRoute
 
     routes = tuple(ModelRoute(model_name=name, model="openai/fake-model", api_base=upstream.base_url, api_key="k")
                    for name in ("gpt-test", "claude-test"))
@@ -241,8 +241,8 @@ async def test_models_need_a_key_and_list_only_what_it_may_use(
 async def test_keys_new_prints_a_key_its_entry_admits(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from proxy.cli import main
-    from proxy.keys import KeyRing
+    from proxy.cli.commands import main
+    from proxy.config.keys import KeyRing
 
     assert await asyncio.to_thread(main, ["keys", "new", "--client", "carol", "--project", "atmos", "--rpm", "30"]) == 0
     out = capsys.readouterr().out.splitlines()

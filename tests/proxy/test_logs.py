@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from proxy.logs import configure_logging
+from proxy.edge.logs import configure_logging
 
 
 @pytest.fixture

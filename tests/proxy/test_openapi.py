@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 from capture.approvals import Approval
 from capture.records import format_timestamp
 from proxy.appkeys import STORE
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.conftest import MODEL, Gateway, make_gateway
 
 ADMIN_KEY = "ctxgate-admin-key-5e1d0a"
@@ -74,7 +74,7 @@ async def test_spec_is_valid_openapi_and_names_every_route(gateway: Gateway) -> 
                     if not any(serves(r, method, path) for method, path in documented)]
     unserved = [f"{method} {path}" for method, path in documented
                 if not any(serves(r, method, path) for r in registered)]
-    assert undocumented == [], "routes missing from proxy/openapi.py"
+    assert undocumented == [], "routes missing from proxy/admin/openapi.py"
     assert unserved == [], "documented operations the app does not serve"
 
 

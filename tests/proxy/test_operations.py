@@ -11,7 +11,7 @@ import aiohttp
 
 from capture.store import StoreUnavailable
 from proxy.appkeys import CAPTURE_WRITER, STORE
-from proxy.fake_upstream import FakeUpstream
+from proxy.demo.fake_upstream import FakeUpstream
 from tests.conftest import MODEL, Gateway, make_gateway
 
 

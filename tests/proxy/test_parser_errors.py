@@ -13,8 +13,8 @@ import structlog
 from aiohttp import web
 
 from proxy.app import create_app
-from proxy.fake_upstream import FakeUpstream
-from proxy.server import make_runner
+from proxy.demo.fake_upstream import FakeUpstream
+from proxy.edge.server import make_runner
 from tests.conftest import gateway_settings
 
 

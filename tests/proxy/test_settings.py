@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.settings import ConfigError, load_settings
+from proxy.config.settings import ConfigError, load_settings
 
 FULL = """
 server: {host: 0.0.0.0, port: 9090, max_body_mb: 2}

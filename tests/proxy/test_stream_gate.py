@@ -11,8 +11,8 @@ import pytest
 
 from capture.sqlite import SQLiteStore
 from policy.rules import parse_policy
-from proxy.approvals import ApprovalBook
-from proxy.tool_guard import StreamToolGate, ToolGuard
+from proxy.pipeline.approvals import ApprovalBook
+from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard
 
 SECRET_ARGS = '{"stack": "prod", "really": true}'
 

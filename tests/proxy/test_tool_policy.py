@@ -15,7 +15,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from capture.approvals import ApprovalStatus
 from policy.rules import parse_policy
 from proxy.appkeys import APPROVALS, STORE
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.conftest import MODEL, Gateway, make_gateway
 
 
@@ -219,7 +219,7 @@ async def test_asked_call_that_times_out_is_refused(guarded: Gateway, stream: bo
 
 async def test_approval_from_the_cli_in_another_process_reaches_the_client(guarded: Gateway) -> None:
     from proxy.appkeys import SETTINGS
-    from proxy.cli import main
+    from proxy.cli.commands import main
 
     guarded.upstream.push(Reply(tool_calls=(EDIT,)))
 

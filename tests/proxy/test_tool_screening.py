@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from policy.rules import parse_policy
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.conftest import MODEL, Gateway, make_gateway
 
 POLICY = {"default": {"mode": "deny", "allowed_tools": ["file_read"], "blocked_tools": ["atmos_terraform_*"]}}

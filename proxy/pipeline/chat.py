@@ -11,17 +11,17 @@ from aiohttp import web
 
 from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS, STORE, UPSTREAM
-from proxy.assembly import StreamAssembler
-from proxy.bodies import read_json
-from proxy.chat_request import ChatRequest, UpstreamCall, parse_chat_request
-from proxy.context import ContextPack, build_pack, inject
-from proxy.errors import NotFound, Unauthorized, UpstreamError
-from proxy.exchange import Exchange, Outcome, Stage
-from proxy.identity import Identity, identify
-from proxy.settings import Settings
-from proxy.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
-from proxy.upstream import Upstream
-from proxy.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
+from proxy.dialects.openai_chat.assembly import StreamAssembler
+from proxy.edge.bodies import read_json
+from proxy.dialects.openai_chat.chat_request import ChatRequest, UpstreamCall, parse_chat_request
+from proxy.pipeline.context import ContextPack, build_pack, inject
+from proxy.edge.errors import NotFound, Unauthorized, UpstreamError
+from proxy.pipeline.exchange import Exchange, Outcome, Stage
+from proxy.pipeline.identity import Identity, identify
+from proxy.config.settings import Settings
+from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
+from proxy.upstream.translate import Upstream
+from proxy.edge.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
 
 log = structlog.get_logger("ctxgate.proxy")
 

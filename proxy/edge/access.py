@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.appkeys import KEYRING, SETTINGS
-from proxy.errors import Forbidden, NotFound, Unauthorized
-from proxy.identity import bearer_token
+from proxy.edge.errors import Forbidden, NotFound, Unauthorized
+from proxy.pipeline.identity import bearer_token
 
 
 @dataclass(frozen=True, slots=True)

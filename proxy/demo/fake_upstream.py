@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.wire import SSE_DONE, sse_frame
+from proxy.edge.wire import SSE_DONE, sse_frame
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from capture.records import InvalidRecord
 from capture.store import RecordRejected, StoreUnavailable
-from proxy.wire import error_envelope, json_response
+from proxy.edge.wire import error_envelope, json_response
 
 log = structlog.get_logger("ctxgate.proxy")
 

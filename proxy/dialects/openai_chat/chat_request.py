@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.errors import BadRequest
+from proxy.edge.errors import BadRequest
 
 Message = dict[str, Any]
 

@@ -8,12 +8,12 @@ from aiohttp import web
 
 from capture.ingest import Document, ingest
 from capture.knowledge import new_memory
-from proxy.access import read_access, require_admin
+from proxy.edge.access import read_access, require_admin
 from proxy.appkeys import SETTINGS, STORE
-from proxy.bodies import read_json
-from proxy.context import build_pack
-from proxy.errors import BadRequest, NotFound
-from proxy.wire import json_response
+from proxy.edge.bodies import read_json
+from proxy.pipeline.context import build_pack
+from proxy.edge.errors import BadRequest, NotFound
+from proxy.edge.wire import json_response
 
 
 async def add_memory(request: web.Request) -> web.Response:

@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.access import is_admin
+from proxy.edge.access import is_admin
 from proxy.appkeys import CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE
-from proxy.errors import Unauthorized
-from proxy.identity import bearer_token
-from proxy.wire import json_response
+from proxy.edge.errors import Unauthorized
+from proxy.pipeline.identity import bearer_token
+from proxy.edge.wire import json_response
 
 STOPPING: web.AppKey[bool] = web.AppKey("stopping", bool)
 

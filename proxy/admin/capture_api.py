@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from capture.records import InteractionQuery, interaction_from_payload
-from proxy.access import read_access, require_admin
+from proxy.edge.access import read_access, require_admin
 from proxy.appkeys import STORE
-from proxy.bodies import read_json
-from proxy.errors import BadRequest, NotFound
-from proxy.wire import json_response
+from proxy.edge.bodies import read_json
+from proxy.edge.errors import BadRequest, NotFound
+from proxy.edge.wire import json_response
 
 
 async def record_interaction(request: web.Request) -> web.Response:

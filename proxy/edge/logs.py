@@ -17,8 +17,8 @@ from aiohttp import web
 
 from capture.writable import safe_json
 from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID
-from proxy.errors import Handler
-from proxy.redaction import Redactor
+from proxy.edge.errors import Handler
+from proxy.edge.redaction import Redactor
 
 log = structlog.get_logger("ctxgate.proxy")
 

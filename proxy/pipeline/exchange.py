@@ -8,9 +8,9 @@ from enum import StrEnum
 from typing import Any
 
 from capture.records import MAX_COUNT, Interaction, new_interaction_id, now_timestamp
-from proxy.chat_request import ChatRequest, UpstreamCall
-from proxy.context import ContextPack
-from proxy.identity import Identity
+from proxy.dialects.openai_chat.chat_request import ChatRequest, UpstreamCall
+from proxy.pipeline.context import ContextPack
+from proxy.pipeline.identity import Identity
 
 
 class Outcome(StrEnum):

@@ -23,11 +23,11 @@ from capture.records import InteractionQuery
 from proxy.app import create_app
 from policy.rules import parse_policy
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, STORE
-from proxy.cli import format_table
-from proxy.fake_upstream import FakeUpstream, Reply, ToolCall
-from proxy.logs import configure_logging
-from proxy.server import make_runner
-from proxy.settings import ModelRoute, Settings
+from proxy.cli.commands import format_table
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.edge.logs import configure_logging
+from proxy.edge.server import make_runner
+from proxy.config.settings import ModelRoute, Settings
 
 def _tool(name: str, description: str) -> Any:
     return {"type": "function", "function": {"name": name, "description": description,

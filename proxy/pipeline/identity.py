@@ -19,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.chat_request import ChatRequest, Message
-from proxy.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
-from proxy.keys import KeyRing, VirtualKey
-from proxy.settings import Settings
+from proxy.dialects.openai_chat.chat_request import ChatRequest, Message
+from proxy.edge.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
+from proxy.config.keys import KeyRing, VirtualKey
+from proxy.config.settings import Settings
 
 PROJECT_HEADER = "X-Ctxgate-Project"
 SESSION_HEADER = "X-Ctxgate-Session"

@@ -25,10 +25,10 @@ from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_c
 import structlog  # noqa: E402
 
 from capture.writable import writable  # noqa: E402
-from proxy.chat_request import UpstreamCall  # noqa: E402
-from proxy.errors import UpstreamError  # noqa: E402
-from proxy.redaction import Redactor  # noqa: E402
-from proxy.settings import Settings  # noqa: E402
+from proxy.dialects.openai_chat.chat_request import UpstreamCall  # noqa: E402
+from proxy.edge.errors import UpstreamError  # noqa: E402
+from proxy.edge.redaction import Redactor  # noqa: E402
+from proxy.config.settings import Settings  # noqa: E402
 
 log = structlog.get_logger("ctxgate.upstream")
 

@@ -16,7 +16,7 @@ import yaml
 
 from capture.store import sqlite_path
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
-from proxy.keys import KeyConfigError, VirtualKey, parse_keys
+from proxy.config.keys import KeyConfigError, VirtualKey, parse_keys
 
 DEFAULT_DB = "./ctxgate.db"
 CONFIG_FILE = "ctxgate.yaml"  # looked for in the current directory

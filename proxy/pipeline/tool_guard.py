@@ -17,9 +17,9 @@ import structlog
 from capture.store import Store, StoreUnavailable
 from policy.evaluate import Decision, evaluate, undeclared
 from policy.rules import Action, ProjectPolicy, PolicySet
-from proxy.approvals import ApprovalBook
-from proxy.assembly import TOOL_CALL_SHAPES
-from proxy.errors import BadRequest
+from proxy.pipeline.approvals import ApprovalBook
+from proxy.dialects.openai_chat.assembly import TOOL_CALL_SHAPES
+from proxy.edge.errors import BadRequest
 
 log = structlog.get_logger("ctxgate.policy")
 

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from proxy.appkeys import SETTINGS
-from proxy.errors import BadRequest, GatewayError
+from proxy.edge.errors import BadRequest, GatewayError
 
 # orjson reads JSON nested 1,024 deep but writes only 254: a body in between could be taken
 # and then never recorded. Nothing a client sends for real comes near this.

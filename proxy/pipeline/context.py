@@ -10,7 +10,7 @@ from typing import Any
 from capture.knowledge import Scored
 from capture.store import Store
 from capture.tokens import count_tokens
-from proxy.chat_request import Message
+from proxy.dialects.openai_chat.chat_request import Message
 
 QUERY_CHARS = 4000  # splitting the query into words costs time in proportion
 CANDIDATES = 24  # per kind: enough to fill a budget of a few thousand tokens

@@ -16,7 +16,7 @@ from aiohttp import web
 from capture.approvals import ApprovalStatus
 from capture.knowledge import MemoryStatus
 from capture.records import LIST_LIMIT_CAP, LIST_LIMIT_DEFAULT
-from proxy.wire import json_response
+from proxy.edge.wire import json_response
 
 Schema = dict[str, Any]
 

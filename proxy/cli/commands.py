@@ -28,7 +28,7 @@ from capture.records import (
 )
 from capture.spool import Spool
 from capture.store import Store, StoreUnavailable, open_store, sqlite_path
-from proxy.settings import (
+from proxy.config.settings import (
     ConfigError,
     ConfigSource,
     StoreChoice,
@@ -311,7 +311,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _context(args: argparse.Namespace) -> int:
-    from proxy.context import build_pack
+    from proxy.pipeline.context import build_pack
 
     pack = asyncio.run(_with_store(_store(args), lambda store: build_pack(
         store, args.project, [{"role": "user", "content": args.question}], args.budget)))
@@ -327,7 +327,7 @@ def _context(args: argparse.Namespace) -> int:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from proxy.keys import digest, new_key
+    from proxy.config.keys import digest, new_key
 
     key = new_key()
     entry: dict[str, Any] = {"sha256": digest(key), "client": args.client}
@@ -455,7 +455,7 @@ def _store(args: argparse.Namespace) -> StoreChoice:
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
     settings = load_settings(config, host=args.host, port=args.port, db=args.db, log_format=args.log_format)
-    from proxy.server import listen, serve
+    from proxy.edge.server import listen, serve
 
     try:
         # Before the app is built and warmed up: a port in use is then one line, at once.
@@ -470,7 +470,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.demo.demo import run_demo
 
     return run_demo()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from capture.records import LIST_LIMIT_CAP, InteractionQuery
-from proxy.access import read_access
+from proxy.edge.access import read_access
 from proxy.appkeys import STORE
-from proxy.errors import BadRequest, NotFound
-from proxy.wire import json_response
+from proxy.edge.errors import BadRequest, NotFound
+from proxy.edge.wire import json_response
 
 
 async def list_sessions(request: web.Request) -> web.Response:

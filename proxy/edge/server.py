@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from proxy.logs import configure_logging
-from proxy.settings import ConfigSource, Settings
-from proxy.wire import error_envelope, json_response
+from proxy.edge.logs import configure_logging
+from proxy.config.settings import ConfigSource, Settings
+from proxy.edge.wire import error_envelope, json_response
 
 log = structlog.get_logger("ctxgate.proxy")
 

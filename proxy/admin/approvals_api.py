@@ -6,11 +6,11 @@ from aiohttp import web
 
 from capture.approvals import ApprovalStatus
 from proxy.appkeys import APPROVALS, SETTINGS, STORE
-from proxy.bodies import read_json
-from proxy.access import read_access, require_admin
-from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
-from proxy.identity import CLIENT_HEADER, MAX_NAME, own_header
-from proxy.wire import json_response
+from proxy.edge.bodies import read_json
+from proxy.edge.access import read_access, require_admin
+from proxy.edge.errors import BadRequest, Conflict, Forbidden, NotFound
+from proxy.pipeline.identity import CLIENT_HEADER, MAX_NAME, own_header
+from proxy.edge.wire import json_response
 
 
 

@@ -1,0 +1,1 @@
+"""The management APIs: interactions, sessions, memories and ingestion, approvals, the OpenAPI contract."""

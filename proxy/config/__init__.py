@@ -1,0 +1,1 @@
+"""Configuration: the file, the environment and flags parsed once; virtual keys."""

@@ -1,0 +1,1 @@
+"""Client wire protocols, each a room of its own."""

@@ -1,0 +1,1 @@
+"""OpenAI chat completions: the request as the client sent it, streams reassembled."""

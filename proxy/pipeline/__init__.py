@@ -1,0 +1,1 @@
+"""The request pipeline: identify, pack, forward, gate, respond, record; the exchange it builds."""

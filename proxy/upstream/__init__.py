@@ -1,0 +1,1 @@
+"""Carrying a call to a provider: the only room that imports litellm."""
