@@ -99,23 +99,3 @@ class Store(Protocol):
 
     async def allowed_always(self, project: str) -> frozenset[str]:
         """Tools a person allowed always for `project`."""
-
-
-def sqlite_path(url: str) -> str | None:
-    """The SQLite file a store URL names (a path, or `sqlite:///path`); None for other backends."""
-    if url.startswith("sqlite:///"):
-        return url.removeprefix("sqlite:///")
-    return None if "://" in url else url
-
-
-def open_store(url: str) -> Store:
-    """A store for `url`: a file path, `sqlite:///path`, or `postgresql://...`."""
-    path = sqlite_path(url)
-    if path is None:
-        raise StoreUnavailable(
-            f"no store for {url.partition('://')[0]}:// URLs in this version; use a SQLite file path or "
-            "sqlite:///path (PostgreSQL is not available yet)"
-        )
-    from capture.sqlite import SQLiteStore
-
-    return SQLiteStore(path)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from capture.records import Interaction, format_timestamp
 from capture.spool import Spool, SpoolUnavailable
-from capture.store import open_store
+from capture.backends import open_store
 from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sessions_api

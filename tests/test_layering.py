@@ -17,7 +17,8 @@ def modules_after(code: str) -> set[str]:
 
 
 def test_capture_imports_neither_proxy_nor_aiohttp_nor_litellm() -> None:
-    loaded = modules_after("import capture.records, capture.store, capture.sqlite, capture.writer, capture.migrations")
+    loaded = modules_after("import capture.records, capture.store, capture.backends, capture.sqlite, capture.writer, "
+                           "capture.spool, capture.writable, capture.migrations")
     assert not {m for m in loaded if m.split(".")[0] in {"proxy", "aiohttp", "litellm", "policy"}}
 
 
@@ -55,3 +56,29 @@ def test_only_the_upstream_module_imports_litellm() -> None:
         if "litellm" in imported_roots(path)
     )
     assert importers == ["proxy/upstream/translate.py"]
+
+
+def test_no_two_modules_import_each_other_even_lazily() -> None:
+    root = Path(__file__).resolve().parent.parent
+    imports: dict[str, set[str]] = {}
+    for package in ("proxy", "capture", "policy"):
+        for path in (root / package).rglob("*.py"):
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            imports[module] = {
+                node.module for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                and node.module.split(".")[0] in ("proxy", "capture", "policy")
+            }
+
+    def reaches(start: str, goal: str) -> bool:
+        todo, seen = [start], {start}
+        while todo:
+            for step in imports.get(todo.pop(), ()):
+                if step == goal:
+                    return True
+                if step not in seen:
+                    seen.add(step)
+                    todo.append(step)
+        return False
+
+    assert [m for m in imports if reaches(m, m)] == []

@@ -27,7 +27,9 @@ from capture.records import (
     parse_age,
 )
 from capture.spool import Spool
-from capture.store import Store, StoreUnavailable, open_store, sqlite_path
+from capture.backends import open_store, sqlite_path
+from capture.store import Store, StoreUnavailable
+from proxy.cli.tables import format_table, table
 from proxy.config.settings import (
     ConfigError,
     ConfigSource,
@@ -209,7 +211,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
         for session in found:
             sys.stdout.write(orjson.dumps(session.as_dict()).decode() + "\n")
         return 0
-    print(_table(found, ("id", "project", "client", "first_at", "last_at", "interaction_count",
+    print(table(found, ("id", "project", "client", "first_at", "last_at", "interaction_count",
                          "prompt_tokens", "completion_tokens"), "no sessions"))
     return 0
 
@@ -279,7 +281,7 @@ def _memories_list(args: argparse.Namespace) -> int:
         for memory in found:
             sys.stdout.write(orjson.dumps(memory.as_dict()).decode() + "\n")
         return 0
-    print(_table(found, ("id", "project", "type", "confidence", "status", "use_count", "content"), "no memories"))
+    print(table(found, ("id", "project", "type", "confidence", "status", "use_count", "content"), "no memories"))
     return 0
 
 
@@ -508,14 +510,6 @@ def _interactions_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: Sequence[Any], columns: tuple[str, ...], empty: str) -> str:
-    if not rows:
-        return empty
-    cells = [[_cell(getattr(r, c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(r[n]) for r in cells)) for n, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 def _interactions_show(args: argparse.Namespace) -> int:
@@ -530,20 +524,13 @@ def _interactions_show(args: argparse.Namespace) -> int:
     return 0
 
 
-_TABLE_COLUMNS = ("id", "created_at", "project", "session_id", "client", "model", "status",
-                  "prompt_tokens", "completion_tokens", "latency_ms")
 
 
-def format_table(interactions: Sequence[Interaction]) -> str:
-    return _table(interactions, _TABLE_COLUMNS, "no interactions")
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
+
+
+
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from capture.store import sqlite_path
+from capture.backends import sqlite_path
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
 from proxy.config.keys import KeyConfigError, VirtualKey, parse_keys
 

@@ -23,7 +23,7 @@ from capture.records import InteractionQuery
 from proxy.app import create_app
 from policy.rules import parse_policy
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, STORE
-from proxy.cli.commands import format_table
+from proxy.cli.tables import format_table
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.edge.logs import configure_logging
 from proxy.edge.server import make_runner
