@@ -77,11 +77,18 @@ class UpstreamError(GatewayError):
     kind = "upstream_error"
 
     def __init__(self, message: str, *, status: int, kind: str | None = None, param: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, retry_after: str | None = None) -> None:
         super().__init__(message, param=param, code=code)
         self.status = status
+        self.retry_after = retry_after  # the provider's own, passed on with its 429 or 503
         if kind:
             self.kind = kind
+
+    def response(self) -> web.Response:
+        response = super().response()
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = self.retry_after
+        return response
 
 
 class ServiceUnavailable(GatewayError):

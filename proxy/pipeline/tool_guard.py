@@ -19,7 +19,7 @@ from policy.evaluate import Decision, evaluate, undeclared
 from policy.rules import Action, ProjectPolicy, PolicySet
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.openai_chat.assembly import TOOL_CALL_SHAPES
-from proxy.edge.errors import BadRequest
+from proxy.edge.errors import BadRequest, UpstreamError
 
 log = structlog.get_logger("ctxgate.policy")
 
@@ -369,6 +369,7 @@ class _ChoiceState:
     sent_calls: int = 0
     refused: list[str] = field(default_factory=list)
     has_content: bool = False
+    is_finished: bool = False  # the provider sent this choice's finish_reason
 
 
 class StreamToolGate:
@@ -403,6 +404,7 @@ class StreamToolGate:
                     state.held.append(_HeldCall(index=None, legacy=True))
                 _merge(state.held[-1], {"function": delta.pop("function_call")})
             if choice.get("finish_reason"):
+                state.is_finished = True
                 out += await self._settle(index, state)
                 if state.sent_calls:
                     choice["finish_reason"] = "tool_calls"
@@ -414,11 +416,16 @@ class StreamToolGate:
         return out
 
     async def finish(self) -> list[dict[str, Any]]:
-        """At the end of the upstream stream: calls still held (no finish_reason came for
-        them) are decided now, and their choice is finished."""
+        """At the end of the upstream stream. One in which no choice finished was cut short:
+        UpstreamError, and nothing held is released (its arguments may be incomplete).
+        Otherwise a choice left unfinished (litellm drops the finish_reason of every choice
+        past the first) has its held calls decided now, and is finished."""
+        if not any(state.is_finished for state in self._choices.values()):
+            raise UpstreamError("the provider's stream ended before its answer was finished",
+                                status=502, code="upstream_stream_cut")
         out: list[dict[str, Any]] = []
         for index, state in self._choices.items():
-            if not state.held:
+            if state.is_finished:
                 continue
             out += await self._settle(index, state)
             if not state.sent_calls and state.refused:

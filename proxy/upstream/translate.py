@@ -107,7 +107,12 @@ class Upstream:
             raise self._error(error, call) from error
         try:
             async for chunk in response:
+                if _is_made_up_finish(response):
+                    raise UpstreamError("the provider's stream ended before its answer was finished",
+                                        status=502, code="upstream_stream_cut")
                 yield _chunk_dict(chunk, call.model)
+        except UpstreamError:
+            raise
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
         finally:
@@ -166,6 +171,14 @@ def _speaks_openai(model: str) -> bool:
     return provider in _OPENAI_STYLE_PROVIDERS
 
 
+def _is_made_up_finish(stream: Any) -> bool:
+    """litellm ends every stream with a finish chunk; when the provider sent no finish_reason
+    (it cut the stream short) that chunk's `stop` is litellm's own, and must not reach the
+    client as a clean end."""
+    return bool(getattr(stream, "sent_last_chunk", False)) and getattr(stream, "received_finish_reason", None) is None \
+        and getattr(stream, "intermittent_finish_reason", None) is None
+
+
 def _chunk_dict(chunk: Any, model: str) -> dict[str, Any]:
     data: dict[str, Any] = chunk.model_dump(exclude_none=True)
     _strip_litellm_keys(data)
@@ -198,8 +211,10 @@ def _upstream_error(error: Exception) -> UpstreamError:
     if isinstance(error, litellm.exceptions.Timeout) or status in (408, 504):
         return UpstreamError(f"upstream timed out: {message}", status=504, kind="timeout", code="upstream_timeout")
     if status in _PASSED_STATUSES:
-        kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else None
-        return UpstreamError(message, status=status, kind=kind, param=_text(param), code=_text(code) or f"upstream_{status}")
+        kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else (
+            "rate_limit_error" if status == 429 else None)
+        return UpstreamError(message, status=status, kind=kind, param=_text(param), code=_text(code) or f"upstream_{status}",
+                             retry_after=_retry_after(error) if status == 429 else None)
     if _is_refused_before_sending(error):
         # litellm turns the request into the provider's shape first, and wraps what fails there
         # (a value of the wrong type) as a connection error: it is the client's to mend.
@@ -254,6 +269,17 @@ def _is_refused_before_sending(error: Exception) -> bool:
     cause, *causes = _causes(error)
     return (isinstance(cause, litellm.exceptions.APIConnectionError) and bool(causes)
             and all(type(c).__module__ == "builtins" and not isinstance(c, OSError) for c in causes))
+
+
+def _retry_after(error: Exception) -> str | None:
+    """The provider's `Retry-After`, from the HTTP response somewhere in litellm's chain."""
+    for cause in _causes(error):
+        for headers in (getattr(cause, "litellm_response_headers", None),
+                        getattr(getattr(cause, "response", None), "headers", None)):
+            value = headers.get("retry-after") if headers is not None and hasattr(headers, "get") else None
+            if isinstance(value, str) and value.strip().isdigit():
+                return value.strip()
+    return None
 
 
 def _text(value: Any) -> str | None:

@@ -13,6 +13,7 @@ from capture.sqlite import SQLiteStore
 from policy.rules import parse_policy
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard
+from proxy.edge.errors import UpstreamError
 
 SECRET_ARGS = '{"stack": "prod", "really": true}'
 
@@ -113,12 +114,24 @@ async def test_blocked_call_beside_an_allowed_one_leaves_no_fragment(store: SQLi
     assert "prod" not in json.dumps(out) and "destroy" not in json.dumps(out)
 
 
-async def test_a_stream_that_ends_without_finish_reason_still_decides_and_finishes(store: SQLiteStore) -> None:
+async def test_a_stream_in_which_no_choice_finished_was_cut_and_releases_nothing(store: SQLiteStore) -> None:
     gate = gate_for(store)
-    out = await run(gate, [chunk(call(0, id="bad", name="destroy", args="{}"))])
-    assert sent_calls(out) == [] and finishes(out) == ["stop"]
-    assert "destroy" in out[0]["choices"][0]["delta"]["content"]  # the refusal says what was refused
-    assert [d["action"] for d in gate.guard.decisions] == ["deny"]
+    out = await gate.feed(chunk(call(0, id="ok", name="read", args='{"pa')))
+    with pytest.raises(UpstreamError, match="ended before its answer was finished"):
+        await gate.finish()
+    assert sent_calls(out) == [] and gate.guard.decisions == []  # a cut call's arguments may be incomplete
+
+
+async def test_a_choice_left_unfinished_beside_a_finished_one_is_decided_and_finished(store: SQLiteStore) -> None:
+    """litellm drops the finish_reason of every streamed choice past the first."""
+    out = await run(gate_for(store), [
+        chunk(call(0, id="a", name="read", args="{}"), choice=0),
+        chunk(call(0, id="b", name="destroy", args="{}"), choice=1),
+        chunk(finish="tool_calls", choice=0),
+    ])
+    by_choice = {ch["index"]: ch["finish_reason"] for c in out for ch in c["choices"] if ch["finish_reason"]}
+    assert by_choice == {0: "tool_calls", 1: "stop"}
+    assert "destroy" in "".join(ch["delta"].get("content") or "" for c in out for ch in c["choices"] if ch["index"] == 1)
 
 
 async def test_each_choice_is_decided_on_its_own(store: SQLiteStore) -> None:
