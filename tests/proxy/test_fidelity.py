@@ -85,3 +85,19 @@ async def test_every_streamed_choice_gets_its_finish_reason(aiohttp_server: Any,
     assert set(finished) == {0, 1}  # litellm passes choice 1's on without its reason; it is finished all the same
     [record] = await gateway.recorded(1)
     assert record.status == "ok" and [m["content"] for m in record.response] == ["one", "two"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_200_that_is_not_an_answer_is_a_502_recorded_as_upstream_error(
+    aiohttp_server: Any, tmp_path: Path, stream: bool
+) -> None:
+    async def login_page(_: web.Request) -> web.Response:  # a proxy in front of the provider, say
+        return web.Response(text="<html><body>Please sign in</body></html>", content_type="text/html")
+
+    gateway = await behind(aiohttp_server, tmp_path, login_page)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "stream": stream})
+        body = await response.json()
+    assert response.status == 502 and body["error"]["type"] == "upstream_error"
+    [record] = await gateway.recorded(1)
+    assert record.status == "upstream_error"
