@@ -27,7 +27,7 @@ from proxy.config.keys import KeyRing
 from proxy.edge.logs import stamp_response_headers, request_log_middleware
 from proxy.edge.metrics import Metrics
 from proxy.config.settings import Settings, legacy_spool_file, spool_directory
-from proxy.upstream.translate import Upstream
+from proxy.upstream.seam import Upstream
 from proxy.edge.wire import json_response
 
 log = structlog.get_logger("ctxgate.proxy")

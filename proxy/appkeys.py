@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from proxy.config.keys import KeyRing
     from proxy.edge.metrics import Metrics
     from proxy.config.settings import Settings
-    from proxy.upstream.translate import Upstream
+    from proxy.upstream.seam import Upstream
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[Store] = web.AppKey("store")

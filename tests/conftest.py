@@ -62,16 +62,23 @@ class Gateway:
         return full
 
 
-def gateway_settings(upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Settings:
+def gateway_settings(
+    upstream: FakeUpstream, tmp_path: Path, *, transport: str | None = None, **overrides: Any
+) -> Settings:
+    """The fake upstream as the one declared model; `transport` pins how it is called (None:
+    as the gateway chooses, which for this OpenAI-speaking route is native)."""
     settings = Settings(
         store_url=str(tmp_path / "ctxgate.db"),
-        models=(ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=upstream.base_url, api_key=PROVIDER_KEY),),
+        models=(ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=upstream.base_url, api_key=PROVIDER_KEY,
+                           transport=transport),),
     )
     return replace(settings, **overrides)
 
 
-async def make_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Gateway:
-    settings = gateway_settings(upstream, tmp_path, **overrides)
+async def make_gateway(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, *, transport: str | None = None, **overrides: Any
+) -> Gateway:
+    settings = gateway_settings(upstream, tmp_path, transport=transport, **overrides)
     app = create_app(settings)
     # As `ctxgate serve` runs it (TestServer always sets handler_cancellation, as serve does).
     options = {k: v for k, v in server_options(settings).items() if k != "handler_cancellation"}
@@ -79,6 +86,13 @@ async def make_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Pa
     return Gateway(server=server, app=app, upstream=upstream)
 
 
+@pytest.fixture(params=["native", "translate"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both ways of carrying a call: every test of the `gateway` fixture runs on each."""
+    value: str = request.param
+    return value
+
+
 @pytest.fixture
-async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
-    return await make_gateway(aiohttp_server, upstream, tmp_path)
+async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, transport: str) -> Gateway:
+    return await make_gateway(aiohttp_server, upstream, tmp_path, transport=transport)

@@ -82,3 +82,10 @@ def test_no_two_modules_import_each_other_even_lazily() -> None:
         return False
 
     assert [m for m in imports if reaches(m, m)] == []
+
+
+def test_dialects_import_no_http_client() -> None:
+    root = Path(__file__).resolve().parent.parent
+    found = {str(path.relative_to(root)): imported_roots(path) & {"aiohttp", "httpx", "litellm", "requests"}
+             for path in (root / "proxy" / "dialects").rglob("*.py")}
+    assert found and all(not clients for clients in found.values()), found

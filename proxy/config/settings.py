@@ -36,6 +36,7 @@ class ModelRoute:
     api_key: str | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
     env_values: tuple[str, ...] = field(default=(), repr=False)  # read via os.environ/: treated as secrets
+    transport: str | None = None  # native | translate; None: native where the provider speaks OpenAI chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +400,8 @@ def _type_name(expected: Any) -> str:
     return str(expected.__name__)
 
 
-_ROUTE_KEYS = {"model_name", "litellm_params", "model_info"}
+_ROUTE_KEYS = {"model_name", "litellm_params", "model_info", "transport"}
+TRANSPORTS = ("native", "translate")
 
 
 def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> ModelRoute:
@@ -410,6 +412,9 @@ def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> 
     name = entry.get("model_name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.model_name: required, a non-empty string")
+    transport = entry.get("transport")
+    if transport is not None and transport not in TRANSPORTS:
+        raise ConfigError(f"{where}.transport: must be native or translate, got {transport!r}")
     params = entry.get("litellm_params")
     if not isinstance(params, dict) or not isinstance(params.get("model"), str):
         raise ConfigError(f"{where}.litellm_params.model: required, a string such as openai/gpt-4o-mini")
@@ -425,6 +430,7 @@ def _model_route(entry: Any, index: int, path: Path, env: Mapping[str, str]) -> 
         api_key=resolved.pop("api_key", None),
         extra=resolved,
         env_values=from_env,
+        transport=transport,
     )
 
 

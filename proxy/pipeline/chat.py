@@ -20,7 +20,7 @@ from proxy.pipeline.exchange import Exchange, Outcome, Stage
 from proxy.pipeline.identity import Identity, identify
 from proxy.config.settings import Settings
 from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
-from proxy.upstream.translate import Upstream
+from proxy.upstream.seam import Upstream
 from proxy.edge.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
 
 log = structlog.get_logger("ctxgate.proxy")
@@ -38,6 +38,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ensure_model_reachable(chat, identity, app[SETTINGS])
     pack = exchange.pack = await pack_context(request, chat, identity, app[SETTINGS])
     call = exchange.call = prepare_call(chat, identity, app[SETTINGS], pack)
+    exchange.transport = app[UPSTREAM].transport_for(call)
     guard = ToolGuard(
         policies=app[SETTINGS].policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
         session_id=identity.session_id, interaction_id=exchange.id, declared=declared_tool_names(chat.params),

@@ -37,6 +37,7 @@ class Exchange:
     chat: ChatRequest | None = None
     identity: Identity | None = None
     call: UpstreamCall | None = None
+    transport: str | None = None  # native | translate: how the call was carried
     pack: ContextPack | None = None
     response: Any = None
     outcome: Outcome | None = None
@@ -111,6 +112,8 @@ class Exchange:
             fields["interaction_id"] = self.id
         if self.chat is not None:
             fields.update(model=self.chat.model, stream=self.chat.stream)
+        if self.transport is not None:
+            fields["transport"] = self.transport
         if self.identity is not None:
             fields.update(
                 client=self.identity.client, project=self.identity.project, session_id=self.identity.session_id

@@ -28,7 +28,8 @@ from capture.writable import writable  # noqa: E402
 from proxy.dialects.openai_chat.chat_request import UpstreamCall  # noqa: E402
 from proxy.edge.errors import UpstreamError  # noqa: E402
 from proxy.edge.redaction import Redactor  # noqa: E402
-from proxy.config.settings import Settings  # noqa: E402
+from proxy.upstream.native import NativeRoute  # noqa: E402
+from proxy.config.settings import ModelRoute, Settings  # noqa: E402
 
 log = structlog.get_logger("ctxgate.upstream")
 
@@ -52,7 +53,7 @@ _PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
 
 
-class Upstream:
+class Translate:
     """Forwards calls through `litellm.acompletion` to the route the model name maps to."""
 
     def __init__(self, settings: Settings) -> None:
@@ -160,6 +161,34 @@ class Upstream:
             arguments["extra_body"] = extra_body
         arguments.update(messages=call.messages, stream=call.stream)
         return arguments
+
+
+# Where a route's provider speaks OpenAI chat, the native transport can carry it: OpenAI's own
+# provider names, and the providers litellm itself calls OpenAI-compatible (vLLM, Groq, ...).
+_NATIVE_PROVIDERS = frozenset({
+    "openai", "openai_like", "custom_openai", "hosted_vllm",
+    *litellm.openai_compatible_providers,  # type: ignore[attr-defined]  # a list litellm does not re-export by name
+})
+# litellm_params the native transport applies itself; a route with any other goes through litellm.
+_NATIVE_PARAMS = frozenset({"timeout"})
+
+
+def native_route(route: ModelRoute) -> NativeRoute | None:
+    """How `route` is called natively, or None for the translate transport: litellm resolves
+    the provider and its name for the model; `transport:` in the route overrides. Natively
+    only with an api_base of the route's own (litellm's defaults per provider stay with it)."""
+    if route.transport == "translate" or not route.api_base:
+        return None
+    try:
+        model, provider, _, _ = litellm.get_llm_provider(route.model, api_base=route.api_base)
+    except Exception:  # a name litellm cannot resolve: it will say so when called
+        return None
+    is_native = route.transport == "native" or (provider in _NATIVE_PROVIDERS and set(route.extra) <= _NATIVE_PARAMS)
+    if not is_native:
+        return None
+    timeout = route.extra.get("timeout")
+    return NativeRoute(url=route.api_base.rstrip("/") + "/chat/completions", model=model, api_key=route.api_key,
+                       timeout_s=float(timeout) if isinstance(timeout, (int, float)) else None)
 
 
 @functools.cache

@@ -43,10 +43,11 @@ async def echoing_provider(aiohttp_server: Any) -> str:
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_provider_key_echoed_in_an_error_reaches_neither_client_nor_record(
-    aiohttp_server: Any, tmp_path: Path, stream: bool
+    aiohttp_server: Any, tmp_path: Path, stream: bool, transport: str
 ) -> None:
     base = await echoing_provider(aiohttp_server)
-    route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=base, api_key=PROVIDER_KEY)
+    route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=base, api_key=PROVIDER_KEY,
+                       transport=transport)
     gateway = await make_gateway(aiohttp_server, FakeUpstream(base_url=base), tmp_path, models=(route,))
     with pytest.raises(openai.AuthenticationError) as caught:
         await gateway.client().chat.completions.create(**CHAT, stream=stream)
@@ -59,10 +60,12 @@ async def test_a_provider_key_echoed_in_an_error_reaches_neither_client_nor_reco
     assert PROVIDER_KEY not in (record.error or "") and "Incorrect API key" in (record.error or "")
 
 
-async def test_the_callers_own_key_and_a_virtual_key_are_scrubbed_too(aiohttp_server: Any, tmp_path: Path) -> None:
+async def test_the_callers_own_key_and_a_virtual_key_are_scrubbed_too(
+    aiohttp_server: Any, tmp_path: Path, transport: str
+) -> None:
     base = await echoing_provider(aiohttp_server)
     # No key in the route: with no keys configured the client's own bearer goes upstream.
-    route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=base)
+    route = ModelRoute(model_name=MODEL, model="openai/fake-model", api_base=base, transport=transport)
     gateway = await make_gateway(aiohttp_server, FakeUpstream(base_url=base), tmp_path, models=(route,))
     with pytest.raises(openai.AuthenticationError) as caught:
         await gateway.client(api_key="client-own-provider-key-91c2").chat.completions.create(**CHAT)

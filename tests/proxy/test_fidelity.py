@@ -20,11 +20,12 @@ CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content":
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def behind(aiohttp_server: Any, tmp_path: Path, handler: Handler) -> Gateway:
+async def behind(aiohttp_server: Any, tmp_path: Path, handler: Handler, transport: str) -> Gateway:
     provider = web.Application()
     provider.router.add_post("/v1/chat/completions", handler)
     server = await aiohttp_server(provider)
-    return await make_gateway(aiohttp_server, FakeUpstream(base_url=str(server.make_url("/v1"))), tmp_path)
+    return await make_gateway(aiohttp_server, FakeUpstream(base_url=str(server.make_url("/v1"))), tmp_path,
+                              transport=transport)
 
 
 def sse(*events: dict[str, Any], done: bool = True) -> bytes:
@@ -48,12 +49,14 @@ def streaming(body: bytes) -> Handler:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_providers_429_keeps_its_retry_after(aiohttp_server: Any, tmp_path: Path, stream: bool) -> None:
+async def test_a_providers_429_keeps_its_retry_after(
+    aiohttp_server: Any, tmp_path: Path, transport: str, stream: bool
+) -> None:
     async def busy(_: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "slow down", "type": "requests", "param": None,
                                             "code": "rate_limit_exceeded"}}, status=429, headers={"Retry-After": "17"})
 
-    gateway = await behind(aiohttp_server, tmp_path, busy)
+    gateway = await behind(aiohttp_server, tmp_path, busy, transport)
     with pytest.raises(openai.RateLimitError) as caught:
         await gateway.client().chat.completions.create(**CHAT, stream=stream)
     assert caught.value.response.headers["Retry-After"] == "17"
@@ -61,9 +64,11 @@ async def test_a_providers_429_keeps_its_retry_after(aiohttp_server: Any, tmp_pa
                                  "code": "rate_limit_exceeded"}
 
 
-async def test_a_stream_the_provider_cuts_short_is_an_error_not_a_stop(aiohttp_server: Any, tmp_path: Path) -> None:
+async def test_a_stream_the_provider_cuts_short_is_an_error_not_a_stop(
+    aiohttp_server: Any, tmp_path: Path, transport: str
+) -> None:
     cut = sse(chunk(0, {"role": "assistant", "content": "half an ans"}), done=False)
-    gateway = await behind(aiohttp_server, tmp_path, streaming(cut))
+    gateway = await behind(aiohttp_server, tmp_path, streaming(cut), transport)
     received = []
     with pytest.raises(openai.APIError, match="ended before its answer was finished"):
         async for part in await gateway.client().chat.completions.create(**CHAT, stream=True):
@@ -73,10 +78,12 @@ async def test_a_stream_the_provider_cuts_short_is_an_error_not_a_stop(aiohttp_s
     assert record.status == "upstream_error" and record.response["content"] == "half an ans"
 
 
-async def test_every_streamed_choice_gets_its_finish_reason(aiohttp_server: Any, tmp_path: Path) -> None:
+async def test_every_streamed_choice_gets_its_finish_reason(
+    aiohttp_server: Any, tmp_path: Path, transport: str
+) -> None:
     answer = sse(chunk(0, {"role": "assistant", "content": "one"}), chunk(1, {"role": "assistant", "content": "two"}),
                  chunk(0, {}, "stop"), chunk(1, {}, "length"))
-    gateway = await behind(aiohttp_server, tmp_path, streaming(answer))
+    gateway = await behind(aiohttp_server, tmp_path, streaming(answer), transport)
     async with aiohttp.ClientSession() as session:
         response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "stream": True, "n": 2})
         text = await response.text()
@@ -89,12 +96,12 @@ async def test_every_streamed_choice_gets_its_finish_reason(aiohttp_server: Any,
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_200_that_is_not_an_answer_is_a_502_recorded_as_upstream_error(
-    aiohttp_server: Any, tmp_path: Path, stream: bool
+    aiohttp_server: Any, tmp_path: Path, transport: str, stream: bool
 ) -> None:
     async def login_page(_: web.Request) -> web.Response:  # a proxy in front of the provider, say
         return web.Response(text="<html><body>Please sign in</body></html>", content_type="text/html")
 
-    gateway = await behind(aiohttp_server, tmp_path, login_page)
+    gateway = await behind(aiohttp_server, tmp_path, login_page, transport)
     async with aiohttp.ClientSession() as session:
         response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "stream": stream})
         body = await response.json()

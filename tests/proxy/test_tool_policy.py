@@ -46,8 +46,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture
-async def guarded(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> Gateway:
-    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY), admin_key=ADMIN_KEY)
+async def guarded(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, transport: str) -> Gateway:
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, transport=transport, policy=parse_policy(POLICY),
+                                 admin_key=ADMIN_KEY)
     gateway.app[APPROVALS].keepalive_every_s = 0.05
     return gateway
 

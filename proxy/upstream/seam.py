@@ -1,0 +1,54 @@
+"""The upstream seam: one call in, the provider's answer out, by the transport its route takes.
+
+`native` where the route's provider speaks OpenAI chat (see `translate.native_route`): the
+body goes out as ctxgate holds it and the answer is read with orjson. `translate` everywhere
+else: litellm converts to and from the provider's protocol. Both hand the pipeline the same
+values and raise the same UpstreamError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from proxy.config.settings import Settings
+from proxy.dialects.openai_chat.chat_request import UpstreamCall
+from proxy.edge.redaction import Redactor
+from proxy.upstream.native import NativeRoute, NativeTransport
+from proxy.upstream.translate import Translate, native_route
+
+
+class Upstream:
+    def __init__(self, settings: Settings) -> None:
+        self.translate = Translate(settings)
+        self.native = NativeTransport(Redactor(settings.secrets), settings.upstream_timeout_s)
+        self._native_routes = {route.model_name: native_route(route) for route in settings.models}
+
+    def transport_for(self, call: UpstreamCall) -> str:
+        return "native" if self._native(call) is not None else "translate"
+
+    async def warm_up(self) -> float:
+        await self.native.start()
+        return await self.translate.warm_up()
+
+    async def aclose(self) -> None:
+        await self.native.aclose()
+        await self.translate.aclose()
+
+    async def complete(self, call: UpstreamCall) -> dict[str, Any]:
+        route = self._native(call)
+        if route is not None:
+            return await self.native.complete(route, call)
+        return await self.translate.complete(call)
+
+    def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
+        route = self._native(call)
+        if route is not None:
+            return self.native.stream(route, call)
+        return self.translate.stream(call)
+
+    def count_tokens(self, model_name: str, messages: Any, completion_text: str) -> tuple[int, int]:
+        return self.translate.count_tokens(model_name, messages, completion_text)
+
+    def _native(self, call: UpstreamCall) -> NativeRoute | None:
+        return self._native_routes.get(call.model)
