@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     totals = {1: 100, 16: 300} if args.quick else {1: 400, 16: 1600}
     warmup = 20 if args.quick else 100
-    targets = args.only or ["direct", "passthrough", "bare_litellm", "ctxgate", "ctxgate_policy"]
+    targets = args.only or ["direct", "passthrough", "bare_litellm", "ctxgate", "ctxgate_translate", "ctxgate_policy"]
 
     python = sys.executable
     upstream_port = free_port()
@@ -145,8 +145,10 @@ def main() -> None:
             else:
                 if target.startswith("ctxgate"):
                     config = workdir / f"{target}.yaml"
+                    # ctxgate_translate: the same route carried through litellm, as before the native transport
+                    transport = "translate" if target == "ctxgate_translate" else "native"
                     text = (
-                        f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n"
+                        f"model_list:\n  - model_name: {MODEL}\n    transport: {transport}\n    litellm_params:\n"
                         f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
                     )
                     if target == "ctxgate_policy":  # enforcing a 200-rule policy (bench/policy.py)
@@ -195,10 +197,15 @@ def _summary(results: list[Result]) -> None:
         for concurrency in (1, 16):
             guarded = by_key.get(("ctxgate_policy", stream, concurrency))
             plain = by_key.get(("ctxgate", stream, concurrency))
+            translated = by_key.get(("ctxgate_translate", stream, concurrency))
+            bare = by_key.get(("bare_litellm", stream, concurrency))
             if guarded and plain:
                 print(f"  {'stream' if stream else 'plain '} c={concurrency:<3}, a 200-rule policy enforced: "
                       f"cpu/req {guarded.cpu_ms_per_request / plain.cpu_ms_per_request:.2f}x, "
                       f"p50 {guarded.p50_ms - plain.p50_ms:+.2f}ms against ctxgate without")
+            if translated and bare:
+                print(f"  {'stream' if stream else 'plain '} c={concurrency:<3}, translate transport: "
+                      f"cpu/req vs bare litellm {translated.cpu_ms_per_request / bare.cpu_ms_per_request:.2f}x")
     for stream in (False, True):
         for concurrency in (1, 16):
             ours = by_key.get(("ctxgate", stream, concurrency))
