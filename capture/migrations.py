@@ -203,7 +203,13 @@ def m006_knowledge_version(execute: Execute) -> None:
     execute(f"CREATE TRIGGER chunks_version_update AFTER UPDATE ON chunks {bump}")
 
 
+def m007_interaction_wire(execute: Execute) -> None:
+    """Each record names the dialect its prompt and response are written in. Records from
+    before are left NULL: those of the chat route and those clients recorded cannot be told apart."""
+    execute("ALTER TABLE interactions ADD COLUMN wire TEXT")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
-    m006_knowledge_version,
+    m006_knowledge_version, m007_interaction_wire,
 )

@@ -105,6 +105,7 @@ class Interaction:
     completion_tokens: int | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    wire: str | None = None  # the dialect prompt and response are written in, e.g. openai_chat
 
     def as_dict(self) -> dict[str, Any]:
         """The full record as the API returns it."""
@@ -128,6 +129,7 @@ class Interaction:
             "completion_tokens": self.completion_tokens,
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
+            "wire": self.wire,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -149,8 +151,8 @@ def is_blank(prompt: JSON) -> bool:
     return False
 
 
-_OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack")
-_LABELS = frozenset({"project", "session_id", "client", "model", "status"})  # names, not free text
+_OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack", "wire")
+_LABELS = frozenset({"project", "session_id", "client", "model", "status", "wire"})  # names, not free text
 MAX_LABEL = 256
 _OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")
 _OPTIONAL_ID_LISTS = ("memories_used", "chunks_used")
@@ -219,6 +221,7 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         ttft_ms=values["ttft_ms"],
         memories_used=values["memories_used"],
         chunks_used=values["chunks_used"],
+        wire=values["wire"],
     )
 
 

@@ -29,7 +29,7 @@ RECENT_SEARCHES = 128  # results kept for reuse: each holds up to 2 x limit memo
 _COLUMNS = (
     "id", "created_at", "project", "session_id", "client", "model", "status", "error",
     "prompt", "params", "response", "memories_used", "chunks_used", "context_pack",
-    "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms",
+    "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "wire",
 )
 _LIST_COLUMNS = frozenset({"memories_used", "chunks_used", "tool_decisions"})
 _NULLABLE_JSON_COLUMNS = frozenset({"params", "response"})

@@ -117,8 +117,10 @@ def _schemas() -> dict[str, Schema]:
         "session_id": text_or_null,
         "client": text_or_null,
         "model": text_or_null,
-        "status": {"type": "string",
-                   "description": "`ok`, `upstream_error`, `client_disconnected`, or what a client recorded."},
+        "status": {"type": "string", "description": "`ok`, `upstream_error`, `client_disconnected`, `gateway_error`, "
+                                                   "or what a client recorded."},
+        "wire": {**text_or_null, "description": "The dialect prompt and response are written in (`openai_chat`); "
+                                                 "null for records from before it was kept, or as a client recorded."},
         "error": text_or_null,
         "memories_used": {"type": "array", "items": {"type": "string"}},
         "chunks_used": {"type": "array", "items": {"type": "string"}},
@@ -146,7 +148,7 @@ def _schemas() -> dict[str, Schema]:
         "params": {},
         "created_at": {**_MOMENT, "description": "Defaults to now; stored as 'YYYY-MM-DD HH:MM:SS' UTC."},
         **{name: text_or_null for name in ("project", "session_id", "client", "model", "status", "error",
-                                          "context_pack")},
+                                          "context_pack", "wire")},
         **{name: count_or_null for name in ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")},
         **{name: _nullable("array", items={"type": ["string", "integer"]}) for name in ("memories_used",
                                                                                        "chunks_used")},

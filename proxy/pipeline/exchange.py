@@ -13,6 +13,9 @@ from proxy.pipeline.context import ContextPack
 from proxy.pipeline.identity import Identity
 
 
+WIRE = "openai_chat"  # the only dialect so far: prompt and response are OpenAI chat messages
+
+
 class Outcome(StrEnum):
     OK = "ok"
     UPSTREAM_ERROR = "upstream_error"
@@ -104,6 +107,7 @@ class Exchange:
             completion_tokens=self.completion_tokens,
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
+            wire=WIRE,
         )
 
     def log_fields(self) -> dict[str, Any]:

@@ -93,3 +93,22 @@ async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path
     memories, _ = await store.search_knowledge("atmos", "prod VPC CIDR", 5)
     assert [m.content for m in memories] == ["The prod VPC CIDR is 10.9.0.0/16"]
     await store.close()
+
+
+async def test_a_store_from_before_records_named_their_wire_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for migration in MIGRATIONS[:6]:  # the schema as 0.1 left it
+        migration(old.execute)
+        old.execute("INSERT INTO schema_migrations VALUES (?, '2026-11-01 00:00:00')", (migration.__name__,))
+    old.execute("INSERT INTO interactions (id, created_at, status, prompt) VALUES ('old-1', '2026-11-01 00:00:00', "
+                "'ok', '\"p\"')")
+    old.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.insert_interactions([interaction(id="new-1", wire="openai_chat")])
+    before, after = await store.get_interaction("old-1"), await store.get_interaction("new-1")
+    await store.close()
+    assert before is not None and before.wire is None and before.prompt == "p"
+    assert after is not None and after.wire == "openai_chat"

@@ -34,6 +34,8 @@ async def test_plain_completion_reaches_client_with_requested_model_name(gateway
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == MODEL  # restamped: the upstream answered "fake-model"
     assert completion.usage is not None and completion.usage.total_tokens > 0
+    [stored] = await gateway.recorded()
+    assert stored.wire == "openai_chat" and stored.response["content"] == "The VPC CIDR is 10.0.0.0/16."
 
 
 async def test_upstream_receives_exactly_what_the_client_sent(gateway: Gateway) -> None:
