@@ -100,7 +100,10 @@ class NativeTransport:
         key = route.api_key or call.client_api_key
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        timeout = aiohttp.ClientTimeout(total=route.timeout_s or self.timeout_s)
+        # Per connect and per read, as litellm's (httpx) timeout is: a long stream that keeps
+        # coming is not cut at a total.
+        limit = route.timeout_s or self.timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
         return _Post(self._session.post(route.url, data=orjson.dumps(body), headers=headers, timeout=timeout),
                      self, call)
 

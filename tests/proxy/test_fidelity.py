@@ -108,3 +108,17 @@ async def test_a_200_that_is_not_an_answer_is_a_502_recorded_as_upstream_error(
     assert response.status == 502 and body["error"]["type"] == "upstream_error"
     [record] = await gateway.recorded(1)
     assert record.status == "upstream_error"
+
+
+async def test_a_stream_longer_than_the_timeout_that_keeps_coming_is_not_cut(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, transport: str
+) -> None:
+    """The upstream timeout bounds each wait for the provider, not a whole answer."""
+    from proxy.demo.fake_upstream import Reply
+
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, transport=transport, upstream_timeout_s=0.4)
+    upstream.push(Reply(text="a" * 24, fragment=2, chunk_interval_s=0.1))  # 12 pieces over 1.2 s
+    text = ""
+    async for part in await gateway.client().chat.completions.create(**CHAT, stream=True):
+        text += "".join(c.delta.content or "" for c in part.choices)
+    assert text == "a" * 24
