@@ -19,6 +19,7 @@ log = structlog.get_logger("ctxgate.proxy")
 class GatewayError(Exception):
     status = 500
     kind = "internal_error"
+    retry_after: str | None = None  # seconds, sent as `Retry-After` when set
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -27,9 +28,12 @@ class GatewayError(Exception):
         self.code = code
 
     def response(self) -> web.Response:
-        return json_response(
+        response = json_response(
             error_envelope(self.message, self.kind, param=self.param, code=self.code), status=self.status
         )
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = self.retry_after
+        return response
 
 
 class BadRequest(GatewayError):
@@ -58,12 +62,7 @@ class TooManyRequests(GatewayError):
 
     def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
-        self.retry_after_s = retry_after_s
-
-    def response(self) -> web.Response:
-        response = super().response()
-        response.headers["Retry-After"] = str(self.retry_after_s)
-        return response
+        self.retry_after = str(retry_after_s)
 
 
 class NotFound(GatewayError):
@@ -80,26 +79,15 @@ class UpstreamError(GatewayError):
                  code: str | None = None, retry_after: str | None = None) -> None:
         super().__init__(message, param=param, code=code)
         self.status = status
-        self.retry_after = retry_after  # the provider's own, passed on with its 429 or 503
+        self.retry_after = retry_after  # the provider's own, passed on with its 429
         if kind:
             self.kind = kind
-
-    def response(self) -> web.Response:
-        response = super().response()
-        if self.retry_after is not None:
-            response.headers["Retry-After"] = self.retry_after
-        return response
 
 
 class ServiceUnavailable(GatewayError):
     status = 503
     kind = "service_unavailable"
-    retry_after_s = 5
-
-    def response(self) -> web.Response:
-        response = super().response()
-        response.headers["Retry-After"] = str(self.retry_after_s)
-        return response
+    retry_after = "5"
 
 
 def as_gateway_error(error: Exception) -> GatewayError | None:
