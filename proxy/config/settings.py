@@ -63,6 +63,7 @@ class Settings:
     policy: PolicySet = field(default_factory=PolicySet)
     keys: tuple[VirtualKey, ...] = ()
     retention_days: int | None = None
+    drop_params: bool = False  # litellm_settings.drop_params: litellm drops what a provider does not take
     log_level: str = "info"
     log_format: str = "json"
     admin_key: str | None = field(default=None, repr=False)
@@ -104,6 +105,7 @@ _SCHEMA: dict[str, Any] = {
     "policy": {"default": dict, "projects": dict},
     "keys": list,
     "retention_days": int,
+    "litellm_settings": dict,
     "logging": {"level": str, "format": str},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -312,6 +314,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         policy=_policy(raw, path),
         keys=_keys(raw.get("keys"), path),
         retention_days=_retention_days(raw.get("retention_days"), path),
+        drop_params=_litellm_settings(raw.get("litellm_settings") or {}, path),
         log_level=level,
         log_format=log_format,
     )
@@ -352,6 +355,23 @@ def _keys(raw: Any, path: Path) -> tuple[VirtualKey, ...]:
         return parse_keys(raw, "keys")
     except KeyConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+# Of a pasted LiteLLM proxy config's litellm_settings, what applies to ctxgate's calls.
+_LITELLM_SETTINGS = ("drop_params",)
+
+
+def _litellm_settings(raw: Mapping[str, Any], path: Path) -> bool:
+    """`drop_params` is applied (through litellm); any other key is named, since a setting
+    that would be silently ignored is worse than one refused."""
+    for key in raw:
+        if key not in _LITELLM_SETTINGS:
+            raise ConfigError(f"{path}: litellm_settings.{key}: not applied by ctxgate (it applies: "
+                              f"{', '.join(_LITELLM_SETTINGS)}); remove it")
+    drop = raw.get("drop_params", False)
+    if not isinstance(drop, bool):
+        raise ConfigError(f"{path}: litellm_settings.drop_params: must be true or false")
+    return drop
 
 
 def _retention_days(raw: Any, path: Path) -> int | None:

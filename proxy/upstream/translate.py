@@ -146,6 +146,8 @@ class Translate:
             "timeout": self.settings.upstream_timeout_s,
             "max_retries": 0,  # retries are the client's call, as they would be without us
         }
+        if self.settings.drop_params:
+            arguments["drop_params"] = True
         extra_body: dict[str, Any] = {}
         for name, value in call.params.items():
             (arguments if name in translated else extra_body)[name] = value

@@ -122,3 +122,24 @@ async def test_a_stream_longer_than_the_timeout_that_keeps_coming_is_not_cut(
     async for part in await gateway.client().chat.completions.create(**CHAT, stream=True):
         text += "".join(c.delta.content or "" for c in part.choices)
     assert text == "a" * 24
+
+
+@pytest.mark.parametrize(("transport", "drop_params", "status", "sent"), [
+    ("native", False, 200, True),  # the provider judges its own parameters
+    ("translate", False, 400, False),  # litellm believes gpt-4o-mini lacks it, and says so
+    ("translate", True, 200, False),  # litellm_settings.drop_params: litellm drops it
+])
+async def test_a_parameter_litellm_thinks_a_model_lacks(
+    aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, transport: str, drop_params: bool, status: int,
+    sent: bool,
+) -> None:
+    from proxy.config.settings import ModelRoute
+
+    route = ModelRoute(model_name=MODEL, model="openai/gpt-4o-mini", api_base=upstream.base_url, api_key="k",
+                       transport=transport)
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, models=(route,), drop_params=drop_params)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "reasoning_effort": "low"})
+    assert response.status == status, await response.text()
+    if status == 200:
+        assert ("reasoning_effort" in upstream.received[-1].body) == sent

@@ -116,3 +116,12 @@ def test_timeouts_must_be_positive(tmp_path: Path) -> None:
     config.write_text("server: {header_timeout_s: 0}\n")
     with pytest.raises(ConfigError, match="server.header_timeout_s: must be a positive number of seconds"):
         load_settings(str(config), environ={})
+
+
+def test_a_pasted_litellm_settings_applies_drop_params_and_names_what_it_does_not(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("litellm_settings: {drop_params: true}\n")
+    assert load_settings(str(config), environ={}).drop_params is True
+    config.write_text("litellm_settings: {drop_params: true, success_callback: [langfuse]}\n")
+    with pytest.raises(ConfigError, match="litellm_settings.success_callback: not applied by ctxgate"):
+        load_settings(str(config), environ={})
