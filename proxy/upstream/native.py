@@ -22,8 +22,8 @@ from capture.writable import writable
 from proxy.dialects.openai_chat.chat_request import UpstreamCall
 from proxy.edge.errors import UpstreamError
 from proxy.edge.redaction import Redactor
+from proxy.upstream.provider_errors import provider_error
 
-_PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
 MAX_ERROR_BODY = 64 * 1024  # of a provider's error answer, read to pass its message on
 
 
@@ -120,20 +120,9 @@ class NativeTransport:
     def _from_body(self, status: int, body: dict[str, Any], call: UpstreamCall, *, retry_after: str | None) -> UpstreamError:
         inner = body.get("error")
         error: dict[str, Any] = inner if isinstance(inner, dict) else body
-        message = str(error.get("message") or f"HTTP {status}")
-        param, code = error.get("param"), error.get("code")
-        scrub = self._scrub
-        if status in (408, 504):
-            return UpstreamError(scrub(f"upstream timed out: {message}", call), status=504, kind="timeout",
-                                 code="upstream_timeout")
-        if status in _PASSED_STATUSES:
-            kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else (
-                "rate_limit_error" if status == 429 else None)
-            return UpstreamError(scrub(message, call), status=status, kind=kind,
-                                 param=param if isinstance(param, str) else None,
-                                 code=code if isinstance(code, str) else f"upstream_{status}",
-                                 retry_after=retry_after if status == 429 else None)
-        return UpstreamError(scrub(f"upstream failed: {message}", call), status=502, code="upstream_unavailable")
+        message = self._scrub(str(error.get("message") or f"HTTP {status}"), call)
+        return provider_error(status, message, param=error.get("param"), code=error.get("code"),
+                              retry_after=retry_after)
 
     def _broken(self, error: BaseException, call: UpstreamCall) -> UpstreamError:
         if isinstance(error, asyncio.TimeoutError):

@@ -12,8 +12,7 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import asyncio  # noqa: E402  (after the environment guard above)
-import functools  # noqa: E402
+import functools  # noqa: E402  (after the environment guard above)
 import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
@@ -29,6 +28,7 @@ from proxy.dialects.openai_chat.chat_request import UpstreamCall  # noqa: E402
 from proxy.edge.errors import UpstreamError  # noqa: E402
 from proxy.edge.redaction import Redactor  # noqa: E402
 from proxy.upstream.native import NativeRoute  # noqa: E402
+from proxy.upstream.provider_errors import PASSED_STATUSES, provider_error  # noqa: E402
 from proxy.config.settings import ModelRoute, Settings  # noqa: E402
 
 log = structlog.get_logger("ctxgate.upstream")
@@ -49,7 +49,6 @@ _TRANSLATED_PARAMS = frozenset({
 _OPENAI_BODY_PARAMS = frozenset({"metadata", "user"})
 _OPENAI_STYLE_PROVIDERS = frozenset({"openai", "azure", "openai_like", "custom_openai", "hosted_vllm", "text-completion-openai"})
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
-_PASSED_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
 
 
@@ -238,14 +237,11 @@ def _upstream_error(error: Exception) -> UpstreamError:
     status = getattr(error, "status_code", None)
     body = _provider_error_body(error)
     message = str(body.get("message") or _without_litellm_prefixes(str(getattr(error, "message", None) or error)))
-    param, code = body.get("param"), body.get("code")
-    if isinstance(error, litellm.exceptions.Timeout) or status in (408, 504):
-        return UpstreamError(f"upstream timed out: {message}", status=504, kind="timeout", code="upstream_timeout")
-    if status in _PASSED_STATUSES:
-        kind = "invalid_request_error" if status in (400, 404, 409, 413, 422) else (
-            "rate_limit_error" if status == 429 else None)
-        return UpstreamError(message, status=status, kind=kind, param=_text(param), code=_text(code) or f"upstream_{status}",
-                             retry_after=_retry_after(error) if status == 429 else None)
+    if isinstance(error, litellm.exceptions.Timeout):
+        status = 504
+    if status in (408, 504) or status in PASSED_STATUSES:
+        return provider_error(status, message, param=body.get("param"), code=body.get("code"),
+                              retry_after=_retry_after(error) if status == 429 else None)
     if _is_refused_before_sending(error):
         # litellm turns the request into the provider's shape first, and wraps what fails there
         # (a value of the wrong type) as a connection error: it is the client's to mend.
@@ -253,7 +249,7 @@ def _upstream_error(error: Exception) -> UpstreamError:
                              kind="invalid_request_error", code="invalid_request")
     if status is None:  # not an HTTP answer from the provider: say what it was
         log.warning("upstream_call_failed", error_type=type(error).__name__, error=message)
-    return UpstreamError(f"upstream failed: {message}", status=502, code="upstream_unavailable")
+    return provider_error(502, message)
 
 
 _LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?")
@@ -311,7 +307,3 @@ def _retry_after(error: Exception) -> str | None:
             if isinstance(value, str) and value.strip().isdigit():
                 return value.strip()
     return None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
