@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
+from capture.sqlite import SQLiteStore  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.appkeys import CAPTURE_WRITER, STORE  # noqa: E402
 from proxy.demo.fake_upstream import FakeUpstream  # noqa: E402
@@ -26,6 +27,15 @@ from proxy.config.settings import ModelRoute, Settings  # noqa: E402
 PROVIDER_KEY = "sk-provider-secret-4f9a1c"
 CLIENT_KEY = "sk-client-secret-77e0b2"
 MODEL = "gpt-test"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A fresh SQLite store, open for the test."""
+    opened = SQLiteStore(str(tmp_path / "db"))
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

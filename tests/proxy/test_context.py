@@ -116,13 +116,6 @@ async def test_documents_ingested_over_http_reach_the_model_with_their_chunk_ids
     assert len(stored.chunks_used) == 1 and stored.chunks_used[0].startswith("ch_")
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    store = SQLiteStore(str(tmp_path / "db"))
-    await store.open()
-    yield store
-    await store.close()
-
 
 async def test_the_budget_is_respected_at_the_boundary(store: SQLiteStore) -> None:
     facts = [f"Subnet {n} of the prod VPC is 10.0.{n}.0/24" for n in range(4)]

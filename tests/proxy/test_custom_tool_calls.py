@@ -4,7 +4,6 @@ by the policy as function calls are, and sent on in their own shape, streamed an
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -185,13 +184,6 @@ UNREADABLE = {
     "not an object": "shell",
 }
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(str(tmp_path / "db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 def guard_for(store: SQLiteStore, *, enforcing: bool = True) -> ToolGuard:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ async def test_metrics_are_behind_a_key_where_keys_guard_the_gateway(
     assert CLIENT_KEY not in text
 
 
-async def test_a_client_that_leaves_mid_body_is_one_info_line(gateway: Gateway) -> None:
+async def test_a_client_that_leaves_mid_body_is_one_info_line(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     import structlog
 
     with structlog.testing.capture_logs() as logs:
@@ -241,4 +242,5 @@ async def test_a_client_that_leaves_mid_body_is_one_info_line(gateway: Gateway) 
     [line] = [entry for entry in logs if entry["event"] == "request_completed"]
     assert line["status"] == 499 and line["log_level"] == "info"
     assert [entry for entry in logs if entry["log_level"] in ("error", "critical")] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # aiohttp's own
     assert gateway.upstream.received == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -275,7 +276,9 @@ def test_a_log_line_with_text_orjson_will_not_write_is_written_all_the_same() ->
         "event": "x", "request_id": "s\\xff", "n": str(2**70)}
 
 
-async def test_a_body_whose_encoding_does_not_decode_gets_400_and_no_stack_trace(gateway: Gateway) -> None:
+async def test_a_body_whose_encoding_does_not_decode_gets_400_and_no_stack_trace(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
     import structlog
 
     with structlog.testing.capture_logs() as logs:
@@ -286,6 +289,8 @@ async def test_a_body_whose_encoding_does_not_decode_gets_400_and_no_stack_trace
         await asyncio.sleep(0)  # aiohttp's own handling of the connection after the answer
     assert response.status == 400 and body["error"]["code"] == "invalid_body"
     assert all(entry["log_level"] != "error" for entry in logs), logs
+    # aiohttp logs through the standard library, not structlog
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -48,7 +49,9 @@ async def exchange(port: int, raw: bytes) -> tuple[bytes, bytes]:
     pytest.param(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
                  id="bad content length"),
 ])
-async def test_what_the_parser_refuses_gets_the_envelope(served: int, raw: bytes) -> None:
+async def test_what_the_parser_refuses_gets_the_envelope(
+    served: int, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     with structlog.testing.capture_logs() as logs:
         head, body = await exchange(served, raw)
     assert head.split(b" ")[1].startswith(b"4"), head
@@ -56,3 +59,4 @@ async def test_what_the_parser_refuses_gets_the_envelope(served: int, raw: bytes
     error = json.loads(body)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "bad_http_request"
     assert [entry["event"] for entry in logs] == ["request_refused_by_parser"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # aiohttp's own

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +15,6 @@ from proxy.edge.errors import UpstreamError
 
 SECRET_ARGS = '{"stack": "prod", "really": true}'
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(str(tmp_path / "db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 def gate_for(store: SQLiteStore, enforcing: bool = True) -> StreamToolGate:
