@@ -19,7 +19,9 @@ from proxy.edge.errors import NotFound, Unauthorized, UpstreamError
 from proxy.pipeline.exchange import Exchange, Outcome, Stage
 from proxy.pipeline.identity import Identity, identify
 from proxy.config.settings import Settings
-from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard, declared_tool_names, enforce_completion, screen_request
+from proxy.dialects.openai_chat.gate import StreamToolGate, enforce_completion
+from proxy.dialects.openai_chat.screening import declared_tool_names, screen_request
+from proxy.pipeline.tool_guard import ToolGuard
 from proxy.upstream.seam import Upstream
 from proxy.edge.wire import SSE_DONE, SSE_KEEPALIVE, error_envelope, json_response, sse_frame
 

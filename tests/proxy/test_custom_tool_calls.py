@@ -13,7 +13,8 @@ from capture.sqlite import SQLiteStore
 from policy.rules import parse_policy
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
-from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard, enforce_completion
+from proxy.dialects.openai_chat.gate import StreamToolGate, enforce_completion
+from proxy.pipeline.tool_guard import ToolGuard
 from tests.conftest import MODEL, Gateway, make_gateway
 
 POLICY = {

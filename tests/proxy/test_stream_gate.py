@@ -10,7 +10,8 @@ import pytest
 from capture.sqlite import SQLiteStore
 from policy.rules import parse_policy
 from proxy.pipeline.approvals import ApprovalBook
-from proxy.pipeline.tool_guard import StreamToolGate, ToolGuard
+from proxy.dialects.openai_chat.gate import StreamToolGate
+from proxy.pipeline.tool_guard import ToolGuard
 from proxy.edge.errors import UpstreamError
 
 SECRET_ARGS = '{"stack": "prod", "really": true}'
