@@ -1,6 +1,7 @@
 """The processes a benchmark run compares, each started as `python -m bench.servers KIND PORT ...`.
 
-- upstream: the fake provider (zero delay), answering every call with the same reply;
+- upstream: the fake provider (zero delay), answering every call with the same reply, or, when
+  a request's messages say `(stream of N deltas)`, with a text of exactly N content deltas;
 - passthrough: a minimal aiohttp byte relay, the floor for any Python proxy;
 - bare_litellm: an aiohttp handler that only awaits `litellm.acompletion`, the floor for
   anything that forwards through litellm's default path.
@@ -10,6 +11,7 @@ ctxgate itself runs as `ctxgate serve`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -27,11 +29,39 @@ REPLY_TEXT = (
     "across availability zones; NAT gateways sit in the public ones. Peering goes to shared."
 )
 REPLY_FRAGMENT = 8
+# The streams whose length the bench sets: N content deltas of DELTA_CHARS characters, about a
+# token each, as providers send them (between the role chunk and the finish chunk).
+STREAM_DELTAS = (10, 200)
+DELTA_CHARS = 4
+_DELTAS_ASKED = re.compile(rb"\(stream of (\d+) deltas\)")
+
+
+def stream_marker(deltas: int) -> str:
+    """What a request's user message says to get a stream of exactly `deltas` content deltas."""
+    return f"(stream of {deltas} deltas)"
+
+
+def delta_text(deltas: int) -> str:
+    """A text that splits into exactly `deltas` pieces of DELTA_CHARS characters."""
+    size = deltas * DELTA_CHARS
+    return (REPLY_TEXT * (size // len(REPLY_TEXT) + 1))[:size]
 
 
 def upstream_app() -> web.Application:
-    fake = FakeUpstream(keep_received=False, default_reply=Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT))
-    return fake.app()
+    default = FakeUpstream(keep_received=False, default_reply=Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT))
+    sized = {n: FakeUpstream(keep_received=False, default_reply=Reply(text=delta_text(n), fragment=DELTA_CHARS))
+             for n in STREAM_DELTAS}
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        # The marker is found in the raw bytes (aiohttp keeps them for the fake's own read), so
+        # the same upstream serves every target and length; its CPU is not a target's.
+        asked = _DELTAS_ASKED.search(await request.read())
+        fake = sized.get(int(asked[1]), default) if asked else default
+        return await fake._chat(request)  # noqa: SLF001 - the fake's handler, reused as it is
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
 
 
 def passthrough_app(upstream_base: str) -> web.Application:
