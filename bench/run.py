@@ -1,51 +1,78 @@
 """Added latency, throughput and CPU per request of ctxgate against its baselines, in one run.
 
-    python -m bench.run [--quick]
+    python -m bench.run [--quick] [--only TARGET ...] [--seconds S]
 
-One fake upstream (zero delay) serves every target in turn: `direct` (the client talks to the
-upstream), `passthrough` (a raw aiohttp byte relay), `bare_litellm` (a handler that only awaits
-`litellm.acompletion`) and `ctxgate` (capture on, JSON logs on). Each target runs alone, as its
-own process; CPU per request is read from /proc for that process only, so the load generator's
-own cost does not count. Results are ratios within this run, never absolute promises.
+One fake upstream (zero delay) serves every target in turn (bench/targets.py): the client
+itself, a raw aiohttp relay, a bare litellm handler, LiteLLM proxy, and ctxgate in several
+configurations. Each target runs alone, as its own process tree; CPU per request is read from
+/proc for that tree only (every thread, every worker process), so the load generator's own cost
+does not count. Each measurement runs for a set time after a warm-up, closed loop at its
+concurrency. Streams are asked for with a set number of content deltas (10 or 200), so CPU per
+extra chunk is (cpu/req at 200 - cpu/req at 10) / 190. Results are ratios within this run,
+never absolute promises; bench/report.py prints them against the issue's targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench.policy import big_policy
+from bench import report
+from bench.servers import stream_marker
+from bench.targets import ALL, MODEL, ROOT, WORKERS, Target, prepare
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = "gpt-4o-mini"
-BODY = {"model": MODEL, "messages": [{"role": "system", "content": "You are an infra assistant."},
-                                     {"role": "user", "content": "What is the prod VPC CIDR?"}]}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLIENT_KEY = "sk-bench-client"
+
+
+class TargetFailed(Exception):
+    """A target that did not start or answered something else than 200: its rows are missing."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    stream: bool
+    concurrency: int
+    deltas: int | None = None  # streams: content deltas per stream; plain calls get the ~60-token answer
+
+    @property
+    def label(self) -> str:
+        return f"stream{self.deltas}" if self.stream else "plain"
+
+
+PLAIN_1, PLAIN_16 = Scenario(False, 1), Scenario(False, 16)
+STREAM200_1, STREAM200_16, STREAM10_16 = Scenario(True, 1, 200), Scenario(True, 16, 200), Scenario(True, 16, 10)
+SCENARIOS = (PLAIN_1, PLAIN_16, STREAM200_1, STREAM200_16, STREAM10_16)
 
 
 @dataclass(frozen=True)
 class Result:
     target: str
-    stream: bool
-    concurrency: int
+    scenario: Scenario
     requests: int
     p50_ms: float
     p99_ms: float
     rps: float
     cpu_ms_per_request: float
     upstream_cpu_ms_per_request: float
+    frames: int  # SSE data frames in the last warm-up answer, [DONE] included (0 when plain)
+    rss_mb: float  # resident memory of the target's tree after the measurement
 
 
 def free_port() -> int:
@@ -54,53 +81,114 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime, all threads
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # gone since the listing
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of every thread of every process in the tree, plus what its reaped
+    children spent (cutime + cstime), so a worker that exits still counts."""
+    total = 0
+    for pid in process_tree(root):
+        if fields := _stat(pid):
+            total += sum(int(f) for f in fields[11:15])
+    return total / CLOCK_TICKS
+
+
+def tree_rss_mb(root: int) -> float:
+    return sum(int(f[21]) for pid in process_tree(root) if (f := _stat(pid))) * PAGE_SIZE / 2**20
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server on {port} exited with {process.returncode}")
+            raise TargetFailed(f"exited with {process.returncode} before listening")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port} after {timeout_s}s")
+    raise TargetFailed(f"nothing listening on {port} after {timeout_s}s")
 
 
-def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_listening(port, process)
+def start(command: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """In a session of its own, so that stopping it stops its workers and nothing else."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_listening(port, process)
+    except TargetFailed:
+        stop(process)
+        raise
     return process
 
 
-async def load(url: str, stream: bool, concurrency: int, total: int) -> tuple[list[float], float]:
-    payload = orjson.dumps({**BODY, "stream": stream})
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-client"}
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def payload(scenario: Scenario) -> bytes:
+    question = "What is the prod VPC CIDR?"
+    if scenario.deltas is not None:
+        question += " " + stream_marker(scenario.deltas)
+    return orjson.dumps({"model": MODEL, "stream": scenario.stream, "messages": [
+        {"role": "system", "content": "You are an infra assistant."}, {"role": "user", "content": question}]})
+
+
+async def load(url: str, scenario: Scenario, seconds: float, min_requests: int) -> tuple[list[float], float, bytes]:
+    """Closed loop at the scenario's concurrency until `seconds` have passed and at least
+    `min_requests` were sent: each request's latency, the elapsed time, and the last answer."""
+    body = payload(scenario)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
     latencies: list[float] = []
-    remaining = total
+    sent = 0
+    last = b""
+    deadline = time.perf_counter() + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers) as response:
-                body = await response.read()
+        nonlocal sent, last
+        while sent < min_requests or time.perf_counter() < deadline:
+            sent += 1
+            began = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                last = await response.read()
                 if response.status != 200:
-                    raise SystemExit(f"{url}: {response.status} {body[:200]!r}")
-            latencies.append((time.perf_counter() - started) * 1000)
+                    raise TargetFailed(f"answered {response.status}: {last[:300]!r}")
+            latencies.append((time.perf_counter() - began) * 1000)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=scenario.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         began = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        return latencies, time.perf_counter() - began
+        try:
+            await asyncio.gather(*(worker(session) for _ in range(scenario.concurrency)))
+        except aiohttp.ClientError as error:
+            raise TargetFailed(f"{type(error).__name__}: {error}") from error
+        return latencies, time.perf_counter() - began, last
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -108,123 +196,116 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(target: str, url: str, pid: int | None, upstream_pid: int, stream: bool, concurrency: int,
-            total: int, warmup: int) -> Result:
-    asyncio.run(load(url, stream, concurrency, warmup))
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    upstream_before = cpu_seconds(upstream_pid)
-    latencies, elapsed = asyncio.run(load(url, stream, concurrency, total))
-    cpu = (cpu_seconds(pid) - cpu_before) if pid else 0.0
-    upstream_cpu = cpu_seconds(upstream_pid) - upstream_before
-    return Result(target, stream, concurrency, total, percentile(latencies, 0.5), percentile(latencies, 0.99),
-                  total / elapsed, cpu * 1000 / total, upstream_cpu * 1000 / total)
+@dataclass(frozen=True)
+class Timing:
+    seconds: float
+    warmup_s: float
+
+
+def measure(name: str, url: str, pid: int | None, upstream_pid: int, scenario: Scenario,
+            timing: Timing) -> tuple[Result, int]:
+    """One measurement after a warm-up; also how many requests were sent in all."""
+    warm, _, last = asyncio.run(load(url, scenario, timing.warmup_s, scenario.concurrency))
+    frames = last.count(b"data: ") if scenario.stream else 0
+    cpu_before = tree_cpu_seconds(pid) if pid else 0.0
+    upstream_before = tree_cpu_seconds(upstream_pid)
+    latencies, elapsed, _ = asyncio.run(load(url, scenario, timing.seconds, 2 * scenario.concurrency))
+    cpu = (tree_cpu_seconds(pid) - cpu_before) if pid else 0.0
+    upstream_cpu = tree_cpu_seconds(upstream_pid) - upstream_before
+    n = len(latencies)
+    result = Result(name, scenario, n, percentile(latencies, 0.5), percentile(latencies, 0.99), n / elapsed,
+                    cpu * 1000 / n, upstream_cpu * 1000 / n, frames, tree_rss_mb(pid) if pid else 0.0)
+    return result, len(warm) + n
+
+
+def run_target(target: Target, port: int, upstream_base: str, upstream_pid: int, workdir: Path,
+               timing: Timing) -> Iterator[Result]:
+    process = None
+    if target.command is None:
+        url = upstream_base + "/chat/completions"
+    else:
+        process = start(target.command, port, target.env, workdir / f"{target.name}.log")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    sent = 0
+    try:
+        for scenario in (PLAIN_16,) if target.name in WORKERS else SCENARIOS:
+            result, requests = measure(target.name, url, process.pid if process else None, upstream_pid,
+                                       scenario, timing)
+            sent += requests
+            print(_row(result), flush=True)
+            if scenario.deltas is not None and result.frames < scenario.deltas:
+                print(f"  {target.name}: {result.frames} SSE frames for {scenario.deltas} deltas: chunks were "
+                      "merged on the way, so its CPU per chunk is not comparable", flush=True)
+            yield result
+    finally:
+        if process is not None:
+            stop(process)
+    if target.db is not None:
+        with contextlib.closing(sqlite3.connect(target.db)) as db:
+            (stored,) = db.execute("SELECT count(*) FROM interactions").fetchone()
+        print(f"{target.name} recorded {stored} of {sent} interactions", flush=True)
+        if stored != sent:
+            raise TargetFailed(f"capture lost interactions: {stored} stored of {sent} answered")
+    if process is not None:
+        _odd_lines(target.name, workdir / f"{target.name}.log")
+
+
+def _odd_lines(name: str, log: Path) -> None:
+    """Tracebacks and error-level lines in a target's output: a baseline that fails offline
+    must show here, not pass as a fast one."""
+    odd = [line for line in log.read_text(errors="replace").splitlines()
+           if "Traceback" in line or " ERROR" in line or "ERROR:" in line or '"level":"error"' in line
+           or '"level": "error"' in line]
+    if odd:
+        print(f"  {name}: {len(odd)} error lines in {log}, first: {odd[0][:200]}", flush=True)
+
+
+def _row(r: Result) -> str:
+    stream = f"frames={r.frames:<4}" if r.scenario.stream else " " * 11
+    return (f"{r.target:<17} {r.scenario.label:<9} c={r.scenario.concurrency:<3} n={r.requests:<5} "
+            f"p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms {r.rps:7.1f} req/s  cpu={r.cpu_ms_per_request:7.3f} ms/req "
+            f"{stream} rss={r.rss_mb:6.1f}MB (upstream {r.upstream_cpu_ms_per_request:.3f})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    parser.add_argument("--only", nargs="*", help="targets to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="short measurements, for a smoke run")
+    parser.add_argument("--only", nargs="*", choices=ALL, help="targets to run (default: all)")
+    parser.add_argument("--seconds", type=float, help="per measurement (default 6, quick 1.5)")
     args = parser.parse_args()
-    totals = {1: 100, 16: 300} if args.quick else {1: 400, 16: 1600}
-    warmup = 20 if args.quick else 100
-    targets = args.only or ["direct", "passthrough", "bare_litellm", "ctxgate", "ctxgate_translate", "ctxgate_policy"]
+    timing = Timing(seconds=args.seconds or (1.5 if args.quick else 6.0), warmup_s=0.5 if args.quick else 1.5)
+    names = args.only or list(ALL)
 
-    python = sys.executable
     upstream_port = free_port()
-    upstream = start([python, "-m", "bench.servers", "upstream", str(upstream_port)], upstream_port)
+    workdir = Path(tempfile.mkdtemp(prefix="ctxgate-bench-"))
+    print(f"work directory (configs, logs, stores): {workdir}", flush=True)
+    upstream = start([sys.executable, "-m", "bench.servers", "upstream", str(upstream_port)],
+                     upstream_port, dict(os.environ), workdir / "upstream.log")
     upstream_base = f"http://127.0.0.1:{upstream_port}/v1"
     results: list[Result] = []
-    workdir = Path(tempfile.mkdtemp(prefix="ctxgate-bench-"))
+    skipped: dict[str, str] = {}  # could not run here, and why
+    failed: dict[str, str] = {}  # ran and failed: a missing row that is the bench's or ctxgate's fault
+    began = time.monotonic()
     try:
-        for target in targets:
+        for name in names:
             port = free_port()
-            process = None
-            db = workdir / f"{target}.db"
-            if target == "direct":
-                url = upstream_base + "/chat/completions"
-            else:
-                if target.startswith("ctxgate"):
-                    config = workdir / f"{target}.yaml"
-                    # ctxgate_translate: the same route carried through litellm, as before the native transport
-                    transport = "translate" if target == "ctxgate_translate" else "native"
-                    text = (
-                        f"model_list:\n  - model_name: {MODEL}\n    transport: {transport}\n    litellm_params:\n"
-                        f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
-                    )
-                    if target == "ctxgate_policy":  # enforcing a 200-rule policy (bench/policy.py)
-                        text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
-                    config.write_text(text)
-                    command = [python, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
-                               "--db", str(db)]
-                else:
-                    command = [python, "-m", "bench.servers", target, str(port), upstream_base]
-                process = start(command, port)
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            try:
-                for stream in (False, True):
-                    for concurrency in (1, 16):
-                        result = measure(target, url, process.pid if process else None, upstream.pid, stream,
-                                         concurrency, totals[concurrency], warmup)
-                        results.append(result)
-                        print(_row(result), flush=True)
-            finally:
-                if process is not None:
-                    process.terminate()
-                    process.wait(30)
-            if target.startswith("ctxgate"):
-                expected = 4 * warmup + 2 * (totals[1] + totals[16])
-                (stored,) = sqlite3.connect(db).execute("SELECT count(*) FROM interactions").fetchone()
-                print(f"{target} recorded {stored} of {expected} interactions")
-                if stored != expected:
-                    raise SystemExit("capture lost interactions")
-    finally:
-        upstream.terminate()
-        upstream.wait(30)
-    _summary(results)
-
-
-def _row(r: Result) -> str:
-    mode = "stream" if r.stream else "plain "
-    return (f"{r.target:<13} {mode} c={r.concurrency:<3} n={r.requests:<5} p50={r.p50_ms:7.2f}ms "
-            f"p99={r.p99_ms:7.2f}ms  {r.rps:7.1f} req/s  cpu={r.cpu_ms_per_request:6.3f} ms/req  "
-            f"(upstream {r.upstream_cpu_ms_per_request:.3f})")
-
-
-def _summary(results: list[Result]) -> None:
-    by_key = {(r.target, r.stream, r.concurrency): r for r in results}
-    print("\nctxgate against its floors (same run):")
-    for stream in (False, True):
-        for concurrency in (1, 16):
-            guarded = by_key.get(("ctxgate_policy", stream, concurrency))
-            plain = by_key.get(("ctxgate", stream, concurrency))
-            translated = by_key.get(("ctxgate_translate", stream, concurrency))
-            bare = by_key.get(("bare_litellm", stream, concurrency))
-            if guarded and plain:
-                print(f"  {'stream' if stream else 'plain '} c={concurrency:<3}, a 200-rule policy enforced: "
-                      f"cpu/req {guarded.cpu_ms_per_request / plain.cpu_ms_per_request:.2f}x, "
-                      f"p50 {guarded.p50_ms - plain.p50_ms:+.2f}ms against ctxgate without")
-            if translated and bare:
-                print(f"  {'stream' if stream else 'plain '} c={concurrency:<3}, translate transport: "
-                      f"cpu/req vs bare litellm {translated.cpu_ms_per_request / bare.cpu_ms_per_request:.2f}x")
-    for stream in (False, True):
-        for concurrency in (1, 16):
-            ours = by_key.get(("ctxgate", stream, concurrency))
-            bare = by_key.get(("bare_litellm", stream, concurrency))
-            relay = by_key.get(("passthrough", stream, concurrency))
-            direct = by_key.get(("direct", stream, concurrency))
-            if not ours:
+            target = prepare(name, workdir, upstream_base, port)
+            if isinstance(target, str):
+                skipped[name] = target
+                print(f"{name}: skipped: {target}", flush=True)
                 continue
-            parts = [f"{'stream' if stream else 'plain '} c={concurrency:<3}"]
-            if bare:
-                parts.append(f"cpu/req vs bare litellm {ours.cpu_ms_per_request / bare.cpu_ms_per_request:.2f}x")
-            if relay:
-                parts.append(f"vs raw relay {ours.cpu_ms_per_request / relay.cpu_ms_per_request:.1f}x")
-            if direct:
-                parts.append(f"added p50 {ours.p50_ms - direct.p50_ms:+.2f}ms")
-            if bare:
-                parts.append(f"req/s vs bare litellm {ours.rps / bare.rps:.2f}x")
-            if len(parts) > 1:
-                print("  " + ", ".join(parts))
+            try:
+                for result in run_target(target, port, upstream_base, upstream.pid, workdir, timing):
+                    results.append(result)  # kept as they come: a later failure leaves them in the report
+            except TargetFailed as error:
+                failed[name] = f"{error} (log: {workdir / (name + '.log')})"
+                print(f"{name}: FAILED: {failed[name]}", flush=True)
+    finally:
+        stop(upstream)
+    print(f"\nmeasured in {time.monotonic() - began:.0f} s")
+    report.print_report(results, {**skipped, **{name: "FAILED: " + why for name, why in failed.items()}})
+    if failed:
+        raise SystemExit(f"{len(failed)} target(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""What each benchmark target is, and how it is started.
+
+| target | what it is |
+|---|---|
+| `direct` | the client calls the fake upstream itself |
+| `passthrough` | a raw aiohttp byte relay: the floor for any Python proxy |
+| `bare_litellm` | an aiohttp handler that only awaits `litellm.acompletion` |
+| `litellm_proxy` | LiteLLM proxy (`litellm --config`), one worker, from its own venv |
+| `ctxgate` | `ctxgate serve`, native transport, capture on, context on, JSON logs on, one worker |
+| `ctxgate_policy` | the same, enforcing the 200-rule policy of `bench/policy.py`: the issue's configuration |
+| `ctxgate_translate` | `ctxgate` with the route pinned to `transport: translate` (through litellm) |
+| `ctxgate_workers1`, `ctxgate_workers2` | `ctxgate_policy` served with `--workers 1` / `--workers 2` |
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from bench import litellm_proxy
+from bench.policy import big_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "gpt-4o-mini"
+ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy", "ctxgate_translate",
+       "ctxgate_workers1", "ctxgate_workers2")
+WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target ready to start; `command` None means the client calls the upstream itself."""
+
+    name: str
+    command: list[str] | None
+    env: dict[str, str] = field(default_factory=dict)
+    db: Path | None = None  # ctxgate: the store whose rows are counted once it has stopped
+
+    @property
+    def is_ctxgate(self) -> bool:
+        return self.db is not None
+
+
+def prepare(name: str, workdir: Path, upstream_base: str, port: int) -> Target | str:
+    """The target, or the reason it cannot run here (printed, and its rows skipped)."""
+    python = sys.executable
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CTXGATE_")}
+    base_env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    if name == "direct":
+        return Target(name, None)
+    if name in ("passthrough", "bare_litellm"):
+        return Target(name, [python, "-m", "bench.servers", name, str(port), upstream_base], base_env)
+    if name == "litellm_proxy":
+        why_not = litellm_proxy.ensure_venv()
+        if why_not:
+            return why_not
+        config = workdir / "litellm_proxy.yaml"
+        config.write_text(litellm_proxy.config_text(MODEL, upstream_base))
+        return Target(name, litellm_proxy.command(config, port), litellm_proxy.environment(os.environ))
+    if name.startswith("ctxgate"):
+        # One worker unless the row is about workers, so that req/s compares with the one-process
+        # baselines (LiteLLM proxy runs --num_workers 1); CPU is the whole tree's either way.
+        extra = ["--workers", str(WORKERS.get(name, 1))] if has_workers_flag() else []
+        if name in WORKERS and not extra:
+            return "`ctxgate serve --help` lists no --workers flag (not in this checkout yet)"
+        config = workdir / f"{name}.yaml"
+        config.write_text(ctxgate_config(name, upstream_base))
+        db = workdir / f"{name}.db"
+        command = [python, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
+                   "--db", str(db), *extra]
+        return Target(name, command, base_env, db)
+    return f"unknown target {name!r} (known: {', '.join(ALL)})"
+
+
+def ctxgate_config(name: str, upstream_base: str) -> str:
+    """Capture on (the store given by --db), context on (searched per request; the store is
+    empty, so no pack is added), JSON logs; the policy for `ctxgate_policy` and the workers rows."""
+    # ctxgate_translate: the same route carried through litellm, as before the native transport
+    transport = "translate" if name == "ctxgate_translate" else "native"
+    text = (
+        f"model_list:\n  - model_name: {MODEL}\n    transport: {transport}\n    litellm_params:\n"
+        f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
+        "context:\n  enabled: true\n"
+    )
+    if name == "ctxgate_policy" or name in WORKERS:  # enforcing a 200-rule policy (bench/policy.py)
+        text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
+    return text
+
+
+@functools.cache
+def has_workers_flag() -> bool:
+    done = subprocess.run([sys.executable, "-m", "proxy.cli.commands", "serve", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    return "--workers" in done.stdout
