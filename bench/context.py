@@ -92,7 +92,7 @@ async def pack_latency(store: SQLiteStore, text: Text, queries: int) -> tuple[fl
     times = []
     packed = 0
     for _ in range(queries):
-        question = [{"role": "user", "content": text.sentence(text.rng.randint(4, 14)) + "?"}]
+        question = text.sentence(text.rng.randint(4, 14)) + "?"
         started = time.perf_counter()
         pack = await build_pack(store, PROJECT, question, 1500)
         times.append((time.perf_counter() - started) * 1000)

@@ -19,8 +19,9 @@ from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sess
 from proxy.edge import health
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.pipeline.approvals import ApprovalBook
-from proxy.dialects.openai_chat.assembly import completion_text
-from proxy.pipeline.chat import chat_completions
+from proxy.dialects.openai_chat.dialect import OpenAIChat
+from proxy.pipeline.chat import proxy_handler
+from proxy.pipeline.dialect import Dialect
 from proxy.edge.errors import error_middleware
 from proxy.pipeline.identity import caller_key
 from proxy.config.keys import KeyRing
@@ -32,6 +33,8 @@ from proxy.edge.wire import json_response
 
 log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600
+OPENAI_CHAT = OpenAIChat()
+DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT,)}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -47,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     for prefix in ("", "/p/{project}"):
-        app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_get(f"{prefix}/v1/models", list_models)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
@@ -82,7 +85,9 @@ async def _capture_writer(app: web.Application) -> AsyncIterator[None]:
     upstream = app[UPSTREAM]
 
     def count_usage(interaction: Interaction) -> tuple[int, int]:
-        return upstream.count_tokens(interaction.model or "", interaction.prompt, completion_text(interaction.response))
+        dialect = DIALECTS.get(interaction.wire or "", OPENAI_CHAT)  # records from before `wire` are OpenAI chat
+        return upstream.count_tokens(interaction.model or "", interaction.prompt,
+                                     dialect.completion_text(interaction.response))
 
     spool = spool_for(app[SETTINGS])
     writer = CaptureWriter(app[STORE], spool=spool, usage_counter=count_usage)

@@ -68,7 +68,7 @@ async def preview_context(request: web.Request) -> web.Response:
         raise NotFound(f"no project {project!r}", code="project_not_found")
     question = request.query.get("q", "")
     budget = request.app[SETTINGS].context_for(project).budget_tokens
-    pack = await build_pack(request.app[STORE], project, [{"role": "user", "content": question}], budget)
+    pack = await build_pack(request.app[STORE], project, question, budget)
     if pack is None:
         return json_response({"project": project, "query": question, "memories": [], "chunks": [], "text": None,
                               "tokens": 0, "budget_tokens": budget})

@@ -316,7 +316,7 @@ def _context(args: argparse.Namespace) -> int:
     from proxy.pipeline.context import build_pack
 
     pack = asyncio.run(_with_store(_store(args), lambda store: build_pack(
-        store, args.project, [{"role": "user", "content": args.question}], args.budget)))
+        store, args.project, args.question, args.budget)))
     if pack is None:
         print("nothing in this project matches")
         return 0

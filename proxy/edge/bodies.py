@@ -21,8 +21,8 @@ class RequestTimeout(GatewayError):
     status = 408
     kind = "invalid_request_error"
 
-    def response(self) -> web.Response:
-        response = super().response()
+    def response(self, body: dict[str, Any] | None = None) -> web.Response:
+        response = super().response(body)
         response.force_close()  # the rest of the body may still trickle in: not on this connection
         return response
 

@@ -1,10 +1,12 @@
-"""The gateway's error family and the one boundary that maps every failure, by family, to the
-OpenAI envelope: our own errors as they say, the store's as 503 or 400, aiohttp's HTTP errors
-with their status, and anything else (a bug of ours) as a logged 500."""
+"""The gateway's error family and the one boundary that maps every failure, by family, to an
+error body: our own errors as they say, the store's as 503 or 400, aiohttp's HTTP errors with
+their status, and anything else (a bug of ours) as a logged 500. A proxied route's body is in
+its dialect's shape (the route sets `ERROR_BODY`); everything else answers with OpenAI's."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -27,10 +29,11 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
 
-    def response(self) -> web.Response:
-        response = json_response(
-            error_envelope(self.message, self.kind, param=self.param, code=self.code), status=self.status
-        )
+    def response(self, body: dict[str, Any] | None = None) -> web.Response:
+        """`body` (the route's dialect's shape), else the OpenAI envelope, with the status."""
+        if body is None:
+            body = error_envelope(self.message, self.kind, param=self.param, code=self.code)
+        response = json_response(body, status=self.status)
         if self.retry_after is not None:
             response.headers["Retry-After"] = self.retry_after
         return response
@@ -111,6 +114,8 @@ _HTTP_KINDS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set by a proxied route before it reads the body: how its dialect writes an error.
+ERROR_BODY: web.RequestKey[Callable[[GatewayError], dict[str, Any]]] = web.RequestKey("error_body")
 
 
 @web.middleware
@@ -121,7 +126,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (GatewayError, StoreUnavailable, InvalidRecord, RecordRejected) as error:
         mapped = as_gateway_error(error)
         assert mapped is not None
-        return mapped.response()
+        render = request.get(ERROR_BODY)
+        return mapped.response(render(mapped) if render else None)
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -1,16 +1,14 @@
 """The context pack: a project's most relevant memories and chunks for a request, within a
-token budget, rendered as one delimited system message placed after the client's own."""
+token budget, rendered as one delimited block of text that each dialect places in its own prompt."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 from capture.knowledge import Scored
 from capture.store import Store
 from capture.tokens import count_tokens
-from proxy.dialects.openai_chat.chat_request import Message
 
 QUERY_CHARS = 4000  # splitting the query into words costs time in proportion
 CANDIDATES = 24  # per kind: enough to fill a budget of a few thousand tokens
@@ -39,24 +37,10 @@ class ContextPack:
         return tuple(c.id for c in self.chunks)
 
 
-def query_text(messages: list[Message]) -> str:
-    """The latest user turn, and the one before it for a little context; of a long paste, its
-    end, where the question usually is."""
-    turns = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-    return " ".join(turns[-2:])[-QUERY_CHARS:]
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: only the text ones count
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-async def build_pack(store: Store, project: str, messages: list[Message], budget_tokens: int) -> ContextPack | None:
-    """None when nothing relevant fits (or there is nothing to search for)."""
-    question = query_text(messages)
+async def build_pack(store: Store, project: str, question: str, budget_tokens: int) -> ContextPack | None:
+    """The pack for `question` (a dialect's query text); None when nothing relevant fits (or
+    there is nothing to search for). Of a long question, its end, where the asking usually is."""
+    question = question[-QUERY_CHARS:]
     if not question.strip() or budget_tokens <= 0:
         return None
     memories, chunks = await store.search_knowledge(project, question, CANDIDATES)
@@ -98,14 +82,3 @@ def render(project: str, memories: list[Scored], chunks: list[Scored]) -> str:
             lines += [f"[{chunk.source}]", chunk.content]
     lines.append("</ctxgate-context>")
     return "\n".join(lines)
-
-
-def inject(messages: list[Message], pack: ContextPack | None) -> list[Message]:
-    """The pack goes right after the client's leading system (or developer) messages, so the
-    prompt prefix the client controls stays the same and provider prompt caching still works."""
-    if pack is None:
-        return messages
-    at = 0
-    while at < len(messages) and messages[at].get("role") in ("system", "developer"):
-        at += 1
-    return [*messages[:at], {"role": "system", "content": pack.text}, *messages[at:]]

@@ -1,4 +1,5 @@
-"""One request, one typed object: everything known about a chat exchange, ending in one outcome."""
+"""One request, one typed object: everything known about a proxied exchange, in any dialect,
+ending in one outcome."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from capture.records import MAX_COUNT, Interaction, new_interaction_id, now_timestamp
-from proxy.dialects.openai_chat.chat_request import ChatRequest, UpstreamCall
+from capture.records import Interaction, new_interaction_id, now_timestamp
 from proxy.pipeline.context import ContextPack
+from proxy.pipeline.dialect import ClientRequest, UpstreamCall, Usage
 from proxy.pipeline.identity import Identity
-
-
-WIRE = "openai_chat"  # the only dialect so far: prompt and response are OpenAI chat messages
+from proxy.pipeline.tool_guard import ToolDecision
 
 
 class Outcome(StrEnum):
@@ -37,19 +36,21 @@ class Exchange:
     id: str = field(default_factory=new_interaction_id)
     created_at: str = field(default_factory=now_timestamp)
     started_ns: int = field(default_factory=time.perf_counter_ns)
-    chat: ChatRequest | None = None
+    wire: str = ""  # the dialect the client spoke
+    request: ClientRequest | None = None
     identity: Identity | None = None
     call: UpstreamCall | None = None
+    prompt: Any = None  # as sent upstream, in the dialect's shape; with `params`, what is recorded
+    params: dict[str, Any] = field(default_factory=dict)
     transport: str | None = None  # native | translate: how the call was carried
     pack: ContextPack | None = None
     response: Any = None
     outcome: Outcome | None = None
     error: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    usage: Usage = field(default_factory=Usage)
     ttft_ms: float | None = None
     latency_ms: float | None = None
-    tool_decisions: list[dict[str, Any]] = field(default_factory=list)
+    tool_decisions: list[ToolDecision] = field(default_factory=list)
     stage_ms: dict[Stage, float] = field(default_factory=dict)
 
     def elapsed_ms(self) -> float:
@@ -66,13 +67,6 @@ class Exchange:
         self.error = error
         self.latency_ms = round(self.elapsed_ms(), 3)
 
-    def set_usage(self, usage: Any) -> None:
-        """The provider's token counts, where they are counts: anything else (a string, a
-        negative number, one past 64 bits) is left for the writer to count locally."""
-        if isinstance(usage, dict):
-            self.prompt_tokens = _count(usage.get("prompt_tokens"))
-            self.completion_tokens = _count(usage.get("completion_tokens"))
-
     def headers(self) -> dict[str, str]:
         headers = {"X-Ctxgate-Interaction-Id": self.id}
         if self.identity is not None:
@@ -86,36 +80,38 @@ class Exchange:
         return ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in self.stage_ms.items())
 
     def to_interaction(self) -> Interaction:
-        assert self.chat is not None and self.identity is not None and self.call is not None
+        assert self.request is not None and self.identity is not None and self.call is not None
         return Interaction(
             id=self.id,
             created_at=self.created_at,
             project=self.identity.project,
             session_id=self.identity.session_id,
             client=self.identity.client,
-            model=self.chat.model,
-            prompt=self.call.messages,
-            params=self.call.params or None,
+            model=self.request.model,
+            prompt=self.prompt,
+            params=self.params or None,
             response=self.response,
             memories_used=self.pack.memory_ids if self.pack else (),
             chunks_used=self.pack.chunk_ids if self.pack else (),
             context_pack=self.pack.text if self.pack else None,
-            tool_decisions=tuple(self.tool_decisions),
+            tool_decisions=tuple(decision.as_record() for decision in self.tool_decisions),
             status=str(self.outcome or Outcome.CLIENT_DISCONNECTED),
             error=self.error,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
-            wire=WIRE,
+            wire=self.wire,
         )
 
     def log_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         if self.call is not None:  # forwarded, so recorded: otherwise there is no such record
             fields["interaction_id"] = self.id
-        if self.chat is not None:
-            fields.update(model=self.chat.model, stream=self.chat.stream)
+        if self.wire:
+            fields["wire"] = self.wire
+        if self.request is not None:
+            fields.update(model=self.request.model, stream=self.request.stream)
         if self.transport is not None:
             fields["transport"] = self.transport
         if self.identity is not None:
@@ -125,14 +121,11 @@ class Exchange:
         if self.outcome is not None:
             fields["outcome"] = str(self.outcome)
         fields.update(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
             ttft_ms=self.ttft_ms,
-            tool_calls_denied=sum(1 for d in self.tool_decisions if d["action"] == "deny"),
+            tool_calls_denied=sum(1 for d in self.tool_decisions if not d.is_allowed),
             stage_ms={str(stage): round(ms, 3) for stage, ms in self.stage_ms.items()},
         )
         return fields
 
-
-def _count(value: Any) -> int | None:
-    return value if type(value) is int and 0 <= value <= MAX_COUNT else None

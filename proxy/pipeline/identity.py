@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.dialects.openai_chat.chat_request import ChatRequest, Message
+from proxy.pipeline.dialect import ClientRequest
 from proxy.edge.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from proxy.config.keys import KeyRing, VirtualKey
 from proxy.config.settings import Settings
@@ -57,7 +57,7 @@ def caller_key(request: web.Request, keyring: KeyRing) -> VirtualKey | None:
     return key
 
 
-def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyring: KeyRing) -> Identity:
+def identify(request: web.Request, asked: ClientRequest, settings: Settings, keyring: KeyRing) -> Identity:
     """Raises 401 without a valid key (when keys are configured), 403 for a project or model
     outside the key's scope, 429 over the key's rate."""
     bearer = bearer_token(request)
@@ -73,20 +73,20 @@ def identify(request: web.Request, chat: ChatRequest, settings: Settings, keyrin
             raise Forbidden(f"this key may not use project {project!r}; it may use "
                             f"{', '.join(sorted(key.projects))} (name one with the /p/{{project}}/v1 prefix "
                             f"or the {PROJECT_HEADER} header)", code="project_not_allowed")
-        if not key.allows_model(chat.model):
-            raise Forbidden(f"this key may not use model {chat.model!r}", code="model_not_allowed")
+        if not key.allows_model(asked.model):
+            raise Forbidden(f"this key may not use model {asked.model!r}", code="model_not_allowed")
         retry_after = keyring.retry_after_s(key)
         if retry_after is not None:
             raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
                                   retry_after_s=retry_after, code="rate_limited")
     client = own_header(request, CLIENT_HEADER, MAX_NAME) or (
         key.client if key else short_user_agent(request.headers.get("User-Agent")))
-    session_id = session_from(request, chat) or infer_session_id(project, client, chat.messages)
+    session_id = session_from(request, asked) or infer_session_id(project, client, asked.conversation_start)
     return Identity(client=client, project=project, session_id=session_id, key=key,
                     bearer_token=None if key else bearer)
 
 
-def session_from(request: web.Request, chat: ChatRequest) -> str | None:
+def session_from(request: web.Request, asked: ClientRequest) -> str | None:
     own = own_header(request, SESSION_HEADER, None)
     if own:
         return own[:MAX_SESSION_ID]
@@ -94,13 +94,7 @@ def session_from(request: web.Request, chat: ChatRequest) -> str | None:
         value = request.headers.get(header, "").strip()
         if value and _is_text(value):
             return value[:MAX_SESSION_ID]
-    metadata: Any = chat.params.get("metadata")
-    candidates: tuple[Any, ...] = (
-        metadata.get("session_id") if isinstance(metadata, dict) else None,
-        chat.params.get("litellm_session_id"),
-        chat.params.get("session_id"),
-    )
-    for candidate in candidates:
+    for candidate in asked.session_hints:
         # Echoed in a response header: a control character there would cut the response.
         if isinstance(candidate, str) and candidate.strip() and candidate.isascii() and candidate.isprintable():
             return candidate.strip()[:MAX_SESSION_ID]
@@ -154,10 +148,9 @@ def short_user_agent(user_agent: str | None) -> str:
     return user_agent.split(" ", 1)[0][:64]
 
 
-def infer_session_id(project: str, client: str, messages: list[Message]) -> str:
+def infer_session_id(project: str, client: str, conversation_start: tuple[Any, Any]) -> str:
     """Every turn of a conversation resends its system prompt and first user message, so their
     fingerprint (with project and client) groups the turns with no help from the client."""
-    system = next((m.get("content") for m in messages if m.get("role") in ("system", "developer")), None)
-    first_user = next((m.get("content") for m in messages if m.get("role") == "user"), None)
+    system, first_user = conversation_start
     digest = hashlib.sha256(repr((project, client, system, first_user)).encode()).hexdigest()
     return f"s_{digest[:24]}"

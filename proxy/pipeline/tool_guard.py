@@ -22,6 +22,31 @@ Keepalive = Callable[[], Awaitable[None]]
 
 
 @dataclass(slots=True)
+class ToolDecision:
+    """The audit entry of one tool call: what the policy said, who decided, and the outcome."""
+
+    tool: str
+    call_id: str | None
+    arguments: str
+    policy_action: str  # what the rules said: allow, deny or ask
+    rule: str
+    reason: str
+    decided_by: str = "policy"  # policy, human, timeout, observe_only, store_unavailable, client_gone
+    approval_id: str | None = None
+    is_allowed: bool = False
+    wait_ms: float = 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        """The entry as records and the API give it."""
+        return {
+            "tool": self.tool, "call_id": self.call_id, "arguments": self.arguments,
+            "policy_action": self.policy_action, "rule": self.rule, "reason": self.reason,
+            "decided_by": self.decided_by, "approval_id": self.approval_id,
+            "action": "allow" if self.is_allowed else "deny", "wait_ms": self.wait_ms,
+        }
+
+
+@dataclass(slots=True)
 class ToolGuard:
     """Decides the tool calls of one exchange and keeps the audit entries."""
 
@@ -32,7 +57,7 @@ class ToolGuard:
     session_id: str | None
     interaction_id: str
     declared: frozenset[str]
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[ToolDecision] = field(default_factory=list)
     _always_allowed: frozenset[str] | None = None
 
     @property
@@ -50,30 +75,26 @@ class ToolGuard:
             decision = evaluate(self.policy, name, arguments, always_allowed=await self._remembered())
         else:
             decision = undeclared(name)
-        entry: dict[str, Any] = {
-            "tool": name, "call_id": call_id, "arguments": arguments, "policy_action": str(decision.action),
-            "rule": decision.rule, "reason": decision.reason, "decided_by": "policy", "approval_id": None,
-        }
-        allowed = decision.action is Action.ALLOW
+        entry = ToolDecision(tool=name, call_id=call_id, arguments=arguments, policy_action=str(decision.action),
+                             rule=decision.rule, reason=decision.reason, is_allowed=decision.action is Action.ALLOW)
         try:
             if not self.policies.enforcing:
-                allowed, entry["decided_by"] = True, "observe_only"
+                entry.is_allowed, entry.decided_by = True, "observe_only"
             elif decision.action is Action.ASK:
-                allowed = await self._ask(decision, entry, call_id, name, arguments, keepalive, is_client_gone)
+                entry.is_allowed = await self._ask(decision, entry, keepalive, is_client_gone)
         except StoreUnavailable as error:  # no person can be asked without the store: fail closed
-            allowed, entry["decided_by"] = False, "store_unavailable"
-            entry["reason"] = f"{decision.reason}; the store is unavailable, so no person could decide: denied"
+            entry.is_allowed, entry.decided_by = False, "store_unavailable"
+            entry.reason = f"{decision.reason}; the store is unavailable, so no person could decide: denied"
             log.warning("tool_approval_impossible", tool=name, error=str(error), interaction_id=self.interaction_id)
         except BaseException:  # cancelled, or the client left mid-wait: still in the audit trail
-            allowed, entry["decided_by"] = False, "client_gone"
+            entry.is_allowed, entry.decided_by = False, "client_gone"
             raise
         finally:
-            entry["action"] = "allow" if allowed else "deny"
-            entry["wait_ms"] = round((time.monotonic() - started) * 1000, 3)
+            entry.wait_ms = round((time.monotonic() - started) * 1000, 3)
             self.decisions.append(entry)
-        log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule=entry["rule"],
-                 decided_by=entry["decided_by"], interaction_id=self.interaction_id)
-        return allowed
+        log.info("tool_allowed" if entry.is_allowed else "tool_denied", tool=name, call_id=call_id, rule=entry.rule,
+                 decided_by=entry.decided_by, interaction_id=self.interaction_id)
+        return entry.is_allowed
 
     async def _remembered(self) -> frozenset[str]:
         """The tools a person allowed always for the project, read once per exchange and only
@@ -86,19 +107,18 @@ class ToolGuard:
                 return frozenset()
         return self._always_allowed
 
-    async def _ask(
-        self, decision: Decision, entry: dict[str, Any], call_id: str | None, name: str, arguments: str,
-        keepalive: Keepalive | None, is_client_gone: Callable[[], bool],
-    ) -> bool:
+    async def _ask(self, decision: Decision, entry: ToolDecision, keepalive: Keepalive | None,
+                   is_client_gone: Callable[[], bool]) -> bool:
         timeout_s = self.policy.approval_timeout_s
         approval = await self.book.request(
-            project=self.project, session_id=self.session_id, interaction_id=self.interaction_id, tool=name,
-            call_id=call_id, arguments=arguments, rule=decision.rule, reason=decision.reason, timeout_s=timeout_s,
+            project=self.project, session_id=self.session_id, interaction_id=self.interaction_id, tool=entry.tool,
+            call_id=entry.call_id, arguments=entry.arguments, rule=decision.rule, reason=decision.reason,
+            timeout_s=timeout_s,
         )
         resolution = await self.book.wait(approval, timeout_s, keepalive=keepalive, is_client_gone=is_client_gone)
-        entry.update(approval_id=approval.id, decided_by=resolution.decided_by)
+        entry.approval_id, entry.decided_by = approval.id, resolution.decided_by
         if not resolution.approved:
-            entry["reason"] = (
+            entry.reason = (
                 f"{decision.reason}; a person denied it" if resolution.decided_by == "human"
                 else f"{decision.reason}; no decision ({resolution.decided_by}), so denied"
             )
@@ -109,20 +129,18 @@ class ToolGuard:
         deny (rule `unreadable_call`) whatever the request declared, since what cannot be read
         cannot be decided. Observe-only lets it pass, as it does every call."""
         allowed = not self.policies.enforcing
-        self.decisions.append({
-            "tool": name, "call_id": call_id, "arguments": arguments, "policy_action": str(Action.DENY),
-            "rule": "unreadable_call", "reason": f"the call {why}, so it cannot be decided",
-            "decided_by": "observe_only" if allowed else "policy", "approval_id": None,
-            "action": "allow" if allowed else "deny", "wait_ms": 0.0,
-        })
+        self.decisions.append(ToolDecision(
+            tool=name, call_id=call_id, arguments=arguments, policy_action=str(Action.DENY), rule="unreadable_call",
+            reason=f"the call {why}, so it cannot be decided", decided_by="observe_only" if allowed else "policy",
+            is_allowed=allowed,
+        ))
         log.info("tool_allowed" if allowed else "tool_denied", tool=name, call_id=call_id, rule="unreadable_call",
                  decided_by="observe_only" if allowed else "policy", interaction_id=self.interaction_id)
         return allowed
 
     def refusal_text(self, names: list[str]) -> str:
         """What the client reads in place of the calls it will not get."""
-        lines = []
-        for entry in self.decisions:
-            if entry["action"] == "deny" and entry["tool"] in names:
-                lines.append(f"ctxgate refused the call to {entry['tool']!r}: {entry['reason']} ({entry['rule']}).")
-        return "\n".join(lines)
+        return "\n".join(
+            f"ctxgate refused the call to {entry.tool!r}: {entry.reason} ({entry.rule})."
+            for entry in self.decisions if not entry.is_allowed and entry.tool in names
+        )

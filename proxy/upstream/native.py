@@ -1,10 +1,11 @@
-"""The native transport: a provider that speaks OpenAI chat is sent the body as ctxgate holds
-it, on one pooled aiohttp session, and its answer is read with orjson. No litellm on the way:
-its machinery (logging objects, pydantic models, a stream wrapper at about 0.75 ms a chunk)
-is what made the gateway cost 20 to 100 times a plain relay.
+"""The native transport: a provider that speaks the client's dialect is sent the body as
+ctxgate holds it, on one pooled aiohttp session, and its answer is read with orjson. No
+litellm on the way: its machinery (logging objects, pydantic models, a stream wrapper at about
+0.75 ms a chunk) is what made the gateway cost 20 to 100 times a plain relay.
 
-It hands the pipeline the same values as the translate transport: a `chat.completion` dict,
-or `chat.completion.chunk` dicts, with `model` the client's name; failures as UpstreamError.
+A stream comes out as batches of events, one batch per network read, each event decoded and
+kept as the bytes it came in, so the dialect can relay untouched frames without writing them
+anew. Failures leave as UpstreamError.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ import aiohttp
 import orjson
 
 from capture.writable import writable
-from proxy.dialects.openai_chat.chat_request import UpstreamCall
+from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.errors import UpstreamError
 from proxy.edge.redaction import Redactor
 from proxy.upstream.provider_errors import provider_error
 
 MAX_ERROR_BODY = 64 * 1024  # of a provider's error answer, read to pass its message on
+MAX_EVENT = 16 * 1024 * 1024  # one server-sent event; a provider sending more is broken
 
 
 @dataclass(frozen=True, slots=True)
 class NativeRoute:
     """Where and how a declared model is called natively."""
 
-    url: str  # the provider's .../chat/completions
+    api_base: str  # the provider's base URL; the dialect's endpoint path goes after it
     model: str  # the provider's own name for the model
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float | None = None  # the route's own; else the gateway's
@@ -60,16 +62,15 @@ class NativeTransport:
             except (aiohttp.ClientError, OSError) as error:
                 raise self._broken(error, call) from error
             data = _json_object(raw)
-            if data is None or not isinstance(data.get("choices"), list):
+            if data is None:
                 raise UpstreamError(
-                    f"upstream failed: the provider's answer is not a chat completion "
+                    f"upstream failed: the provider's answer is not a JSON object "
                     f"({response.content_type or 'no content type'})", status=502, code="upstream_unavailable")
-            data["model"] = call.model
             return writable(data)
 
-    async def stream(self, route: NativeRoute, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
-        """Server-sent events, each `data:` decoded; `[DONE]` ends it. A stream the provider
-        cuts short ends without a finish: the tool gate says so to the client."""
+    async def stream(self, route: NativeRoute, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
+        """Server-sent events in batches, one per network read; `[DONE]` ends it. A stream the
+        provider cuts short just ends: the dialect's gate says so to the client."""
         async with self._post(route, call) as response:
             await self._refuse_errors(response, call)
             if response.content_type != "text/event-stream":
@@ -77,25 +78,29 @@ class NativeTransport:
                     f"upstream failed: the provider answered a stream with {response.content_type or 'no content type'}, "
                     "not text/event-stream", status=502, code="upstream_unavailable")
             try:
-                async for data in _events(response.content):
-                    if data == b"[DONE]":
-                        return
-                    chunk = _json_object(data)
-                    if chunk is None:
-                        raise UpstreamError("upstream failed: the provider sent an event that is not JSON",
-                                            status=502, code="upstream_unavailable")
-                    if "error" in chunk and "choices" not in chunk:  # OpenAI's way to fail mid-stream
-                        raise self._from_body(502, chunk, call, retry_after=None)
-                    chunk["model"] = call.model
-                    yield writable(chunk)
+                async for frames in _frames(response.content):
+                    batch: list[StreamEvent] = []
+                    for frame in frames:
+                        event = _event(frame)
+                        if event is None:  # a comment or a keep-alive: nothing to relay
+                            continue
+                        if event is _DONE:
+                            if batch:
+                                yield batch
+                            return
+                        if "error" in event.data and "choices" not in event.data:  # OpenAI's way to fail mid-stream
+                            raise self._from_body(502, event.data, call, retry_after=None)
+                        batch.append(event)
+                    if batch:
+                        yield batch
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
                 raise self._broken(error, call) from error
 
     def _post(self, route: NativeRoute, call: UpstreamCall) -> Any:
         assert self._session is not None, "the native transport was not started"
-        body = {**call.params, "model": route.model, "messages": call.messages}
-        if call.stream:
-            body["stream"] = True
+        body = {**call.body, "model": route.model}
+        if body.get("stream") is None:
+            body.pop("stream", None)
         headers = {"Content-Type": "application/json"}
         key = route.api_key or call.client_api_key
         if key:
@@ -104,8 +109,8 @@ class NativeTransport:
         # coming is not cut at a total.
         limit = route.timeout_s or self.timeout_s
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-        return _Post(self._session.post(route.url, data=orjson.dumps(body), headers=headers, timeout=timeout),
-                     self, call)
+        return _Post(self._session.post(route.api_base + call.path, data=orjson.dumps(body), headers=headers,
+                                        timeout=timeout), self, call)
 
     async def _refuse_errors(self, response: aiohttp.ClientResponse, call: UpstreamCall) -> None:
         if response.status < 400:
@@ -152,19 +157,59 @@ class _Post:
         await self._request.__aexit__(*exc)  # releases (or, cut short, closes) the connection
 
 
-async def _events(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
-    """The `data` of each server-sent event (several `data:` lines joined by newlines)."""
-    data: list[bytes] = []
-    async for line in content:
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-        elif line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" "))
-    if data:
-        yield b"\n".join(data)
+async def _frames(content: aiohttp.StreamReader) -> AsyncGenerator[list[bytes], None]:
+    """The complete server-sent events of each network read, as their frames (without the blank
+    line that ends each); one cut across reads is joined with its rest."""
+    pending = b""
+    async for piece in content.iter_any():
+        pending += piece
+        if b"\r" in pending:  # CRLF or CR line ends: made LF; a CR at the end may start a CRLF
+            held = b"\r" if pending.endswith(b"\r") else b""
+            pending = pending[:len(pending) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
+        *frames, pending = pending.split(b"\n\n")
+        if len(pending) > MAX_EVENT:
+            raise UpstreamError("upstream failed: the provider sent an event larger than 16 MiB",
+                                status=502, code="upstream_unavailable")
+        if frames:
+            yield frames
+    pending = pending.strip(b"\r\n")
+    if pending:
+        yield [pending]
+
+
+_DONE = StreamEvent(data={})
+
+
+def _event(frame: bytes) -> StreamEvent | None:
+    """One frame's event: its `data` lines (joined by newlines) decoded, its `event` name, and
+    the frame as it came, when orjson decoded it (else it is written anew). None for a frame
+    without data; `_DONE` for `[DONE]`."""
+    if frame.startswith(b"data: ") and b"\n" not in frame:  # the usual frame: one data line
+        data, name = frame[6:], None
+    else:
+        lines, name = [], None
+        for line in frame.split(b"\n"):
+            if line.startswith(b"data:"):
+                lines.append(line[5:].removeprefix(b" "))
+            elif line.startswith(b"event:"):
+                name = line[6:].strip().decode("utf-8", "replace")
+        if not lines:
+            return None
+        data = b"\n".join(lines)
+    if data == b"[DONE]":
+        return _DONE
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        decoded = _json_object(data)  # a lone surrogate escape: Python's json takes it
+        if decoded is None:
+            raise UpstreamError("upstream failed: the provider sent an event that is not JSON",
+                                status=502, code="upstream_unavailable") from None
+        return StreamEvent(data=writable(decoded), name=name)
+    if not isinstance(value, dict):
+        raise UpstreamError("upstream failed: the provider sent an event that is not a JSON object",
+                            status=502, code="upstream_unavailable")
+    return StreamEvent(data=value, raw=frame + b"\n\n", name=name)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -1,9 +1,9 @@
 """The upstream seam: one call in, the provider's answer out, by the transport its route takes.
 
-`native` where the route's provider speaks OpenAI chat (see `translate.native_route`): the
-body goes out as ctxgate holds it and the answer is read with orjson. `translate` everywhere
-else: litellm converts to and from the provider's protocol. Both hand the pipeline the same
-values and raise the same UpstreamError.
+`native` where the route's provider speaks the client's dialect (see `translate.native_route`):
+the body goes out as ctxgate holds it, the answer is read with orjson and a stream's frames
+keep their bytes. `translate` everywhere else: litellm converts to and from the provider's
+protocol. Both hand the pipeline the same values and raise the same UpstreamError.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from proxy.config.settings import Settings
-from proxy.dialects.openai_chat.chat_request import UpstreamCall
+from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
 from proxy.upstream.native import NativeRoute, NativeTransport
 from proxy.upstream.translate import Translate, native_route
@@ -41,14 +41,15 @@ class Upstream:
             return await self.native.complete(route, call)
         return await self.translate.complete(call)
 
-    def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
+    def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
+        """The provider's events, in batches as they arrive (each batch non-empty)."""
         route = self._native(call)
         if route is not None:
             return self.native.stream(route, call)
         return self.translate.stream(call)
 
-    def count_tokens(self, model_name: str, messages: Any, completion_text: str) -> tuple[int, int]:
-        return self.translate.count_tokens(model_name, messages, completion_text)
+    def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
+        return self.translate.count_tokens(model_name, prompt, completion_text)
 
     def _native(self, call: UpstreamCall) -> NativeRoute | None:
         return self._native_routes.get(call.model)

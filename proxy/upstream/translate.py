@@ -1,7 +1,7 @@
 """The upstream seam: the one module that knows litellm.
 
-It takes an `UpstreamCall` and returns plain OpenAI wire-format data: a `chat.completion`
-dict, or an async iterator of `chat.completion.chunk` dicts. Provider failures leave it as
+It takes an OpenAI chat `UpstreamCall` and returns plain OpenAI wire-format data: a
+`chat.completion` dict, or batches of `chat.completion.chunk` events. Provider failures leave it as
 `UpstreamError` with the status the client should get. Nothing outside sees litellm's types.
 """
 
@@ -24,7 +24,7 @@ from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_c
 import structlog  # noqa: E402
 
 from capture.writable import writable  # noqa: E402
-from proxy.dialects.openai_chat.chat_request import UpstreamCall  # noqa: E402
+from proxy.pipeline.dialect import StreamEvent, UpstreamCall  # noqa: E402
 from proxy.edge.errors import UpstreamError  # noqa: E402
 from proxy.edge.redaction import Redactor  # noqa: E402
 from proxy.upstream.native import NativeRoute  # noqa: E402
@@ -97,10 +97,9 @@ class Translate:
             raise self._error(error, call) from error
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         _strip_litellm_keys(data)
-        data["model"] = call.model
         return writable(data)  # a provider may send what orjson will not write (a lone surrogate)
 
-    async def stream(self, call: UpstreamCall) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
         try:
             response = await litellm.acompletion(**self._arguments(call))
         except Exception as error:  # boundary, as in complete()
@@ -110,7 +109,7 @@ class Translate:
                 if _is_made_up_finish(response):
                     raise UpstreamError("the provider's stream ended before its answer was finished",
                                         status=502, code="upstream_stream_cut")
-                yield _chunk_dict(chunk, call.model)
+                yield [StreamEvent(data=_chunk_dict(chunk, call.model))]
         except UpstreamError:
             raise
         except Exception as error:  # boundary, as in complete()
@@ -128,14 +127,15 @@ class Translate:
         mapped.args = (mapped.message,)
         return mapped
 
-    def count_tokens(self, model_name: str, messages: Any, completion_text: str) -> tuple[int, int]:
-        """(prompt, completion) tokens counted locally, for upstreams that report no usage.
-        Blocking and CPU-bound: call it from a thread."""
+    def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
+        """(prompt, completion) tokens counted locally, for upstreams that report no usage; a
+        prompt of chat messages is counted as litellm counts them. Blocking and CPU-bound:
+        call it from a thread."""
         route = self.settings.route_for(model_name)
         model = route.model if route else model_name
-        prompt = litellm.token_counter(model=model, messages=messages) if isinstance(messages, list) else 0
+        prompt_tokens = litellm.token_counter(model=model, messages=prompt) if isinstance(prompt, list) else 0
         completion = litellm.token_counter(model=model, text=completion_text) if completion_text else 0
-        return int(prompt), int(completion)
+        return int(prompt_tokens), int(completion)
 
     def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
         route = self.settings.route_for(call.model)
@@ -148,8 +148,9 @@ class Translate:
         if self.settings.drop_params:
             arguments["drop_params"] = True
         extra_body: dict[str, Any] = {}
-        for name, value in call.params.items():
-            (arguments if name in translated else extra_body)[name] = value
+        for name, value in call.body.items():
+            if name not in ("model", "messages", "stream"):
+                (arguments if name in translated else extra_body)[name] = value
         if route is None:
             # Not declared: litellm resolves the name itself, with the client's own key.
             arguments.update(model=model, api_key=call.client_api_key)
@@ -160,7 +161,7 @@ class Translate:
                 arguments["api_base"] = route.api_base
         if extra_body:
             arguments["extra_body"] = extra_body
-        arguments.update(messages=call.messages, stream=call.stream)
+        arguments.update(messages=call.body["messages"], stream=call.stream)
         return arguments
 
 
@@ -188,7 +189,7 @@ def native_route(route: ModelRoute) -> NativeRoute | None:
     if not is_native:
         return None
     timeout = route.extra.get("timeout")
-    return NativeRoute(url=route.api_base.rstrip("/") + "/chat/completions", model=model, api_key=route.api_key,
+    return NativeRoute(api_base=route.api_base.rstrip("/"), model=model, api_key=route.api_key,
                        timeout_s=float(timeout) if isinstance(timeout, (int, float)) else None)
 
 

@@ -121,7 +121,7 @@ async def test_the_budget_is_respected_at_the_boundary(store: SQLiteStore) -> No
     facts = [f"Subnet {n} of the prod VPC is 10.0.{n}.0/24" for n in range(4)]
     for fact in facts:
         await store.add_memory(new_memory("atmos", fact))
-    question = [{"role": "user", "content": "prod VPC subnet"}]
+    question = "prod VPC subnet"
     frame = count_tokens(render("atmos", [], []))
     per_item = [count_tokens(f) + ITEM_OVERHEAD_TOKENS for f in facts]
     # memories get half of what the frame leaves: exactly three fit in this budget, not four
@@ -185,7 +185,7 @@ HOSTILE = ['"', 'say "hi', "*", "OR", "NEAR(a b)", "a AND (b", "-x", "col:val", 
 @pytest.mark.parametrize("text", HOSTILE)
 async def test_hostile_query_text_never_errors(store: SQLiteStore, text: str) -> None:
     await store.add_memory(new_memory("atmos", "日本語 and plain words about the VPC"))
-    pack = await build_pack(store, "atmos", [{"role": "user", "content": text}], 1500)
+    pack = await build_pack(store, "atmos", text, 1500)
     assert pack is None or pack.memories
 
 

@@ -27,6 +27,11 @@ POLICY = {
 }
 
 
+def recorded(guard: ToolGuard) -> list[dict[str, Any]]:
+    """The guard's decisions as the record keeps them."""
+    return [decision.as_record() for decision in guard.decisions]
+
+
 def custom(name: str) -> dict[str, Any]:
     return {"type": "custom", "custom": {"name": name, "description": f"{name}, in free text"}}
 
@@ -226,7 +231,7 @@ async def test_an_unreadable_call_is_refused_whatever_was_declared(store: SQLite
     [choice] = completion["choices"]
     assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
     assert "unreadable_call" in choice["message"]["content"]
-    [decision] = guard.decisions
+    [decision] = recorded(guard)
     assert (decision["action"], decision["rule"], decision["decided_by"]) == ("deny", "unreadable_call", "policy")
 
 
@@ -238,7 +243,7 @@ async def test_an_unreadable_streamed_call_is_refused_and_never_sent(store: SQLi
     assert "rm -rf" not in json.dumps(out)
     assert all("tool_calls" not in ch["delta"] for c in out for ch in c["choices"])
     assert [ch["finish_reason"] for c in out for ch in c["choices"] if ch["finish_reason"]] == ["stop"]
-    assert [(d["action"], d["rule"]) for d in guard.decisions] == [("deny", "unreadable_call")]
+    assert [(d["action"], d["rule"]) for d in recorded(guard)] == [("deny", "unreadable_call")]
 
 
 async def test_a_custom_call_split_as_litellm_streams_it_is_sent_whole(store: SQLiteStore) -> None:
@@ -257,7 +262,7 @@ async def test_a_custom_call_split_as_litellm_streams_it_is_sent_whole(store: SQ
         {"index": 0, "id": "c1", "type": "custom", "custom": {"name": "shell", "input": "ls -la /srv"}},
         {"index": 1, "id": "c2", "type": "function", "function": {"name": "file_read", "arguments": "{}"}},
     ]
-    assert [(d["tool"], d["arguments"], d["action"]) for d in guard.decisions] == [
+    assert [(d["tool"], d["arguments"], d["action"]) for d in recorded(guard)] == [
         ("shell", "ls -la /srv", "allow"), ("file_read", "{}", "allow")]
 
 
@@ -267,7 +272,7 @@ async def test_an_empty_holder_beside_a_custom_call_does_not_make_it_two_shapes(
     call = {"id": "c", "type": "custom", "custom": {"name": "shell", "input": "ls"}, "function": {"arguments": ""}}
     completion = await enforce_completion(reply_with(call), guard)
     assert completion["choices"][0]["message"]["tool_calls"] == [call]
-    assert guard.decisions[0]["action"] == "allow"
+    assert recorded(guard)[0]["action"] == "allow"
 
 
 async def test_observe_only_records_an_unreadable_call_and_passes_it(store: SQLiteStore) -> None:
@@ -278,5 +283,5 @@ async def test_observe_only_records_an_unreadable_call_and_passes_it(store: SQLi
     out = await run_gate(gate_for(guard), [chunk({"index": 0, **call}), chunk(finish="tool_calls")])
     [streamed] = [d for c in out for ch in c["choices"] for d in ch["delta"].get("tool_calls", [])]
     assert streamed == {"index": 0, **call}  # in every shape it gave, as it gave them
-    assert [(d["decided_by"], d["policy_action"], d["rule"]) for d in guard.decisions] == [
+    assert [(d["decided_by"], d["policy_action"], d["rule"]) for d in recorded(guard)] == [
         ("observe_only", "deny", "unreadable_call")] * 2

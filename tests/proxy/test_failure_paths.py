@@ -140,9 +140,9 @@ async def test_a_client_that_leaves_a_plain_call_cancels_it_upstream_and_is_reco
 
 
 async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(gateway: Gateway) -> None:
-    from proxy.pipeline import chat
+    from proxy.dialects.openai_chat import relay
 
-    original = chat.StreamAssembler.add
+    original = relay.StreamAssembler.add
     seen = 0
 
     def failing_add(self: Any, chunk: dict[str, Any]) -> None:
@@ -152,14 +152,14 @@ async def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(gateway: Gat
             raise RuntimeError("a bug of ours")
         original(self, chunk)
 
-    chat.StreamAssembler.add = failing_add  # type: ignore[method-assign]
+    relay.StreamAssembler.add = failing_add  # type: ignore[method-assign]
     try:
         gateway.upstream.push(Reply(text="abcdefghijkl", fragment=2))
         async with aiohttp.ClientSession() as session:
             response = await session.post(gateway.url + "/v1/chat/completions", json={**CHAT, "stream": True})
             raw = (await response.read()).decode()
     finally:
-        chat.StreamAssembler.add = original  # type: ignore[method-assign]
+        relay.StreamAssembler.add = original  # type: ignore[method-assign]
     assert response.status == 200
     assert "HTTP/1.1 500" not in raw
     events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]

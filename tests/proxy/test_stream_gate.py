@@ -17,6 +17,11 @@ from proxy.edge.errors import UpstreamError
 SECRET_ARGS = '{"stack": "prod", "really": true}'
 
 
+def recorded(guard: ToolGuard) -> list[dict[str, Any]]:
+    """The guard's decisions as the record keeps them."""
+    return [decision.as_record() for decision in guard.decisions]
+
+
 
 def gate_for(store: SQLiteStore, enforcing: bool = True) -> StreamToolGate:
     policies = parse_policy({"default": {"mode": "allow", "blocked_tools": ["destroy"]}})
@@ -157,4 +162,4 @@ async def test_observe_only_passes_everything(store: SQLiteStore) -> None:
     gate = gate_for(store, enforcing=False)
     out = await run(gate, [chunk(call(0, id="a", name="destroy", args="{}")), chunk(finish="tool_calls")])
     assert sent_calls(out) == [(0, "destroy", "{}")]
-    assert gate.guard.decisions[0]["decided_by"] == "observe_only"
+    assert recorded(gate.guard)[0]["decided_by"] == "observe_only"

@@ -1,49 +1,30 @@
-"""The request side of a chat exchange: the client's body, validated, and the call sent upstream."""
+"""The request side of an OpenAI chat exchange: the client's body validated into the neutral
+request, and the call sent upstream with the pack injected and the policy's tools screened."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from policy.rules import ProjectPolicy
+from proxy.dialects.openai_chat.screening import declared_tool_names, screen_request
 from proxy.edge.errors import BadRequest
+from proxy.pipeline.context import ContextPack
+from proxy.pipeline.dialect import ClientRequest, UpstreamCall
 
+WIRE = "openai_chat"
 Message = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """A validated `POST /v1/chat/completions` body. `params` is everything but model,
-    messages and stream, passed upstream exactly as the client sent it."""
-
-    model: str
-    messages: list[Message]
-    stream: bool
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamCall:
-    """What goes to the provider: the messages as finally sent (context included) and the
-    client's parameters. `model` is the client's name for it; the seam resolves the route."""
-
-    model: str
-    messages: list[Message]
-    stream: bool
-    params: dict[str, Any]
-    client_api_key: str | None = field(default=None, repr=False)
-
-
-def parse_chat_request(body: Any) -> ChatRequest:
+def parse_chat_request(body: Any) -> ClientRequest:
     """Validate the fields the gateway relies on; everything else is the provider's to judge."""
     if not isinstance(body, dict):
         raise BadRequest(
             f"request body must be a JSON object, got {type(body).__name__}", code="invalid_body"
         )
-    params = dict(body)
-    model = params.pop("model", None)
+    model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
-    messages = params.pop("messages", None)
+    messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
     for index, message in enumerate(messages):
@@ -54,12 +35,65 @@ def parse_chat_request(body: Any) -> ChatRequest:
                 f"messages[{index}].role is required and must be a string",
                 param=f"messages[{index}].role",
             )
-    stream = params.pop("stream", False)
+    stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be a boolean", param="stream")
     # litellm reads it while relaying a stream, so a wrong type would fail mid-way as a 502.
-    if not isinstance(params.get("stream_options", {}), (dict, type(None))):
+    if not isinstance(body.get("stream_options", {}), (dict, type(None))):
         raise BadRequest("'stream_options' must be an object", param="stream_options")
-    return ChatRequest(model=model, messages=messages, stream=stream, params=params)
+    metadata = body.get("metadata")
+    return ClientRequest(
+        wire=WIRE, model=model, stream=stream, body=body,
+        declared_tools=declared_tool_names(body),
+        query=query_text(messages),
+        session_hints=(metadata.get("session_id") if isinstance(metadata, dict) else None,
+                       body.get("litellm_session_id"), body.get("session_id")),
+        conversation_start=(
+            next((m.get("content") for m in messages if m.get("role") in ("system", "developer")), None),
+            next((m.get("content") for m in messages if m.get("role") == "user"), None),
+        ),
+    )
+
+
+def prepare_chat_call(request: ClientRequest, pack: ContextPack | None, policy: ProjectPolicy | None,
+                      client_api_key: str | None) -> UpstreamCall:
+    """The client's body with the pack injected into its messages and, with a policy, the
+    tools it blocks taken out of `tools`."""
+    body = request.body
+    if policy is not None:
+        body = screen_request(body, policy)
+    if pack is not None:
+        body = {**body, "messages": inject(body["messages"], pack)}
+    return UpstreamCall(wire=WIRE, path="/chat/completions", model=request.model, stream=request.stream, body=body,
+                        client_api_key=client_api_key)
+
+
+def recorded_prompt(call: UpstreamCall) -> tuple[Any, dict[str, Any]]:
+    """The messages as sent, and the parameters beside them."""
+    params = {name: value for name, value in call.body.items() if name not in ("model", "messages", "stream")}
+    return call.body["messages"], params
+
+
+def query_text(messages: list[Message]) -> str:
+    """The latest user turn, and the one before it for a little context."""
+    turns = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    return " ".join(turns[-2:])
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: only the text ones count
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def inject(messages: list[Message], pack: ContextPack) -> list[Message]:
+    """The pack goes right after the client's leading system (or developer) messages, so the
+    prompt prefix the client controls stays the same and provider prompt caching still works."""
+    at = 0
+    while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+        at += 1
+    return [*messages[:at], {"role": "system", "content": pack.text}, *messages[at:]]

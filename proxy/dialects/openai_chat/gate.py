@@ -153,6 +153,27 @@ class StreamToolGate:
         self._choices: dict[int, _ChoiceState] = {}
         self._template: dict[str, Any] = {}
 
+    def passes_intact(self, chunk: dict[str, Any]) -> bool:
+        """True for a chunk `feed` would send on as it came (most of a stream: text deltas, a
+        usage chunk), so its bytes can be relayed untouched: no tool-call or function-call
+        delta, no finish. Notes the text it carries, as `feed` would."""
+        choices = chunk.get("choices")
+        if choices is None:
+            return True
+        if not isinstance(choices, list):
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("finish_reason"):
+                return False
+            delta = choice.get("delta")
+            if not delta:
+                continue
+            if not isinstance(delta, dict) or "tool_calls" in delta or "function_call" in delta:
+                return False
+            if delta.get("content"):
+                self._choices.setdefault(choice.get("index", 0), _ChoiceState()).has_content = True
+        return True
+
     async def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         self._template = chunk
         out: list[dict[str, Any]] = []

@@ -1,0 +1,93 @@
+"""A streamed OpenAI chat reply on its way to the client: chunks the gate leaves as they came
+are relayed as the provider's own bytes (the client's model name stamped in), the rest are
+gated and written anew; what reached the client is assembled for the record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from capture.writable import writable
+from proxy.dialects.openai_chat.assembly import StreamAssembler
+from proxy.dialects.openai_chat.gate import StreamToolGate
+from proxy.edge.errors import GatewayError
+from proxy.edge.wire import SSE_DONE, error_envelope, sse_frame
+from proxy.pipeline.dialect import StreamEvent, Usage
+
+# How `"model"` is written: compactly by most providers, with a space by Python's json.
+_MODEL_KEYS = (b'"model":', b'"model": ')
+
+
+class ChatStreamRelay:
+    def __init__(self, model: str, gate: StreamToolGate) -> None:
+        self.model = model  # the client's name for it, on every chunk
+        self.gate = gate
+        self.assembler = StreamAssembler()
+        self._sent: list[dict[str, Any]] = []  # written, not yet assembled
+        self._model_bytes = orjson.dumps(model)
+        self._restamps: dict[str, tuple[bytes, ...]] = {}  # a provider's model name -> how it is written
+
+    async def feed(self, events: list[StreamEvent]) -> bytes:
+        frames: list[bytes] = []
+        for event in events:
+            chunk = event.data
+            if event.raw is not None and self.gate.passes_intact(chunk):
+                frame = self._restamped(event.raw, chunk)
+                if frame is not None:
+                    frames.append(frame)
+                    self._sent.append(chunk)
+                    continue
+            chunk = writable(chunk)  # written anew below: what orjson cannot write is made writable
+            chunk["model"] = self.model
+            for out in await self.gate.feed(chunk):
+                frames.append(sse_frame(out))
+                self._sent.append(out)
+        return b"".join(frames)
+
+    async def finish(self) -> bytes:
+        settled = await self.gate.finish()
+        self._sent += settled
+        return b"".join(sse_frame(chunk) for chunk in settled) + SSE_DONE
+
+    def commit(self) -> None:
+        for chunk in self._sent:
+            self.assembler.add(chunk)
+        self._sent.clear()
+
+    def error_frame(self, error: GatewayError) -> bytes:
+        # Mid-stream the status is sent: OpenAI's own way is an error event the SDK raises.
+        return sse_frame(error_envelope(error.message, error.kind, code=error.code))
+
+    def reply(self) -> Any:
+        return writable(self.assembler.message())
+
+    def usage(self) -> Usage:
+        return usage_of(self.assembler.usage)
+
+    def _restamped(self, raw: bytes, chunk: dict[str, Any]) -> bytes | None:
+        """`raw` with the client's model name in place of the provider's, or None when that
+        cannot be done on the bytes (no `model`, or spaced unusually): the chunk is then
+        written anew."""
+        provider_model = chunk.get("model")
+        if provider_model == self.model:
+            return raw
+        if not isinstance(provider_model, str):
+            return None
+        keys = self._restamps.get(provider_model)
+        if keys is None:
+            name = orjson.dumps(provider_model)
+            keys = self._restamps[provider_model] = tuple(key + name for key in _MODEL_KEYS)
+        for key in keys:
+            if raw.count(key) == 1:
+                return raw.replace(key, _MODEL_KEYS[0] + self._model_bytes)
+        return None
+
+
+def usage_of(usage: Any) -> Usage:
+    """OpenAI chat's `usage`, with the cached prompt tokens it reports."""
+    if not isinstance(usage, dict):
+        return Usage()
+    details = usage.get("prompt_tokens_details")
+    return Usage.of(usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                    cache_read=details.get("cached_tokens") if isinstance(details, dict) else None)
