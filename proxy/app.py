@@ -20,7 +20,7 @@ from proxy.edge import health
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.openai_chat.dialect import OpenAIChat
-from proxy.pipeline.chat import proxy_handler
+from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
 from proxy.edge.errors import error_middleware
 from proxy.pipeline.identity import caller_key
