@@ -62,14 +62,19 @@ class Usage:
         the writer to count locally."""
         return cls(_count(prompt), _count(completion), _count(cache_read), _count(cache_creation))
 
+    @property
+    def is_reported(self) -> bool:
+        """The provider gave a prompt or completion count (cache counts alone are not usage)."""
+        return self.prompt_tokens is not None or self.completion_tokens is not None
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)  # not frozen: one is made per streamed chunk, and a frozen __init__ costs twice
 class StreamEvent:
     """One server-sent event from the provider: decoded, and, from the native transport, the
     frame as it came, so a frame the gate lets through untouched is relayed as those bytes."""
 
     data: dict[str, Any]
-    raw: bytes | None = None  # `data: ...\n\n` (with its `event:` line, if any), as sent
+    raw: bytes | None = None  # the frame as sent (its `event:` line included), without the blank line ending it
     name: str | None = None  # the SSE `event:` field
 
 

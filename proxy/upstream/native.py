@@ -209,7 +209,7 @@ def _event(frame: bytes) -> StreamEvent | None:
     if not isinstance(value, dict):
         raise UpstreamError("upstream failed: the provider sent an event that is not a JSON object",
                             status=502, code="upstream_unavailable")
-    return StreamEvent(data=value, raw=frame + b"\n\n", name=name)
+    return StreamEvent(value, frame, name)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ class ChatStreamRelay:
             if event.raw is not None and self.gate.passes_intact(chunk):
                 frame = self._restamped(event.raw, chunk)
                 if frame is not None:
-                    frames.append(frame)
+                    frames += (frame, b"\n\n")
                     self._sent.append(chunk)
                     continue
             chunk = writable(chunk)  # written anew below: what orjson cannot write is made writable
