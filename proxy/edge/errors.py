@@ -120,28 +120,25 @@ ERROR_BODY: web.RequestKey[Callable[[GatewayError], dict[str, Any]]] = web.Reque
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as `{"error": {...}}` with the right status; never a stack trace."""
+    """Every error leaves as an error body with the right status; never a stack trace."""
     try:
         return await handler(request)
     except (GatewayError, StoreUnavailable, InvalidRecord, RecordRejected) as error:
         mapped = as_gateway_error(error)
         assert mapped is not None
-        render = request.get(ERROR_BODY)
-        return mapped.response(render(mapped) if render else None)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        kind = _HTTP_KINDS.get(error.status, "invalid_request_error")
-        message = error.reason
-        code = None
+        mapped = GatewayError(error.reason)
+        mapped.status, mapped.kind = error.status, _HTTP_KINDS.get(error.status, "invalid_request_error")
         if error.status == 413:
-            message = f"request body too large: {error.text}"
-            code = "request_too_large"
+            mapped.message, mapped.code = f"request body too large: {error.text}", "request_too_large"
         elif error.status == 404:
-            message = f"no route for {request.method} {request.path}"
-        return json_response(error_envelope(message, kind, code=code), status=error.status)
+            mapped.message = f"no route for {request.method} {request.path}"
     except Exception:  # boundary: a bug of ours becomes a clean 500 and a logged traceback
         log.exception("request_crashed", path=request.path)
         return json_response(
             error_envelope("internal gateway error; see the gateway log", "internal_error"), status=500
         )
+    render = request.get(ERROR_BODY)  # a proxied route's dialect, once its handler started
+    return mapped.response(render(mapped) if render else None)

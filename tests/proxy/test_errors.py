@@ -174,3 +174,34 @@ async def test_a_refused_request_logs_no_interaction_id(gateway: Gateway) -> Non
     assert status == 400
     [line] = [entry for entry in logs if entry["event"] == "request_completed"]
     assert line["status"] == 400 and "interaction_id" not in line
+
+
+@pytest.mark.parametrize("failure", ["too_large", "bad_request", "store_down"])
+async def test_a_routes_errors_are_rendered_in_the_shape_its_dialect_sets(aiohttp_client: Any, failure: str) -> None:
+    from aiohttp import web
+
+    from capture.store import StoreUnavailable
+    from proxy.edge.errors import ERROR_BODY, BadRequest, GatewayError, error_middleware
+
+    def anthropic_like(error: GatewayError) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": error.kind, "message": error.message}}
+
+    async def handler(request: web.Request) -> web.Response:
+        request[ERROR_BODY] = anthropic_like
+        if failure == "too_large":
+            await request.read()  # over client_max_size: aiohttp raises its 413
+        if failure == "store_down":
+            raise StoreUnavailable("disk gone")
+        raise BadRequest("'max_tokens' is required", param="max_tokens")
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=10)
+    app.router.add_post("/v1/messages", handler)
+    client = await aiohttp_client(app)
+    response = await client.post("/v1/messages", data=b"x" * 100)
+    body = await response.json()
+    assert response.status == {"too_large": 413, "bad_request": 400, "store_down": 503}[failure]
+    assert set(body) == {"type", "error"} and body["type"] == "error" and body["error"]["message"]
+    if failure == "store_down":
+        assert response.headers["Retry-After"] == "5"
+    unrouted = await client.get("/nowhere")  # no dialect took the request: OpenAI's envelope
+    assert_envelope(await unrouted.json())
