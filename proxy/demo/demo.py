@@ -156,8 +156,8 @@ async def _demo(workdir: Path) -> None:
         print(f"X-Ctxgate-Context-Memories: {raw.headers['X-Ctxgate-Context-Memories']}, "
               f"X-Ctxgate-Context-Chunks: {raw.headers['X-Ctxgate-Context-Chunks']}")
         print(f"Server-Timing: {raw.headers['Server-Timing']}")
-        injected = upstream.received[-1].body["messages"][1]["content"]
-        print("what the model received after the client's system prompt:")
+        injected = upstream.received[-1].body["messages"][-1]["content"]
+        print("the question as the model received it, the context pack at its head:")
         print("  " + injected.replace("\n", "\n  "))
         await app[CAPTURE_WRITER].flush()
         recorded = await app[STORE].get_interaction(raw.headers["X-Ctxgate-Interaction-Id"])

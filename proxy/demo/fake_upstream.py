@@ -48,12 +48,14 @@ class Reply:
     chunk_interval_s: float = 0.0  # stream: pause between chunks, as a provider generating
     delay_s: float = 0.0
     usage: bool = True
+    cached_tokens: int | None = None  # usage: this many prompt tokens read from the provider's cache
 
 
 @dataclass(frozen=True, slots=True)
 class ReceivedCall:
     body: dict[str, Any]
     headers: dict[str, str]
+    raw: bytes = b""  # the body's bytes as they arrived
 
 
 @dataclass(slots=True)
@@ -100,9 +102,10 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
+        raw = await request.read()
+        body = orjson.loads(raw)
         if self.keep_received:
-            self.received.append(ReceivedCall(body=body, headers=dict(request.headers)))
+            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
         async with self._arrived:
             self.calls += 1
             self._arrived.notify_all()

@@ -44,19 +44,20 @@ async def ask(gateway: Gateway, question: str, project: str = "atmos", headers: 
     return messages, raw
 
 
-async def test_memory_reaches_the_model_after_the_system_prompt_and_is_recorded(gateway: Gateway) -> None:
+async def test_memory_reaches_the_model_ahead_of_the_latest_question_and_is_recorded(gateway: Gateway) -> None:
     memory = await remember(gateway, CIDR, type="decision")
     await remember(gateway, "Deploys happen on Tuesdays")
     sent, raw = await ask(gateway, "What CIDR does the prod VPC use?")
     received = gateway.upstream.received[-1].body["messages"]
-    assert received[0] == sent[0]  # the client's own system prompt stays first: a stable prefix
-    assert received[1]["role"] == "system" and CIDR in received[1]["content"]
-    assert "Tuesdays" not in received[1]["content"]  # not relevant to the question
-    assert received[2:] == sent[1:]  # everything else unchanged and in order
+    assert received[:-1] == sent[:-1]  # everything before the latest message as the client sent it
+    pack = received[-1]["content"].split("</ctxgate-context>")[0]
+    assert received[-1]["role"] == "user" and CIDR in pack and "Tuesdays" not in pack  # only what is relevant
+    assert received[-1]["content"].endswith("</ctxgate-context>\n\nWhat CIDR does the prod VPC use?")
     assert raw.headers["X-Ctxgate-Context-Memories"] == "1"
     [stored] = await gateway.recorded()
     assert stored.memories_used == (memory["id"],) and stored.chunks_used == ()
-    assert stored.context_pack == received[1]["content"] and stored.prompt == received
+    assert received[-1]["content"] == f"{stored.context_pack}\n\nWhat CIDR does the prod VPC use?"
+    assert stored.prompt == received
 
 
 async def test_memory_use_is_counted(gateway: Gateway) -> None:
@@ -109,7 +110,7 @@ async def test_documents_ingested_over_http_reach_the_model_with_their_chunk_ids
         assert (await again.json())["unchanged"] == 1
         assert (await wrong.json())["error"]["param"] == "documents"
     _, raw = await ask(gateway, "Can I deploy prod on Friday afternoon?")
-    injected = gateway.upstream.received[-1].body["messages"][1]["content"]
+    injected = gateway.upstream.received[-1].body["messages"][-1]["content"]
     assert "frozen on Fridays" in injected and "[runbooks/deploy.md]" in injected
     assert raw.headers["X-Ctxgate-Context-Chunks"] == "1"
     [stored] = await gateway.recorded()
@@ -289,3 +290,44 @@ async def test_query_words_are_split_and_folded_as_the_index_does(store: SQLiteS
     await store.add_memory(memory)
     found, _ = await store.search_knowledge("atmos", question, 5)
     assert [m.id for m in found] == [memory.id]
+
+
+TURNS = [  # an agent's conversation: questions, and tool calls answered by the client
+    "What CIDR does the prod VPC use?", "Which subnets are public?", "When are deploys frozen?",
+    "Who owns the NAT gateways?", "What does the VPC peer with?", "How do I rotate the RDS password?",
+    "Where do the Terraform states live?", "Which region hosts staging?", "What is the on-call rotation?",
+    "Summarise what we discussed.",
+]
+FACTS = [CIDR, "Public subnets are 10.0.100.0/24 and 10.0.101.0/24", "Deploys are frozen on Fridays after noon",
+         "The network team owns the NAT gateways", "The prod VPC peers with the shared-services VPC",
+         "Rotate the RDS password with the rotate-rds runbook", "Terraform states live in the tf-states bucket",
+         "Staging runs in eu-west-1", "On-call rotates weekly on Mondays"]
+
+
+async def test_over_ten_turns_each_request_starts_with_the_whole_previous_one_but_its_latest_message(
+    gateway: Gateway, transport: str
+) -> None:
+    """Providers cache prompts by prefix: a pack that changed an early message every turn would
+    make the whole conversation a cache miss on every turn."""
+    for fact in FACTS:
+        await remember(gateway, fact)
+    client = gateway.client()
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are an infra assistant."}]
+    for number, question in enumerate(TURNS):
+        messages.append({"role": "user", "content": question})
+        if number % 3 == 1:  # the model calls a tool; the client answers it in the next request
+            messages += [{"role": "assistant", "content": None, "tool_calls": [
+                {"id": f"call_{number}", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": f"call_{number}", "content": f"lookup result {number}"}]
+        completion = await client.chat.completions.create(
+            model=MODEL, messages=messages, extra_headers={"X-Ctxgate-Project": "atmos"})
+        messages.append({"role": "assistant", "content": completion.choices[0].message.content})
+    sent = gateway.upstream.received[-len(TURNS):]
+    assert all("<ctxgate-context" in str(call.body["messages"][-1]) for call in sent)  # a pack every turn
+    assert len({str(call.body["messages"][-1]) for call in sent}) == len(TURNS)
+    for before, after in zip(sent, sent[1:]):
+        kept = before.body["messages"][:-1]
+        assert after.body["messages"][:len(kept)] == kept
+        if transport == "native":  # and byte for byte, as a provider's cache compares them
+            latest = before.raw.rfind(b'{"role":"' + before.body["messages"][-1]["role"].encode())
+            assert latest > 0 and after.raw[:latest] == before.raw[:latest]

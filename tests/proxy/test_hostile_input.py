@@ -212,9 +212,18 @@ async def test_a_store_that_is_down_gets_503_with_retry_after(
     assert body["error"]["code"] == "store_unavailable" and "disk detached" in body["error"]["message"]
 
 
+async def test_a_message_content_of_the_wrong_type_is_refused_before_any_call(gateway: Gateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(gateway.url + "/v1/chat/completions",
+                                      json={**CHAT, "messages": [{"role": "user", "content": 5}]})
+        body = await response.json()
+    assert response.status == 400, body
+    assert (body["error"]["param"], body["error"]["code"]) == ("messages[0].content", "invalid_type")
+    assert gateway.upstream.received == []
+
+
 @pytest.mark.parametrize(("params", "wrong"), [
     ({"response_format": "json"}, "response_format"),
-    ({"messages": [{"role": "user", "content": 5}]}, "content"),
 ])
 async def test_a_request_litellm_cannot_send_gets_400_not_502(
     aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, params: dict[str, Any], wrong: str

@@ -35,6 +35,9 @@ def parse_chat_request(body: Any) -> ClientRequest:
                 f"messages[{index}].role is required and must be a string",
                 param=f"messages[{index}].role",
             )
+        if not isinstance(message.get("content"), (str, list, type(None))):
+            raise BadRequest(f"messages[{index}].content must be a string, an array of content parts or null",
+                             param=f"messages[{index}].content", code="invalid_type")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -91,9 +94,19 @@ def _text_of(content: Any) -> str:
 
 
 def inject(messages: list[Message], pack: ContextPack) -> list[Message]:
-    """The pack goes right after the client's leading system (or developer) messages, so the
-    prompt prefix the client controls stays the same and provider prompt caching still works."""
-    at = 0
-    while at < len(messages) and messages[at].get("role") in ("system", "developer"):
-        at += 1
-    return [*messages[:at], {"role": "system", "content": pack.text}, *messages[at:]]
+    """The pack goes at the head of the latest user (or tool) message: everything before that
+    message is byte for byte what the client sent, so turn N+1 shares with turn N everything up
+    to turn N's latest message, and a provider's prompt cache of the conversation still holds
+    although the pack changes every turn. (Right after the system prompt, a new pack each turn
+    made every later message a cache miss.)"""
+    at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") in ("user", "tool")), None)
+    if at is None:
+        return messages
+    content = messages[at].get("content")
+    if isinstance(content, str):
+        content = f"{pack.text}\n\n{content}"
+    elif isinstance(content, list):
+        content = [{"type": "text", "text": pack.text}, *content]
+    else:  # null: parsing let nothing else through
+        content = pack.text
+    return [*messages[:at], {**messages[at], "content": content}, *messages[at + 1:]]
