@@ -209,7 +209,16 @@ def m007_interaction_wire(execute: Execute) -> None:
     execute("ALTER TABLE interactions ADD COLUMN wire TEXT")
 
 
+def m008_interaction_usage_source(execute: Execute) -> None:
+    """Each record says where its token counts came from (`provider`, or `counted` locally when
+    the provider reported none), and keeps the prompt tokens read from and written to the
+    provider's cache. Records from before are left NULL: nobody knows any more."""
+    execute("ALTER TABLE interactions ADD COLUMN usage_source TEXT")
+    execute("ALTER TABLE interactions ADD COLUMN cache_read_tokens INTEGER")
+    execute("ALTER TABLE interactions ADD COLUMN cache_creation_tokens INTEGER")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
-    m006_knowledge_version, m007_interaction_wire,
+    m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source,
 )

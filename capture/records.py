@@ -13,6 +13,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_CAP = 500
 MAX_COUNT = 2**63 - 1  # the largest integer a store column holds (tokens, milliseconds)
+USAGE_SOURCES = ("provider", "counted")  # where a record's token counts came from
 
 JSON = Any  # a value orjson can encode: the prompt and response are stored as sent
 
@@ -106,6 +107,9 @@ class Interaction:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     wire: str | None = None  # the dialect prompt and response are written in, e.g. openai_chat
+    usage_source: str | None = None  # one of USAGE_SOURCES; None: not known (older records, no counts)
+    cache_read_tokens: int | None = None  # prompt tokens the provider served from its cache
+    cache_creation_tokens: int | None = None  # prompt tokens the provider wrote to its cache
 
     def as_dict(self) -> dict[str, Any]:
         """The full record as the API returns it."""
@@ -130,6 +134,9 @@ class Interaction:
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "wire": self.wire,
+            "usage_source": self.usage_source,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -155,10 +162,11 @@ _OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error",
 _LABELS = frozenset({"project", "session_id", "client", "model", "status", "wire"})  # names, not free text
 MAX_LABEL = 256
 _OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")
+_OPTIONAL_INTEGER = ("cache_read_tokens", "cache_creation_tokens")
 _OPTIONAL_ID_LISTS = ("memories_used", "chunks_used")
 _ACCEPTED = {
-    "prompt", "response", "params", "tool_decisions", "created_at",
-    *_OPTIONAL_TEXT, *_OPTIONAL_NUMBER, *_OPTIONAL_ID_LISTS,
+    "prompt", "response", "params", "tool_decisions", "created_at", "usage_source",
+    *_OPTIONAL_TEXT, *_OPTIONAL_NUMBER, *_OPTIONAL_INTEGER, *_OPTIONAL_ID_LISTS,
 }
 
 
@@ -190,6 +198,14 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         if value is not None and not 0 <= value <= MAX_COUNT:
             raise InvalidRecord(name, f"{name} must be from 0 to {MAX_COUNT}")
         values[name] = value
+    for name in _OPTIONAL_INTEGER:
+        value = payload.get(name)
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_COUNT):
+            raise InvalidRecord(name, f"{name} must be an integer from 0 to {MAX_COUNT}")
+        values[name] = value
+    usage_source = payload.get("usage_source")
+    if usage_source is not None and usage_source not in USAGE_SOURCES:
+        raise InvalidRecord("usage_source", f"usage_source must be one of {', '.join(USAGE_SOURCES)}")
     for name in _OPTIONAL_ID_LISTS:
         ids = payload.get(name) or []
         if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
@@ -222,6 +238,9 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         memories_used=values["memories_used"],
         chunks_used=values["chunks_used"],
         wire=values["wire"],
+        usage_source=usage_source,
+        cache_read_tokens=values["cache_read_tokens"],
+        cache_creation_tokens=values["cache_creation_tokens"],
     )
 
 

@@ -35,8 +35,9 @@ UsageCounter = Callable[[Interaction], tuple[int, int]]
 
 class CaptureWriter:
     """`usage_counter`, when given, fills in (prompt, completion) tokens for records that
-    arrive without them (the provider reported none); it runs in a thread, never on the
-    request path."""
+    arrive without a prompt count (the provider reported none), and marks them
+    `usage_source="counted"`; it runs in a thread, never on the request path. A record it
+    fails to count keeps the counts and source it came with."""
 
     def __init__(
         self,
@@ -275,7 +276,8 @@ class CaptureWriter:
                 except Exception:  # boundary: counting is best effort, the record is what matters
                     log.warning("usage_count_failed", interaction_id=interaction.id)
                 else:
-                    interaction = replace(interaction, prompt_tokens=prompt, completion_tokens=completion)
+                    interaction = replace(interaction, prompt_tokens=prompt, completion_tokens=completion,
+                                          usage_source="counted")
             counted.append(interaction)
         return counted
 

@@ -95,16 +95,22 @@ async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path
     await store.close()
 
 
-async def test_a_store_from_before_records_named_their_wire_is_brought_up_to_date(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
+def store_as_of(path: Path, migrations: int, **old_row: object) -> None:
+    """A store migrated only as far as its first `migrations`, holding one old record, id `old-1`."""
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for migration in MIGRATIONS[:6]:  # the schema as 0.1 left it
+    for migration in MIGRATIONS[:migrations]:
         migration(old.execute)
         old.execute("INSERT INTO schema_migrations VALUES (?, '2026-11-01 00:00:00')", (migration.__name__,))
-    old.execute("INSERT INTO interactions (id, created_at, status, prompt) VALUES ('old-1', '2026-11-01 00:00:00', "
-                "'ok', '\"p\"')")
+    row = {"id": "old-1", "created_at": "2026-11-01 00:00:00", "status": "ok", "prompt": '"p"', **old_row}
+    old.execute(f"INSERT INTO interactions ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                tuple(row.values()))
     old.close()
+
+
+async def test_a_store_from_before_records_named_their_wire_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store_as_of(path, 6)  # the schema as 0.1 left it
     store = SQLiteStore(str(path))
     await store.open()
     await store.insert_interactions([interaction(id="new-1", wire="openai_chat")])
@@ -112,3 +118,23 @@ async def test_a_store_from_before_records_named_their_wire_is_brought_up_to_dat
     await store.close()
     assert before is not None and before.wire is None and before.prompt == "p"
     assert after is not None and after.wire == "openai_chat"
+
+
+async def test_a_store_from_before_records_said_where_their_counts_came_from_keeps_its_records(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store_as_of(path, 7, wire="openai_chat", prompt_tokens=12, completion_tokens=5)  # up to m007_interaction_wire
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.insert_interactions([interaction(id="new-1", prompt_tokens=12, completion_tokens=5,
+                                                 usage_source="provider", cache_read_tokens=8,
+                                                 cache_creation_tokens=2)])
+    before, after = await store.get_interaction("old-1"), await store.get_interaction("new-1")
+    summaries = {s.id: s for s in await store.list_interactions(InteractionQuery())}
+    await store.close()
+    assert before is not None and (before.wire, before.prompt_tokens, before.completion_tokens) == ("openai_chat", 12, 5)
+    assert (before.usage_source, before.cache_read_tokens, before.cache_creation_tokens) == (None, None, None)
+    assert after is not None
+    assert (after.usage_source, after.cache_read_tokens, after.cache_creation_tokens) == ("provider", 8, 2)
+    assert summaries["old-1"].usage_source is None and summaries["new-1"].cache_read_tokens == 8

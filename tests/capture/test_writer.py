@@ -233,3 +233,28 @@ async def test_records_past_the_memory_bound_or_after_stop_go_to_the_spool(tmp_p
     writer.submit(interaction("after stop"))
     await store.close()
     assert spooled_prompts(tmp_path / "spool") == ["after stop", "overflow", "queued 1", "queued 2"]
+
+
+async def test_records_the_provider_gave_no_counts_are_counted_and_say_so(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "db"))
+    await store.open()
+
+    def count(record: Interaction) -> tuple[int, int]:
+        if record.prompt == "uncountable":
+            raise ValueError("no tokenizer for this")
+        return 7, 3
+
+    writer = CaptureWriter(store, spool=None, usage_counter=count)
+    await writer.start()
+    reported = replace(interaction("reported"), prompt_tokens=11, completion_tokens=2, usage_source="provider",
+                       cache_read_tokens=4)
+    for record in (interaction("unreported"), reported, interaction("uncountable")):
+        writer.submit(record)
+    await writer.flush()
+    await writer.stop()
+    ids = [s.id for s in await store.list_interactions(InteractionQuery())]
+    found = {str(i.prompt): i for i in [await store.get_interaction(i) for i in ids] if i is not None}
+    await store.close()
+    assert [(found[p].usage_source, found[p].prompt_tokens, found[p].completion_tokens, found[p].cache_read_tokens)
+            for p in ("unreported", "reported", "uncountable")] == [
+        ("counted", 7, 3, None), ("provider", 11, 2, 4), (None, None, None, None)]
