@@ -140,10 +140,14 @@ def _echo(body: dict[str, Any]) -> str:
     return "Hello from the fake upstream."
 
 
-def _usage(body: dict[str, Any], reply: Reply) -> dict[str, int]:
+def _usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
     prompt = sum(len(str(m.get("content") or "").split()) + 3 for m in body.get("messages") or [])
     completion = len((reply.text or "").split()) + sum(len(c.arguments) // 4 + 1 for c in reply.tool_calls)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if reply.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+    return usage
 
 
 def _tool_call_id(call: ToolCall, index: int) -> str:

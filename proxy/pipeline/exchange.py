@@ -102,6 +102,11 @@ class Exchange:
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
             wire=self.wire,
+            # A record without a prompt count is counted locally by the capture writer, which
+            # then says so; until then the source is the provider's only if it gave a count.
+            usage_source="provider" if self.usage.is_reported else None,
+            cache_read_tokens=self.usage.cache_read_tokens,
+            cache_creation_tokens=self.usage.cache_creation_tokens,
         )
 
     def log_fields(self) -> dict[str, Any]:
