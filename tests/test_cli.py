@@ -21,7 +21,8 @@ async def _seed(path: Path) -> list[Interaction]:
     records = [
         Interaction(id=new_interaction_id(), created_at=f"2026-02-0{n} 10:00:00", prompt=f"prompt {n}",
                     project="atmos" if n % 2 else "web", client="alice", model="gpt-test",
-                    response={"role": "assistant", "content": f"answer {n}"}, prompt_tokens=n, latency_ms=12.5)
+                    response={"role": "assistant", "content": f"answer {n}"}, prompt_tokens=n, latency_ms=12.5,
+                    usage_source="provider", cache_read_tokens=n - 1)
         for n in range(1, 5)
     ]
     store = SQLiteStore(str(path))
@@ -53,6 +54,7 @@ def test_show_prints_the_full_record(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["interactions", "show", records[0].id, "--json", "--db", str(tmp_path / "db")]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["response"] == {"role": "assistant", "content": "answer 1"} and shown["prompt"] == "prompt 1"
+    assert (shown["prompt_tokens"], shown["usage_source"], shown["cache_read_tokens"]) == (1, "provider", 0)
 
 
 def test_show_unknown_id_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

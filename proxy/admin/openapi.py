@@ -15,7 +15,7 @@ from aiohttp import web
 
 from capture.approvals import ApprovalStatus
 from capture.knowledge import MemoryStatus
-from capture.records import LIST_LIMIT_CAP, LIST_LIMIT_DEFAULT
+from capture.records import LIST_LIMIT_CAP, LIST_LIMIT_DEFAULT, USAGE_SOURCES
 from proxy.edge.wire import json_response
 
 Schema = dict[str, Any]
@@ -110,6 +110,19 @@ def _schemas() -> dict[str, Schema]:
     text_or_null = _nullable("string")
     number_or_null = _nullable("number")
     count_or_null = _nullable("number", minimum=0, maximum=_MAX_COUNT)
+    integer_count_or_null = _nullable("integer", minimum=0, maximum=_MAX_COUNT)
+    usage_source: Schema = {
+        "enum": [*USAGE_SOURCES, None],
+        "description": "Where `prompt_tokens` and `completion_tokens` came from: `provider` (its reported usage) "
+                       "or `counted` (by the gateway, when the provider reported none); null when not known "
+                       "(records from before it was kept, counting that failed, or as a client recorded).",
+    }
+    cache_counts: dict[str, Schema] = {
+        "cache_read_tokens": {**integer_count_or_null,
+                              "description": "Prompt tokens the provider served from its cache, as it reported."},
+        "cache_creation_tokens": {**integer_count_or_null,
+                                  "description": "Prompt tokens the provider wrote to its cache, as it reported."},
+    }
     interaction_fields: dict[str, Schema] = {
         "id": {"type": "string", "format": "uuid", "description": "A UUIDv7: ids sort like their records."},
         "created_at": _ref("Timestamp"),
@@ -126,6 +139,8 @@ def _schemas() -> dict[str, Schema]:
         "chunks_used": {"type": "array", "items": {"type": "string"}},
         "prompt_tokens": number_or_null,
         "completion_tokens": number_or_null,
+        "usage_source": usage_source,
+        **cache_counts,
         "latency_ms": number_or_null,
         "ttft_ms": number_or_null,
     }
@@ -150,6 +165,8 @@ def _schemas() -> dict[str, Schema]:
         **{name: text_or_null for name in ("project", "session_id", "client", "model", "status", "error",
                                           "context_pack", "wire")},
         **{name: count_or_null for name in ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")},
+        "usage_source": usage_source,
+        **cache_counts,
         **{name: _nullable("array", items={"type": ["string", "integer"]}) for name in ("memories_used",
                                                                                        "chunks_used")},
         "tool_decisions": _nullable("array"),

@@ -26,6 +26,9 @@ FULL_RECORD = {
     "status": "ok",
     "prompt_tokens": 12,
     "completion_tokens": 5,
+    "usage_source": "provider",
+    "cache_read_tokens": 8,
+    "cache_creation_tokens": 2,
     "latency_ms": 123.5,
     "ttft_ms": 40.25,
 }
@@ -75,6 +78,20 @@ async def test_wrong_types_are_refused_naming_the_field(gateway: Gateway) -> Non
     assert (status, body["error"]["param"]) == (400, "latency_ms")
     status, body = await call(gateway, "POST", "/interactions", json={"prompt": "p", "colour": "red"})
     assert (status, body["error"]["param"]) == (400, "colour")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("usage_source", "guessed"), ("usage_source", 1), ("cache_read_tokens", -1), ("cache_read_tokens", 2.5),
+    ("cache_creation_tokens", True), ("cache_creation_tokens", 2**63),
+])
+async def test_a_usage_source_or_cache_count_that_cannot_be_is_refused(gateway: Gateway, field: str, value: Any) -> None:
+    status, body = await call(gateway, "POST", "/interactions", json={"prompt": "p", field: value})
+    assert (status, body["error"]["param"]) == (400, field)
+
+
+async def test_a_record_without_usage_fields_reads_them_as_null(gateway: Gateway) -> None:
+    created = await record(gateway, prompt="p", prompt_tokens=3)
+    assert (created["usage_source"], created["cache_read_tokens"], created["cache_creation_tokens"]) == (None, None, None)
 
 
 async def test_missing_id_is_404(gateway: Gateway) -> None:
