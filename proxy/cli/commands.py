@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--db", help="store URL: a path, sqlite:///path (default: $CTXGATE_DB or ./ctxgate.db)")
     serve.add_argument("--log-format", choices=("json", "console"), help="log line format (default json)")
+    serve.add_argument("--workers", type=int, help="processes serving the port (default: $CTXGATE_WORKERS, "
+                                                    "else the config's server.workers, else the CPUs it may use)")
+    # How `serve --workers N` starts each of its workers (proxy/edge/workers.py); not for people.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser("demo", help="run the whole product offline against a built-in fake upstream")
@@ -456,18 +461,27 @@ def _store(args: argparse.Namespace) -> StoreChoice:
 
 def _serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    settings = load_settings(config, host=args.host, port=args.port, db=args.db, log_format=args.log_format)
-    from proxy.edge.server import listen, serve
+    settings = load_settings(config, host=args.host, port=args.port, db=args.db, log_format=args.log_format,
+                             workers=args.workers)
+    from proxy.edge.server import WorkerLink, listen, reserve, serve
+    from proxy.edge.workers import supervise, worker_count
 
+    link = WorkerLink(args.worker_index, args.worker_fd) if args.worker_fd is not None else None
+    count = 1 if link is not None else worker_count(settings)
     try:
         # Before the app is built and warmed up: a port in use is then one line, at once.
-        sockets = listen(settings.host, settings.port)
+        if count > 1:
+            sockets = reserve(settings.host, settings.port)
+        else:
+            sockets = listen(settings.host, settings.port, is_shared=link is not None)
     except OSError as error:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         reason = (error.strerror or str(error)).lower()
         print(f"ctxgate: error: cannot listen on {host}:{settings.port}: {reason}", file=sys.stderr)
         return 1
-    serve(settings, sockets, config)
+    if count > 1:
+        return supervise(settings, config, sockets, count)
+    serve(settings, sockets, config, link)
     return 0
 
 

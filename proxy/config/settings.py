@@ -49,6 +49,7 @@ class ContextSettings:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int | None = None  # `serve` processes on the port; None: the CPUs the process may use
     max_body_bytes: int = 8 * 1024 * 1024
     shutdown_timeout_s: float = 30.0
     header_timeout_s: float = 30.0  # for a request's line and headers to arrive, from its first byte
@@ -94,7 +95,7 @@ class Settings:
 
 
 _SCHEMA: dict[str, Any] = {
-    "server": {"host": str, "port": int, "max_body_mb": (int, float), "shutdown_timeout_s": (int, float),
+    "server": {"host": str, "port": int, "workers": int, "max_body_mb": (int, float), "shutdown_timeout_s": (int, float),
                "header_timeout_s": (int, float), "body_timeout_s": (int, float)},
     "store": {"url": str, "spool_dir": str},
     "metrics": {"token": str, "public": bool},
@@ -152,6 +153,7 @@ def load_settings(
     port: int | None = None,
     db: str | None = None,
     log_format: str | None = None,
+    workers: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Settings from (lowest to highest precedence) defaults, the file, the environment, flags.
@@ -169,6 +171,8 @@ def load_settings(
         settings = replace(settings, host=env["CTXGATE_HOST"])
     if env.get("CTXGATE_PORT"):
         settings = replace(settings, port=_port(env["CTXGATE_PORT"], f"{where}: CTXGATE_PORT"))
+    if env.get("CTXGATE_WORKERS"):
+        settings = replace(settings, workers=_workers(env["CTXGATE_WORKERS"], f"{where}: CTXGATE_WORKERS"))
     if env.get("CTXGATE_ADMIN_KEY"):
         settings = replace(settings, admin_key=env["CTXGATE_ADMIN_KEY"])
     settings = replace(settings, environment_secrets=_environment_secrets(env))
@@ -178,6 +182,8 @@ def load_settings(
         settings = replace(settings, host=host)
     if port is not None:
         settings = replace(settings, port=_port(port, "--port"))
+    if workers is not None:
+        settings = replace(settings, workers=_workers(workers, "--workers"))
     if log_format:
         if log_format not in _LOG_FORMATS:
             raise ConfigError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}")
@@ -223,6 +229,16 @@ def _port(value: str | int, where: str) -> int:
         raise ConfigError(f"{where}: port must be an integer, got {value!r}") from None
     if not 0 <= number <= 65535:
         raise ConfigError(f"{where}: port must be between 0 and 65535, got {number}")
+    return number
+
+
+def _workers(value: str | int, where: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: workers must be an integer, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{where}: workers must be at least 1, got {number}")
     return number
 
 
@@ -298,6 +314,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
     return Settings(
         host=server.get("host", defaults.host),
         port=_port(server.get("port", defaults.port), f"{path}: server.port"),
+        workers=_workers(server["workers"], f"{path}: server.workers") if "workers" in server else None,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         shutdown_timeout_s=float(server.get("shutdown_timeout_s", defaults.shutdown_timeout_s)),
         header_timeout_s=_positive(server, "header_timeout_s", defaults.header_timeout_s, f"{path}: server"),

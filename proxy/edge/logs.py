@@ -28,8 +28,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _NOISY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai")
 
 
-def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
-    """Route structlog and the stdlib's root logger through one chain to stdout."""
+def configure_logging(
+    level: str = "info", fmt: str = "json", secrets: Iterable[str] = (), *, worker: int | None = None
+) -> None:
+    """Route structlog and the stdlib's root logger through one chain to stdout. `worker`: the
+    number of this process among `serve --workers N`'s, on every line it writes."""
     redact = _Redactor(Redactor(secrets))
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -39,6 +42,8 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         structlog.processors.format_exc_info,
         redact,
     ]
+    if worker is not None:
+        shared.insert(0, _WorkerStamp(worker))
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
@@ -74,6 +79,17 @@ def _dumps(value: Any, **_: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except TypeError:  # a lone surrogate or a huge integer: the line is written all the same
         return orjson.dumps(safe_json(value), default=str).decode()
+
+
+class _WorkerStamp:
+    """Adds `worker` to each line, so that the lines of several workers on one stdout can be told apart."""
+
+    def __init__(self, worker: int) -> None:
+        self.worker = worker
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["worker"] = self.worker
+        return event
 
 
 class _Redactor:

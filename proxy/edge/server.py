@@ -1,12 +1,15 @@
 """Running the gateway as a process: the listening sockets, logging, the app, signals and
-graceful shutdown."""
+graceful shutdown; for a worker of `serve --workers N` (see workers.py), its link to the
+supervisor."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,6 +24,7 @@ from proxy.edge.wire import error_envelope, json_response
 log = structlog.get_logger("ctxgate.proxy")
 
 BACKLOG = 128  # aiohttp's default
+SERVING = b"serving\n"  # what a worker of `serve --workers N` tells its supervisor once it serves
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -36,21 +40,15 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {"handler_cancellation": True, "keepalive_timeout": settings.header_timeout_s, "access_log": None}
 
 
-def listen(host: str, port: int) -> list[socket.socket]:
+def listen(host: str, port: int, *, is_shared: bool = False) -> list[socket.socket]:
     """Sockets bound to every address `host` names, as the event loop's server would bind them,
     and listening. Called before the app is built, so that a port in use (`OSError`) is known at once, not
-    after the warm-up and a `gateway_started` line that would not be true."""
-    bound: list[socket.socket] = []
+    after the warm-up and a `gateway_started` line that would not be true. `is_shared` (a
+    worker of `serve --workers N`): SO_REUSEPORT, so that the kernel spreads connections over
+    every worker's own socket on the port."""
+    bound = _bind(host, port, is_shared=is_shared)
     try:
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ):
-            sock = socket.socket(family, kind, proto)
-            bound.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what asyncio sets on Unix
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own
-            sock.bind(address)
+        for sock in bound:
             # Listening now, not when the site starts after `on_startup`: a client that has read
             # `gateway_started` then connects (and waits in the backlog) instead of being refused.
             sock.listen(BACKLOG)
@@ -61,42 +59,103 @@ def listen(host: str, port: int) -> list[socket.socket]:
     return bound
 
 
-def serve(settings: Settings, sockets: Sequence[socket.socket], config: ConfigSource) -> None:
+def reserve(host: str, port: int) -> list[socket.socket]:
+    """The supervisor's hold on the port for `serve --workers N`: bound like `listen`'s sockets
+    (so a port taken is the same `OSError`, and port 0 becomes a real one), never listening
+    (the kernel gives connections to listening sockets only), kept while the workers run so
+    that nobody else takes the port meanwhile.
+
+    SO_REUSEPORT is set after the bind, not before: a socket bound with it joins any other that
+    has it, so a second `serve --workers` started on this port by mistake would share it
+    silently instead of failing here. When a later socket binds, the kernel checks the flag as
+    it is then, so the workers' sockets may join this one."""
+    bound = _bind(host, port, is_shared=False)
+    for sock in bound:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return bound
+
+
+def _bind(host: str, port: int, *, is_shared: bool) -> list[socket.socket]:
+    """A socket bound to each address `host` names; with port 0, one free port for all."""
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what asyncio sets on Unix
+            if is_shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own
+            if len(bound) > 1:  # the port the first address got, so that the banner's one port is true
+                address = (address[0], bound[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def serve(
+    settings: Settings, sockets: Sequence[socket.socket], config: ConfigSource, link: WorkerLink | None = None
+) -> None:
     """Serve on `sockets` (from `listen`) until SIGINT/SIGTERM. Shutdown stops accepting, lets
     in-flight requests finish (up to `shutdown_timeout_s`), then drains the capture queue
-    before the store closes. `config` is only reported."""
+    before the store closes. `config` is only reported. With `link`, this process is one
+    worker of `serve --workers N`: its log lines carry `worker`, the supervisor announces the
+    gateway, and the worker stops as on SIGTERM when the supervisor is gone."""
     from proxy.app import create_app  # imports litellm: only the commands that proxy pay for it
 
-    configure_logging(settings.log_level, settings.log_format, settings.secrets)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets,
+                      worker=link.index if link is not None else None)
     app = create_app(settings)
+    port = sockets[0].getsockname()[1] if sockets else settings.port  # the real one for port 0
+    scope = "gateway" if link is None else "worker"
 
     async def announce(_: web.Application) -> None:
-        log.info(
-            "gateway_started",
-            host=settings.host,
-            port=sockets[0].getsockname()[1] if sockets else settings.port,  # the real one for port 0
-            config=str(config.path) if config.path else None,
-            config_from=config.chosen_by,
-            store=_store_label(settings.store_url),
-            models=[route.model_name for route in settings.models],
-        )
-        if not settings.keys:
-            log.warning("gateway_open", hint="no keys configured: anyone who reaches it may call it")
-        if settings.admin_key is None and not settings.keys:
-            log.warning("capture_api_open", hint="set CTXGATE_ADMIN_KEY to require a key for /interactions")
+        if link is None:
+            log.info("gateway_started", **started_fields(settings, port, config))
+            warn_if_open(settings)
+        else:
+            log.info("worker_started", pid=os.getpid(), port=port)
 
     async def announce_stop(_: web.Application) -> None:
-        log.info("gateway_stopping", in_flight_grace_s=settings.shutdown_timeout_s)
+        log.info(f"{scope}_stopping", in_flight_grace_s=settings.shutdown_timeout_s)
 
     app.on_startup.append(announce)
     app.on_shutdown.append(announce_stop)
-    asyncio.run(_serve_until_signalled(make_runner(app, settings), sockets))
-    log.info("gateway_stopped")
+    asyncio.run(_serve_until_signalled(make_runner(app, settings), sockets, link))
+    log.info(f"{scope}_stopped")
 
 
-async def _serve_until_signalled(runner: web.AppRunner, sockets: Sequence[socket.socket]) -> None:
-    """What `web.run_app` does, with our runner: start, serve until SIGINT or SIGTERM, then
-    shut down gracefully (in-flight requests get `shutdown_timeout_s`, cleanup contexts drain)."""
+def started_fields(settings: Settings, port: int, config: ConfigSource) -> dict[str, Any]:
+    """What `gateway_started` says, whichever process says it."""
+    return {
+        "host": settings.host,
+        "port": port,
+        "config": str(config.path) if config.path else None,
+        "config_from": config.chosen_by,
+        "store": _store_label(settings.store_url),
+        "models": [route.model_name for route in settings.models],
+    }
+
+
+def warn_if_open(settings: Settings) -> None:
+    if not settings.keys:
+        log.warning("gateway_open", hint="no keys configured: anyone who reaches it may call it")
+    if settings.admin_key is None and not settings.keys:
+        log.warning("capture_api_open", hint="set CTXGATE_ADMIN_KEY to require a key for /interactions")
+
+
+async def _serve_until_signalled(
+    runner: web.AppRunner, sockets: Sequence[socket.socket], link: WorkerLink | None
+) -> None:
+    """What `web.run_app` does, with our runner: start, serve until SIGINT or SIGTERM (or, for
+    a worker, its supervisor gone), then shut down gracefully (in-flight requests get
+    `shutdown_timeout_s`, cleanup contexts drain)."""
     await runner.setup()
     try:
         for sock in sockets:
@@ -105,9 +164,44 @@ async def _serve_until_signalled(runner: web.AppRunner, sockets: Sequence[socket
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopped.set)
+        if link is not None:
+            link.stop_with_supervisor(loop, stopped.set)
+            link.report_serving()  # after the signal handlers: from now on a SIGTERM drains
         await stopped.wait()
     finally:
         await runner.cleanup()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLink:
+    """A worker's end of the socket pair its supervisor made for it."""
+
+    index: int  # 1..N, in the `worker` field of every log line
+    fd: int
+
+    def report_serving(self) -> None:
+        try:
+            os.write(self.fd, SERVING)
+        except OSError:
+            pass  # the supervisor is gone: `stop_with_supervisor` sees the end of file
+
+    def stop_with_supervisor(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
+        """Call `stop` once the supervisor's end is closed, by its exit or its death."""
+        os.set_blocking(self.fd, False)
+
+        def read() -> None:
+            try:
+                if os.read(self.fd, 64):
+                    return  # the supervisor sends nothing; a byte would not be an end
+            except BlockingIOError:
+                return
+            except OSError:
+                pass  # a reset is an end too
+            loop.remove_reader(self.fd)
+            log.warning("supervisor_gone", hint="the process that started this worker ended: stopping as on SIGTERM")
+            stop()
+
+        loop.add_reader(self.fd, read)
 
 
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
