@@ -46,7 +46,8 @@ async def read_until(stream: asyncio.StreamReader, event: str, seen: list[str]) 
             return
 
 
-async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstream, tmp_path: Path, workers: int) -> None:
     db = tmp_path / "gw.db"
     config = tmp_path / "ctxgate.yaml"
     config.write_text(
@@ -65,7 +66,7 @@ async def test_sigterm_drains_in_flight_requests_and_capture(upstream: FakeUpstr
            "OPENAI_BASE_URL": upstream.base_url}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "--workers", str(workers), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
     lines: list[str] = []
@@ -167,13 +168,15 @@ async def test_serve_uses_the_config_in_the_current_directory_and_says_so(tmp_pa
     assert (tmp_path / "from-yaml.db").is_file()
 
 
-async def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.cli.commands", "serve", "--port", str(port), cwd=tmp_path, env=serve_env(),
+            sys.executable, "-m", "proxy.cli.commands", "serve", "--port", str(port), "--workers", workers,
+            cwd=tmp_path, env=serve_env(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, errors = await asyncio.wait_for(process.communicate(), 30)
