@@ -949,8 +949,9 @@ class Gateway:
         self.logs += [out, err]
         self._files = [out.open("wb"), err.open("wb")]
         started = time.monotonic()
+        # One worker: the memory (`rss_mb`) read is this process's, and the runs stay comparable.
         self.process = await asyncio.create_subprocess_exec(
-            *gateway_command(), "serve", "--config", str(self.config_path), "--port", str(self.port),
+            *gateway_command(), "serve", "--config", str(self.config_path), "--port", str(self.port), "--workers", "1",
             cwd=self.workdir, env=self.env, stdout=self._files[0], stderr=self._files[1])
         async with aiohttp.ClientSession() as session:
             while time.monotonic() - started < timeout_s:

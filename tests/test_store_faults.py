@@ -54,9 +54,11 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # One worker: /healthz describes the worker that answers it, and the test reads, through
+        # it, the state of the one capture writer that met the full disk.
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.cli.commands", "serve", "--config", str(self.config), "--port", str(self.port),
-            cwd=self.cwd, env=serve_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "--workers", "1", cwd=self.cwd, env=serve_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert self.process.stdout is not None
         await read_until(self.process.stdout, "gateway_started", self.lines)
 
