@@ -97,6 +97,10 @@ class Translate:
             raise self._error(error, call) from error
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         _strip_litellm_keys(data)
+        if _is_made_up_usage(data.get("usage")):
+            # litellm gives a reply without usage one of zeros: the provider reported none, as
+            # on the native transport, and the gateway counts it itself (capture.writer).
+            del data["usage"]
         return writable(data)  # a provider may send what orjson will not write (a lone surrogate)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -109,7 +113,14 @@ class Translate:
                 if _is_made_up_finish(response):
                     raise UpstreamError("the provider's stream ended before its answer was finished",
                                         status=502, code="upstream_stream_cut")
-                yield [StreamEvent(data=_chunk_dict(chunk, call.model))]
+                data = _chunk_dict(chunk, call.model)
+                if "usage" in data and not _has_provider_usage(response):
+                    # litellm counted it, having none from the provider: not passed on as the
+                    # provider's, as on the native transport (the gateway counts it itself).
+                    if not data["choices"]:
+                        continue
+                    del data["usage"]
+                yield [StreamEvent(data=data)]
         except UpstreamError:
             raise
         except Exception as error:  # boundary, as in complete()
@@ -208,6 +219,19 @@ def _is_made_up_finish(stream: Any) -> bool:
     client as a clean end."""
     return bool(getattr(stream, "sent_last_chunk", False)) and getattr(stream, "received_finish_reason", None) is None \
         and getattr(stream, "intermittent_finish_reason", None) is None
+
+
+def _is_made_up_usage(usage: Any) -> bool:
+    """litellm's stand-in for a reply without usage: every count zero (a provider never counts
+    a prompt as no tokens)."""
+    return isinstance(usage, dict) and not any(usage.get(k) for k in ("prompt_tokens", "completion_tokens",
+                                                                       "total_tokens"))
+
+
+def _has_provider_usage(stream: Any) -> bool:
+    """Whether the provider sent usage in this stream: litellm keeps each chunk it received,
+    and otherwise makes up the usage chunk a client asked for by counting."""
+    return any(getattr(chunk, "usage", None) is not None for chunk in getattr(stream, "chunks", ()))
 
 
 def _chunk_dict(chunk: Any, model: str) -> dict[str, Any]:
