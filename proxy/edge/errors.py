@@ -77,6 +77,7 @@ class UpstreamError(GatewayError):
     """The provider refused or failed. `status` is what the client gets (see upstream.py)."""
 
     kind = "upstream_error"
+    provider_type: str | None = None  # the provider's own error type, where its status is passed on
 
     def __init__(self, message: str, *, status: int, kind: str | None = None, param: str | None = None,
                  code: str | None = None, retry_after: str | None = None) -> None:

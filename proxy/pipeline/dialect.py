@@ -8,7 +8,7 @@ values below; nothing outside a dialect reads its JSON.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ class ClientRequest:
     query: str  # the text the context pack is searched with
     session_hints: tuple[Any, ...] = ()  # session ids the body may carry; the first usable one wins
     conversation_start: tuple[Any, Any] = (None, None)  # (system prompt, first user turn): what every turn resends
+    headers: Mapping[str, str] = field(default_factory=dict)  # the client's headers the provider gets as they came
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ class UpstreamCall:
     stream: bool
     body: dict[str, Any]
     client_api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent to the provider as they are
+    key_header: tuple[str, str] = ("Authorization", "Bearer ")  # how the provider takes its key: (name, prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ class StreamRelay(Protocol):
 class Dialect(Protocol):
     wire: str
 
-    def parse(self, body: Any) -> ClientRequest: ...
+    def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest: ...
 
     def prepare(self, request: ClientRequest, pack: ContextPack | None, policy: ProjectPolicy | None,
                 client_api_key: str | None) -> UpstreamCall:

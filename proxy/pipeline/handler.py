@@ -42,7 +42,7 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     app = request.app
     request[ERROR_BODY] = dialect.error_body
     exchange = request[EXCHANGE] = Exchange(wire=dialect.wire)
-    asked = exchange.request = dialect.parse(await read_json(request))
+    asked = exchange.request = dialect.parse(await read_json(request), request.headers)
     started = time.perf_counter_ns()
     settings = app[SETTINGS]
     identity = exchange.identity = identify(request, asked, settings, app[KEYRING])

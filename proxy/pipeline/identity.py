@@ -51,16 +51,17 @@ def caller_key(request: web.Request, keyring: KeyRing) -> VirtualKey | None:
     """The caller's key; None when no keys are configured. 401 without a valid proxy key."""
     if keyring.is_open:
         return None
-    key = keyring.find(bearer_token(request))
+    key = keyring.find(caller_token(request))
     if key is None or "proxy" not in key.scopes:
-        raise Unauthorized("a valid ctxgate key is required: 'Authorization: Bearer ctxg-...'", code="invalid_api_key")
+        raise Unauthorized("a valid ctxgate key is required: 'Authorization: Bearer ctxg-...' "
+                           "(or 'x-api-key: ctxg-...', as the Anthropic SDK sends it)", code="invalid_api_key")
     return key
 
 
 def identify(request: web.Request, asked: ClientRequest, settings: Settings, keyring: KeyRing) -> Identity:
     """Raises 401 without a valid key (when keys are configured), 403 for a project or model
     outside the key's scope, 429 over the key's rate."""
-    bearer = bearer_token(request)
+    bearer = caller_token(request)
     key = caller_key(request, keyring)
     project = (
         _checked(request.match_info.get("project"), "the /p/{project} prefix", MAX_NAME)
@@ -131,6 +132,16 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token or not (token.isascii() and token.isprintable()):
         return None
     return token
+
+
+def caller_token(request: web.Request) -> str | None:
+    """The key a proxied call comes with: the bearer token, else `x-api-key` (the Anthropic
+    SDK's header, and Claude Code's for ANTHROPIC_API_KEY), under the same rule."""
+    token = bearer_token(request)
+    if token is not None:
+        return token
+    given = request.headers.get("x-api-key", "").strip()
+    return given if given and given.isascii() and given.isprintable() else None
 
 
 _OPENAI_SDK = re.compile(r"^(?:Async)?OpenAI/(Python|JS) v?(\d+)")

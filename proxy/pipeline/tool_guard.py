@@ -36,6 +36,10 @@ class ToolDecision:
     is_allowed: bool = False
     wait_ms: float = 0.0
 
+    def refusal(self) -> str:
+        """What the client reads in place of a call it will not get."""
+        return f"ctxgate refused the call to {self.tool!r}: {self.reason} ({self.rule})."
+
     def as_record(self) -> dict[str, Any]:
         """The entry as records and the API give it."""
         return {
@@ -140,7 +144,4 @@ class ToolGuard:
 
     def refusal_text(self, names: list[str]) -> str:
         """What the client reads in place of the calls it will not get."""
-        return "\n".join(
-            f"ctxgate refused the call to {entry.tool!r}: {entry.reason} ({entry.rule})."
-            for entry in self.decisions if not entry.is_allowed and entry.tool in names
-        )
+        return "\n".join(entry.refusal() for entry in self.decisions if not entry.is_allowed and entry.tool in names)

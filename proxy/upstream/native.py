@@ -35,6 +35,7 @@ class NativeRoute:
 
     api_base: str  # the provider's base URL; the dialect's endpoint path goes after it
     model: str  # the provider's own name for the model
+    wire: str = "openai_chat"  # the dialect the provider speaks
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float | None = None  # the route's own; else the gateway's
 
@@ -98,19 +99,20 @@ class NativeTransport:
 
     def _post(self, route: NativeRoute, call: UpstreamCall) -> Any:
         assert self._session is not None, "the native transport was not started"
-        body = {**call.body, "model": route.model}
+        body = {**call.body, "model": route.model or call.model}
         if body.get("stream") is None:
             body.pop("stream", None)
-        headers = {"Content-Type": "application/json"}
+        headers = {**call.headers, "Content-Type": "application/json"}
         key = route.api_key or call.client_api_key
         if key:
-            headers["Authorization"] = f"Bearer {key}"
+            name, prefix = call.key_header
+            headers[name] = prefix + key
         # Per connect and per read, as litellm's (httpx) timeout is: a long stream that keeps
         # coming is not cut at a total.
         limit = route.timeout_s or self.timeout_s
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-        return _Post(self._session.post(route.api_base + call.path, data=orjson.dumps(body), headers=headers,
-                                        timeout=timeout), self, call)
+        return _Post(self._session.post(endpoint(route.api_base, call.path), data=orjson.dumps(body),
+                                        headers=headers, timeout=timeout), self, call)
 
     async def _refuse_errors(self, response: aiohttp.ClientResponse, call: UpstreamCall) -> None:
         if response.status < 400:
@@ -126,8 +128,11 @@ class NativeTransport:
         inner = body.get("error")
         error: dict[str, Any] = inner if isinstance(inner, dict) else body
         message = self._scrub(str(error.get("message") or f"HTTP {status}"), call)
-        return provider_error(status, message, param=error.get("param"), code=error.get("code"),
-                              retry_after=retry_after)
+        mapped = provider_error(status, message, param=error.get("param"), code=error.get("code"),
+                                retry_after=retry_after)
+        if isinstance(error.get("type"), str) and mapped.status == status:  # passed on: the provider's own words
+            mapped.provider_type = error["type"]
+        return mapped
 
     def _broken(self, error: BaseException, call: UpstreamCall) -> UpstreamError:
         if isinstance(error, asyncio.TimeoutError):
@@ -137,6 +142,18 @@ class NativeTransport:
 
     def _scrub(self, text: str, call: UpstreamCall) -> str:
         return self.redactor.scrub(text, also=(call.client_api_key,))
+
+
+def endpoint(api_base: str, path: str) -> str:
+    """`path` under `api_base`, whether the base names the API version or not:
+    `https://api.anthropic.com` and `.../v1` both give `.../v1/messages`."""
+    base = api_base.rstrip("/")
+    if base.endswith(path):
+        return base
+    first = path.split("/")[1]
+    if first[:1] == "v" and first[1:].isdigit() and base.endswith("/" + first):
+        base = base[: -len(first) - 1]
+    return base + path
 
 
 class _Post:

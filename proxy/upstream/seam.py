@@ -14,6 +14,7 @@ from typing import Any
 from proxy.config.settings import Settings
 from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
+from proxy.edge.errors import BadRequest
 from proxy.upstream.native import NativeRoute, NativeTransport
 from proxy.upstream.translate import Translate, native_route
 
@@ -25,7 +26,15 @@ class Upstream:
         self._native_routes = {route.model_name: native_route(route) for route in settings.models}
 
     def transport_for(self, call: UpstreamCall) -> str:
-        return "native" if self._native(call) is not None else "translate"
+        """native | translate; BadRequest, before anything is sent, for a call no transport
+        carries yet: litellm translates OpenAI chat only (for now)."""
+        if self._native(call) is not None:
+            return "native"
+        if call.wire != "openai_chat":
+            raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
+                             "declare one (for Anthropic Messages: an anthropic/... model)", param="model",
+                             code="no_native_route")
+        return "translate"
 
     async def warm_up(self) -> float:
         await self.native.start()
@@ -52,4 +61,11 @@ class Upstream:
         return self.translate.count_tokens(model_name, prompt, completion_text)
 
     def _native(self, call: UpstreamCall) -> NativeRoute | None:
-        return self._native_routes.get(call.model)
+        if call.model not in self._native_routes and call.wire == "anthropic_messages":
+            # Undeclared, with the client's own key: Anthropic's API, as the client would call it.
+            return _ANTHROPIC
+        route = self._native_routes.get(call.model)
+        return route if route is not None and route.wire == call.wire else None
+
+
+_ANTHROPIC = NativeRoute(api_base="https://api.anthropic.com", model="", wire="anthropic_messages")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy.rules import ProjectPolicy
@@ -20,7 +20,7 @@ from proxy.pipeline.tool_guard import Keepalive, ToolGuard
 class OpenAIChat:
     wire = chat_request.WIRE
 
-    def parse(self, body: Any) -> ClientRequest:
+    def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest:
         return chat_request.parse_chat_request(body)
 
     def prepare(self, request: ClientRequest, pack: ContextPack | None, policy: ProjectPolicy | None,
