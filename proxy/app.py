@@ -19,6 +19,7 @@ from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sess
 from proxy.edge import health
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
 from proxy.pipeline.approvals import ApprovalBook
+from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
 from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
@@ -34,7 +35,8 @@ from proxy.edge.wire import json_response
 log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600
 OPENAI_CHAT = OpenAIChat()
-DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT,)}
+ANTHROPIC_MESSAGES = AnthropicMessages()
+DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT, ANTHROPIC_MESSAGES)}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(stamp_response_headers)
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
+        app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", list_models)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)

@@ -36,6 +36,7 @@ _ERROR_MEANINGS = {
     502: "The provider failed or could not be reached.",
     503: "The store is unavailable (see `Retry-After`).",
     504: "The provider timed out.",
+    529: "The provider is overloaded (Anthropic's status, passed on): back off and retry.",
 }
 
 
@@ -269,6 +270,13 @@ def _schemas() -> dict[str, Schema]:
                 {"role": {"type": "string"}}, additionalProperties=True)},
             "stream": {"type": ["boolean", "null"], "default": False},
         }, required=("model", "messages"), additionalProperties=True),
+        "MessagesRequest": _object({
+            "model": {"type": "string", "pattern": _NOT_BLANK},
+            "messages": {"type": "array", "minItems": 1, "items": _object(
+                {"role": {"type": "string"}, "content": {"type": ["string", "array"]}}, additionalProperties=True)},
+            "system": {"type": ["string", "array"]},
+            "stream": {"type": "boolean", "default": False},
+        }, required=("model", "messages"), additionalProperties=True),
     }
 
 
@@ -295,6 +303,16 @@ def _paths() -> dict[str, Schema]:
                              "text/event-stream": {"schema": {"type": "string"}}}},
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
         tag="openai", body=_ref("ChatCompletionRequest"))
+    messages = _operation(
+        "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
+        "speaks it: context injected, tool_use blocks checked, recorded. The key comes as `x-api-key` or a "
+        "bearer token; `anthropic-version` and `anthropic-beta` reach the provider as sent. Errors are "
+        "Anthropic's `{\"type\": \"error\", \"error\": {\"type\", \"message\"}}`.",
+        {"200": {"description": "The message, or with `stream: true` server-sent events.",
+                 "content": {"application/json": {"schema": {"type": "object"}},
+                             "text/event-stream": {"schema": {"type": "string"}}}},
+         **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504, 529)},
+        tag="anthropic", body=_ref("MessagesRequest"))
     health_responses = {"200": _json(_ref("Health"), "Taking calls: `ok`, or `degraded` (records wait in the "
                                                      "spool)."),
                         "503": _json(_ref("Health"), "`failing`: records held in memory only, or stopping.")}
@@ -373,6 +391,8 @@ def _paths() -> dict[str, Schema]:
         "/p/{project}/v1/models": {"get": {**models, "parameters": [_path("project", "The project.")]}},
         "/v1/chat/completions": {"post": chat},
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
+        "/v1/messages": {"post": messages},
+        "/p/{project}/v1/messages": {"post": {**messages, "parameters": [_path("project", "The project.")]}},
     }
 
 
@@ -383,8 +403,9 @@ def build_document() -> dict[str, Any]:
             "title": "ctxgate",
             "version": "0.1.0",
             "description": "The management API of the ctxgate LLM gateway (interactions, sessions, memories, "
-                           "ingest, context, approvals, health) and its OpenAI-compatible chat endpoint. Every "
-                           "error is `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.",
+                           "ingest, context, approvals, health), its OpenAI-compatible chat endpoint and its "
+                           "Anthropic-compatible messages endpoint. Every error but the messages endpoint's is "
+                           "`{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.",
         },
         "security": [{"bearerAuth": []}, {}],
         "paths": _paths(),

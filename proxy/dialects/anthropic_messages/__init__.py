@@ -1,0 +1,1 @@
+"""Anthropic Messages: the anthropic SDK's and Claude Code's API, its tool_use blocks gated."""
