@@ -62,3 +62,30 @@ def test_configured_secrets_are_redacted_wherever_they_appear(
     logging.getLogger("aiohttp.client").error("rejected sk-configured-provider-key")
     out = capsys.readouterr().out
     assert "sk-configured-provider-key" not in out and out.count("[redacted]") == 3
+
+
+@pytest.mark.parametrize("logged", [
+    "first line\nsk-configured-provider-key",  # known, right after an escaped character
+    "trace:\tsk-proj-unknownToThisGateway123",  # shaped like a key, after a tab
+    'quoted "Bearer abcdefgh12345678"',
+    "\u001bghp_0123456789abcdefghij",  # after a control character, escaped as \u001b
+])
+def test_a_secret_next_to_an_escaped_character_is_still_redacted(
+    json_logging: None, capsys: pytest.CaptureFixture[str], logged: str
+) -> None:
+    configure()
+    structlog.get_logger("ctxgate.proxy").warning("upstream_call_failed", error=logged)
+    logging.getLogger("aiohttp.client").error(logged)
+    out = capsys.readouterr().out
+    assert out.count("[redacted]") == 2, out
+    secret = logged.split()[-1].strip('"').lstrip("\u001b")
+    assert secret not in out
+
+
+def test_lines_without_secrets_are_written_as_rendered(json_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    configure()
+    structlog.get_logger("ctxgate.proxy").info("request_completed", path="/v1/chat/completions", client="task-runner",
+                                               session_id="s_desk-12345678901234")
+    [record] = lines(capsys.readouterr().out)
+    assert (record["path"], record["client"], record["session_id"]) == (
+        "/v1/chat/completions", "task-runner", "s_desk-12345678901234")
