@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ from proxy.demo.fake_upstream import ReceivedCall, Reply
 @dataclass(slots=True)
 class FakeAnthropic:
     """`Reply.text` is the answer (else the last user text is echoed), `Reply.tool_calls` its
-    tool_use blocks (arguments as JSON text), `thinking` a thinking block before them all."""
+    tool_use blocks (arguments as JSON text), `thinking` a thinking block before them all.
+    Replies come from `script` in order; when it is empty, `respond` (if set) picks one by what
+    the request contains (an agent's turns, or its side calls, in whatever order they come)."""
 
     script: deque[Reply] = field(default_factory=deque)
     received: list[ReceivedCall] = field(default_factory=list)
@@ -26,6 +29,7 @@ class FakeAnthropic:
     cache_read_tokens: int = 0
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)
     base_url: str = ""
+    respond: Callable[[dict[str, Any]], Reply] | None = None
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
@@ -39,7 +43,10 @@ class FakeAnthropic:
         raw = await request.read()
         body = orjson.loads(raw)
         self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
-        reply = self.script.popleft() if self.script else Reply(text=_echo(body))
+        if self.script:
+            reply = self.script.popleft()
+        else:
+            reply = self.respond(body) if self.respond is not None else Reply(text=_echo(body))
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status != 200:
