@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The real agent CLIs tests/agents drives through the gateway, pinned in package-lock.json.
+AGENTS := node_modules/.agents-installed
 
-.PHONY: demo test typecheck bench serve
+.PHONY: demo test typecheck bench serve agents
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +14,22 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(INSTALLED)
 
+# npm's scripts are off and Claude Code's postinstall runs by name: newer npm skips a
+# dependency's install scripts unless approved. install.cjs needs no network: it hard-links
+# the native binary from the platform package npm installed (e.g. claude-code-linux-x64)
+# over the bin/claude.exe stub. npm ci starts from an empty node_modules, so this is idempotent.
+$(AGENTS): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	node node_modules/@anthropic-ai/claude-code/install.cjs
+	node_modules/.bin/claude --version
+	touch $(AGENTS)
+
+agents: $(AGENTS)
+
 demo: $(INSTALLED)
 	$(BIN)/ctxgate demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(AGENTS)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
