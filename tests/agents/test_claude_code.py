@@ -34,6 +34,7 @@ RUN_TIMEOUT_S = 40
 PROMPT = "Check the ledger service health with the probe command"
 MEMORY = "The ledger service health probe answers on port 7311"
 ANSWER_PREFIX = "The probe said: "
+CALLER_KEY = "sk-ant-dummy-key"
 
 
 @pytest.fixture
@@ -153,13 +154,16 @@ class Run:
     stderr: str
 
 
-async def run_claude(claude: Path, gateway: Gateway, home: Path, cwd: Path) -> Run:
+async def run_claude(claude: Path, gateway: Gateway, home: Path, cwd: Path,
+                     key_env: str = "ANTHROPIC_API_KEY") -> Run:
+    """`claude -p` in `cwd` with a HOME of its own, offline but for the gateway; its key from
+    `key_env` (ANTHROPIC_API_KEY: sent as x-api-key; ANTHROPIC_AUTH_TOKEN: as a bearer token)."""
     home.mkdir()
     cwd.mkdir()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "SHELL": "/bin/bash",
         "LANG": "C.UTF-8", "TMPDIR": str(home),
-        "ANTHROPIC_BASE_URL": gateway.url, "ANTHROPIC_API_KEY": "sk-ant-dummy-key",
+        "ANTHROPIC_BASE_URL": gateway.url, key_env: CALLER_KEY,
         "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
@@ -186,9 +190,15 @@ def assert_one_claude_code_session(records: list[Any], calls: list[Seen]) -> Non
     assert all(r.wire == "anthropic_messages" and r.status == "ok" and r.model == MODEL for r in records)
 
 
-def assert_system_first_and_unchanged(stack: Stack) -> None:
+def without_pack(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**m, "content": [b for b in m["content"] if not str(b.get("text", "")).startswith("<ctxgate-context")]}
+            if isinstance(m["content"], list) else m for m in messages]
+
+
+def assert_system_first_and_unchanged(stack: Stack, blocked: frozenset[str] = frozenset()) -> None:
     """Every call reached the provider with Claude Code's system blocks as sent (its attribution
-    block first) and its beta header as sent; only the latest user message gained the pack."""
+    block first) and its beta header as sent, its messages as sent but for the pack block, its
+    tools as sent but for the blocked ones."""
     calls = stack.sniffer.messages_calls()
     assert len(stack.provider.received) == len(calls)
     for sent, received in zip(calls, stack.provider.received, strict=True):
@@ -196,27 +206,35 @@ def assert_system_first_and_unchanged(stack: Stack) -> None:
         assert sent.body["system"][0]["text"].startswith("x-anthropic-billing-header")
         assert received.headers["anthropic-beta"] == sent.headers["anthropic-beta"]
         assert received.headers["anthropic-version"] == sent.headers["anthropic-version"]
-        assert received.headers["x-api-key"] == PROVIDER_KEY
+        assert received.headers["x-api-key"] == PROVIDER_KEY and "Authorization" not in received.headers
         assert MEMORY not in orjson.dumps(received.body["system"]).decode()
         assert {k: v for k, v in received.body.items() if k not in ("messages", "model", "tools")} == \
             {k: v for k, v in sent.body.items() if k not in ("messages", "model", "tools")}
+        assert received.body["model"] == "claude-fake" and sent.body["model"] == MODEL
+        assert received.body["tools"] == [t for t in sent.body["tools"] if t["name"] not in blocked]
+        assert without_pack(received.body["messages"]) == sent.body["messages"]
     first = stack.provider.received[0].body
     assert is_the_task(first)
     packed = [b for b in latest_user_blocks(first) if MEMORY in b.get("text", "")]
     assert len(packed) == 1 and packed[0]["text"].startswith("<ctxgate-context")
 
 
+@pytest.mark.parametrize(("key_env", "key_header", "key_value"), [
+    ("ANTHROPIC_API_KEY", "x-api-key", CALLER_KEY),
+    ("ANTHROPIC_AUTH_TOKEN", "Authorization", f"Bearer {CALLER_KEY}"),
+], ids=["api-key", "auth-token"])
 async def test_an_allowed_bash_call_runs_and_its_output_comes_back(
-    claude: Path, aiohttp_server: Any, tmp_path: Path
+    claude: Path, aiohttp_server: Any, tmp_path: Path, key_env: str, key_header: str, key_value: str
 ) -> None:
     marker = tmp_path / "work" / "probe-ran"
     stack = await start_stack(aiohttp_server, tmp_path, {"default": {"mode": "allow"}},
                               command=f"echo probe-ok-7311 && echo ok > {marker}")
-    run = await run_claude(claude, stack.gateway, tmp_path / "home", tmp_path / "work")
+    run = await run_claude(claude, stack.gateway, tmp_path / "home", tmp_path / "work", key_env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert marker.read_text() == "ok\n"
     assert run.result["is_error"] is False and run.result["result"] == ANSWER_PREFIX + "probe-ok-7311"
     calls = stack.sniffer.messages_calls()
+    assert all(c.headers.get(key_header) == key_value for c in calls)
     records = await stack.gateway.recorded(at_least=len(calls))
     task = [r for r in records if is_the_task({"messages": r.prompt["messages"]})]
     assert len(task) == 2  # the tool call, then the answer to its result
@@ -243,6 +261,5 @@ async def test_a_blocked_bash_call_never_runs_and_claude_code_ends_cleanly(
     task = [r for r in records if is_the_task({"messages": r.prompt["messages"]})]
     assert len(task) == 1  # no tool result ever came back: the turn ended
     assert [(d["tool"], d["action"]) for d in task[0].tool_decisions] == [("Bash", "deny")]
-    assert "Bash" not in [t["name"] for t in stack.provider.received[0].body.get("tools", [])]
     assert_one_claude_code_session(records, calls)
-    assert_system_first_and_unchanged(stack)
+    assert_system_first_and_unchanged(stack, blocked=frozenset({"Bash"}))  # not offered
