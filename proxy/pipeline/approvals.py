@@ -3,6 +3,11 @@
 A decision arrives through the HTTP API of this process (which wakes the waiter at once) or
 through `ctxgate approvals` in another process, writing to the store (which the waiter polls).
 A timeout, the gateway stopping or the client leaving resolve to deny: nothing waits forever.
+
+A client that leaves does not withdraw the question: agents re-send a call they lost (Claude
+Code re-sends a dropped or idle stream at once, without streaming), and the same call (same
+project, session, tool and arguments) joins the approval still pending instead of asking the
+person twice. One nobody joins expires at its deadline.
 """
 
 from __future__ import annotations
@@ -40,19 +45,32 @@ class ApprovalBook:
         self.store = store
         self.keepalive_every_s = keepalive_every_s
         self.requested_total = 0
+        self.joined_total = 0  # asks of a call that joined one already pending
         self._requested = asyncio.Condition()
         self._wakers: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}  # local waiters per approval
+        self._deadlines: dict[str, float] = {}  # monotonic, of the approvals asked here
+        self._orphans: set[asyncio.Task[None]] = set()  # expiring approvals whose waiters left
         self._closing = False
 
-    async def wait_requested(self, count: int) -> None:
-        """Until at least `count` approvals have been requested since start."""
+    async def wait_requested(self, count: int, *, joined: int = 0) -> None:
+        """Until at least `count` approvals have been requested since start, and `joined` asks
+        have joined one."""
         async with self._requested:
-            await self._requested.wait_for(lambda: self.requested_total >= count)
+            await self._requested.wait_for(lambda: self.requested_total >= count and self.joined_total >= joined)
 
     async def request(
         self, *, project: str, session_id: str | None, interaction_id: str, tool: str, call_id: str | None,
         arguments: str | None, rule: str, reason: str, timeout_s: float,
     ) -> Approval:
+        joined = await self._pending_like(project, session_id, tool, arguments)
+        if joined is not None:
+            log.info("tool_approval_joined", approval_id=joined.id, tool=tool, project=project,
+                     interaction_id=interaction_id)
+            async with self._requested:
+                self.joined_total += 1
+                self._requested.notify_all()
+            return joined
         now = datetime.now(UTC)
         approval = Approval(
             id=new_interaction_id(), created_at=format_timestamp(now),
@@ -62,6 +80,7 @@ class ApprovalBook:
         )
         await self.store.insert_approval(approval)
         self._wakers[approval.id] = asyncio.Event()
+        self._deadlines[approval.id] = time.monotonic() + timeout_s
         async with self._requested:
             self.requested_total += 1
             self._requested.notify_all()
@@ -78,10 +97,14 @@ class ApprovalBook:
         is_client_gone: Callable[[], bool] = lambda: False,
     ) -> Resolution:
         """Until decided, timed out, the client gone or the gateway stopping. `keepalive` is
-        awaited every `keepalive_every_s` (a streamed response sends an SSE comment)."""
+        awaited every `keepalive_every_s` (a streamed response sends an SSE comment). A joined
+        approval's wait ends at the deadline it was asked with."""
         keepalive_every_s = self.keepalive_every_s
         started = time.monotonic()
+        deadline = self._deadlines.setdefault(approval.id, _deadline_of(approval, started + timeout_s))
+        timeout_s = deadline - started
         waker = self._wakers.setdefault(approval.id, asyncio.Event())
+        self._waiting[approval.id] = self._waiting.get(approval.id, 0) + 1
         next_keepalive = started + keepalive_every_s
         try:
             while True:
@@ -95,6 +118,9 @@ class ApprovalBook:
                     else "client_gone" if is_client_gone()
                     else None
                 )
+                if ended_by == "client_gone":
+                    self._leave(approval)
+                    return Resolution(False, ended_by, _ms_since(started), current or approval)
                 if ended_by is not None:
                     return await self._expire(approval, ended_by, started)
                 if keepalive is not None and now >= next_keepalive:
@@ -107,11 +133,14 @@ class ApprovalBook:
                     pass
                 waker.clear()
         except (ConnectionResetError, asyncio.CancelledError):
-            with contextlib.suppress(StoreUnavailable):  # left pending; expired at the next start
-                await asyncio.shield(self._expire(approval, "client_gone", started))
+            self._leave(approval)
             raise
         finally:
-            self._wakers.pop(approval.id, None)
+            self._waiting[approval.id] -= 1
+            if not self._waiting[approval.id]:
+                del self._waiting[approval.id]
+                self._wakers.pop(approval.id, None)
+                self._deadlines.pop(approval.id, None)
 
     async def decide(self, approval_id: str, *, approve: bool, decided_by: str, always: bool = False) -> Approval | None:
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
@@ -122,10 +151,41 @@ class ApprovalBook:
         return decided
 
     def close(self) -> None:
-        """The gateway is stopping: every waiter resolves to deny now."""
+        """The gateway is stopping: every waiter resolves to deny now; approvals whose waiters
+        left stay pending, and the next start expires them."""
         self._closing = True
         for waker in self._wakers.values():
             waker.set()
+        for orphan in self._orphans:
+            orphan.cancel()
+
+    async def _pending_like(self, project: str, session_id: str | None, tool: str,
+                            arguments: str | None) -> Approval | None:
+        """A pending approval of the same call, not past its deadline, to join."""
+        now = format_timestamp(datetime.now(UTC))
+        pending = await self.store.list_approvals(ApprovalStatus.PENDING, limit=500, projects=frozenset({project}))
+        return next((a for a in pending if (a.session_id, a.tool, a.arguments) == (session_id, tool, arguments)
+                     and a.expires_at > now), None)
+
+    def _leave(self, approval: Approval) -> None:
+        """The client of one waiter left: the approval stays askable for a retry to join, and
+        expires at its deadline if no one here still waits on it then."""
+        if self._waiting.get(approval.id, 0) > 1 or self._closing:
+            return
+        deadline = self._deadlines.get(approval.id, time.monotonic())
+        orphan = asyncio.get_running_loop().create_task(self._expire_at_deadline(approval, deadline))
+        self._orphans.add(orphan)
+        orphan.add_done_callback(self._orphans.discard)
+
+    async def _expire_at_deadline(self, approval: Approval, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        if self._waiting.get(approval.id):
+            return  # joined here: that waiter expires it, or is answered
+        with contextlib.suppress(StoreUnavailable):  # left pending: the next start expires it
+            current = await self.store.decide_approval(approval.id, ApprovalStatus.EXPIRED, "client_gone")
+            if current is not None and current.is_decided_as(ApprovalStatus.EXPIRED, "client_gone"):
+                log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool,
+                         ended_by="client_gone")
 
     async def _expire(self, approval: Approval, ended_by: str, started: float) -> Resolution:
         current = await self.store.decide_approval(approval.id, ApprovalStatus.EXPIRED, ended_by)
@@ -144,6 +204,16 @@ class ApprovalBook:
         decided_by = "human" if approval.status in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED) else (
             approval.decided_by or "timeout")
         return Resolution(approved, decided_by, _ms_since(started), approval)
+
+
+def _deadline_of(approval: Approval, otherwise: float) -> float:
+    """The monotonic deadline of an approval asked elsewhere (another worker, a process that
+    restarted), from its `expires_at`; `otherwise` when that cannot be read."""
+    try:
+        expires = datetime.strptime(approval.expires_at, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return otherwise
+    return time.monotonic() + (expires - datetime.now(UTC)).total_seconds()
 
 
 def _ms_since(started: float) -> float:

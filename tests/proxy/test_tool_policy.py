@@ -268,21 +268,62 @@ async def test_gateway_shutdown_while_waiting_denies(guarded: Gateway) -> None:
     assert calls_of(completion) == [] and "shutdown" in completion.choices[0].message.content
 
 
-async def test_client_leaving_while_waiting_expires_the_approval(guarded: Gateway) -> None:
-    guarded.upstream.push(Reply(tool_calls=(EDIT,)))
+async def held_stream_then_gone(gateway: Gateway, project: str = "default") -> None:
+    """A streamed call held for a person, whose client then hangs up."""
     async with aiohttp.ClientSession() as session:
         response = await session.post(
-            guarded.url + "/v1/chat/completions",
-            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "stream": True},
+            gateway.url + "/v1/chat/completions", headers={"X-Ctxgate-Project": project},
+            json={"model": MODEL, "messages": [{"role": "user", "content": "do it"}], "tools": TOOLS, "stream": True},
         )
-        await asyncio.wait_for(guarded.app[APPROVALS].wait_requested(1), 10)
+        await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(1), 10)
         response.close()
+
+
+async def test_a_client_leaving_keeps_the_question_open_until_its_deadline(guarded: Gateway) -> None:
+    guarded.upstream.push(Reply(tool_calls=(EDIT,)))
+    await held_stream_then_gone(guarded)
     [stored] = await guarded.recorded()
     assert stored.status == "client_disconnected"
-    [approval] = await guarded.app[STORE].list_approvals()
-    assert (approval.status, approval.decided_by) == (ApprovalStatus.EXPIRED, "client_gone")
     [decision] = stored.tool_decisions  # the cut wait is in the audit trail too
     assert (decision["tool"], decision["action"], decision["decided_by"]) == ("file_edit", "deny", "client_gone")
+    [approval] = await guarded.app[STORE].list_approvals()
+    assert approval.status is ApprovalStatus.PENDING  # a retry of the call may still join it
+
+
+async def test_a_question_nobody_comes_back_for_expires_at_its_deadline(guarded: Gateway) -> None:
+    guarded.upstream.push(Reply(tool_calls=(EDIT,)))
+    await held_stream_then_gone(guarded, project="quick")  # a 0.3 s deadline
+    for _ in range(100):
+        [approval] = await guarded.app[STORE].list_approvals()
+        if approval.status is not ApprovalStatus.PENDING:
+            break
+        await asyncio.sleep(0.05)
+    assert (approval.status, approval.decided_by) == (ApprovalStatus.EXPIRED, "client_gone")
+
+
+async def test_a_retried_call_joins_the_approval_its_dropped_stream_asked_for(guarded: Gateway) -> None:
+    """Claude Code re-sends a stream it lost, without streaming: one question for the person,
+    and their answer releases the retry."""
+    guarded.upstream.push(Reply(tool_calls=(EDIT,)), Reply(tool_calls=(EDIT,)))
+    await held_stream_then_gone(guarded)
+
+    async def send_again() -> Any:  # the same client, the same conversation, not streamed
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(guarded.url + "/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "do it"}], "tools": TOOLS})
+            return await response.json()
+
+    retry = asyncio.create_task(send_again())
+    await asyncio.wait_for(guarded.app[APPROVALS].wait_requested(1, joined=1), 10)
+    decided = await approve_when_asked(guarded)
+    completion = await retry
+    [call] = completion["choices"][0]["message"]["tool_calls"]
+    assert (call["function"]["name"], call["function"]["arguments"]) == ("file_edit", EDIT.arguments)
+    assert [a.status for a in await guarded.app[STORE].list_approvals()] == [ApprovalStatus.APPROVED]
+    assert guarded.app[APPROVALS].requested_total == 1
+    gone, released = await guarded.recorded(2)
+    assert gone.tool_decisions[0]["decided_by"] == "client_gone"
+    assert (released.tool_decisions[0]["action"], released.tool_decisions[0]["approval_id"]) == ("allow", decided["id"])
 
 
 async def test_approvals_api_errors(guarded: Gateway) -> None:
