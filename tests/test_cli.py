@@ -66,3 +66,35 @@ def test_show_unknown_id_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFix
 def test_bad_since_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["interactions", "list", "--since", "last tuesday", "--db", str(tmp_path / "db")]) == 2
     assert "since" in capsys.readouterr().err
+
+
+def test_sessions_show_reads_either_wire_as_a_conversation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pack = '<ctxgate-context project="atmos">\nMemories:\n- the VPC is 10.0.0.0/16\n</ctxgate-context>\n\n'
+    turns = [
+        Interaction(id=new_interaction_id(), created_at="2026-02-01 10:00:00", project="atmos", session_id="s-1",
+                    client="openai-python/2.x", model="gpt-test", wire="openai_chat",
+                    prompt=[{"role": "user", "content": pack + "What is the CIDR?"}],
+                    response={"role": "assistant", "content": "10.0.0.0/16"}),
+        Interaction(id=new_interaction_id(), created_at="2026-02-01 10:01:00", project="atmos", session_id="s-1",
+                    client="claude-cli/2.1.197", model="claude-test", wire="anthropic_messages",
+                    prompt={"system": [{"type": "text", "text": "You are Claude Code."}], "messages": [
+                        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
+                                                     {"type": "text", "text": pack}, {"type": "text", "text": "go on"}]}]},
+                    response={"role": "assistant", "stop_reason": "tool_use", "content": [
+                        {"type": "thinking", "thinking": "hm", "signature": "s"}, {"type": "text", "text": "Running."},
+                        {"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": "ls"}}]}),
+    ]
+
+    async def seed_turns() -> None:
+        store = SQLiteStore(str(tmp_path / "db"))
+        await store.open()
+        await store.insert_interactions(turns)
+        await store.close()
+
+    asyncio.run(seed_turns())
+    assert main(["sessions", "show", "s-1", "--db", str(tmp_path / "db")]) == 0
+    out = capsys.readouterr().out
+    assert "user: What is the CIDR?" in out and "assistant: 10.0.0.0/16" in out
+    assert "user: [tool_result ok] go on" in out
+    assert 'assistant: [thinking] Running. [tool_use Bash {"command":"ls"}]' in out
+    assert "ctxgate-context" not in out

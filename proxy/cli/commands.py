@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -247,19 +248,49 @@ def _sessions_show(args: argparse.Namespace) -> int:
         asked = _last_user_text(turn.prompt)
         answered = turn.response.get("content") if isinstance(turn.response, dict) else turn.response
         print(f"\n[{number}] {turn.created_at}  {turn.model}  {turn.status}  id={turn.id}")
-        print(f"  user: {asked}")
-        print(f"  assistant: {answered}")
+        print(f"  user: {_readable(asked)}")
+        print(f"  assistant: {_readable(answered)}")
         for decision in turn.tool_decisions:
             print(f"  tool {decision.get('tool')}: {decision.get('action')} ({decision.get('rule')})")
     return 0
 
 
 def _last_user_text(prompt: Any) -> Any:
+    """The latest user turn of a prompt: OpenAI's messages, or Anthropic's `{system, messages}`."""
+    if isinstance(prompt, dict) and isinstance(prompt.get("messages"), list):
+        prompt = prompt["messages"]
     if isinstance(prompt, list):
         for message in reversed(prompt):
             if isinstance(message, dict) and message.get("role") == "user":
                 return message.get("content")
     return prompt
+
+
+_PACK = re.compile(r"<ctxgate-context\b.*?</ctxgate-context>\s*", re.S)
+
+
+def _readable(content: Any) -> str:
+    """Content as a person reads it: text parts and blocks joined, tool calls and results in
+    brackets, the injected context pack left out (`interactions show` has it whole)."""
+    if isinstance(content, str):
+        return _PACK.sub("", content)
+    if not isinstance(content, list):
+        return "" if content is None else str(content)
+    pieces = []
+    for part in content:
+        if not isinstance(part, dict):
+            pieces.append(str(part))
+        elif isinstance(part.get("text"), str):
+            pieces.append(_PACK.sub("", part["text"]))
+        elif part.get("type") == "tool_use":
+            pieces.append(f"[tool_use {part.get('name')} {orjson.dumps(part.get('input')).decode()}]")
+        elif part.get("type") == "tool_result":
+            pieces.append(f"[tool_result {_readable(part.get('content'))}]")
+        elif part.get("type") in ("thinking", "redacted_thinking"):
+            pieces.append("[thinking]")
+        else:
+            pieces.append(f"[{part.get('type')}]")
+    return " ".join(piece for piece in pieces if piece.strip())
 
 
 def _sessions_clean(args: argparse.Namespace) -> int:
