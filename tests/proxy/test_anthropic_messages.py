@@ -255,3 +255,15 @@ async def test_over_ten_turns_each_request_starts_with_the_whole_previous_one_bu
         assert after.body["messages"][:len(kept)] == kept
         latest = before.raw.rfind(b'{"role":"user"')
         assert latest > 0 and after.raw[:latest] == before.raw[:latest]
+
+
+@pytest.mark.parametrize("user_id", [
+    '{"device_id":"d1","account_uuid":"","session_id":"6f1c2b9e-0d4a-4c3e-9a55-0c1f1e2d3a4b"}',  # Claude Code 2.1
+    "user_abc123_account__session_6f1c2b9e-0d4a-4c3e-9a55-0c1f1e2d3a4b",  # before 2.1
+])
+async def test_the_session_comes_from_claude_codes_user_id_without_its_header(
+    gateway: Gateway, provider: FakeAnthropic, user_id: str
+) -> None:
+    await client(gateway).messages.create(model=CLAUDE, max_tokens=10, messages=ASK, metadata={"user_id": user_id})
+    [record] = await gateway.recorded()
+    assert record.session_id == "6f1c2b9e-0d4a-4c3e-9a55-0c1f1e2d3a4b"

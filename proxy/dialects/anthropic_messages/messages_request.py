@@ -4,6 +4,7 @@ upstream with the pack injected and the policy's tools screened."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,8 @@ DEFAULT_VERSION = "2023-06-01"  # what the SDKs send; a provider refuses a call 
 # The client's headers the provider needs as they came: the API version and the betas the
 # client opted into (a gateway that drops or rewrites `anthropic-beta` breaks Claude Code).
 _FORWARDED = ("anthropic-version", "anthropic-beta")
-# Claude Code's metadata.user_id ends with the session: `user_<hash>_account_<id>_session_<uuid>`.
+# Claude Code's metadata.user_id holds the session: before 2.1 as `user_<hash>_account_<id>_session_<uuid>`,
+# since as JSON text, `{"device_id": ..., "account_uuid": ..., "session_id": "<uuid>"}`.
 _SESSION_IN_USER_ID = re.compile(r"_session_([0-9A-Za-z-]{8,})$")
 _REMINDER = "<system-reminder>"
 
@@ -52,17 +54,30 @@ def parse_messages_request(body: Any, headers: Mapping[str, str]) -> ClientReque
         raise BadRequest("'tools' must be an array", param="tools")
     metadata = body.get("metadata")
     user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
-    in_user_id = _SESSION_IN_USER_ID.search(user_id) if isinstance(user_id, str) else None
     forwarded = {name: value for name in _FORWARDED if (value := headers.get(name))}
     forwarded.setdefault("anthropic-version", DEFAULT_VERSION)
     return ClientRequest(
         wire=WIRE, model=model, stream=stream, body=body,
         declared_tools=frozenset(t["name"] for t in tools or () if isinstance(t, dict) and isinstance(t.get("name"), str)),
         query=query_text(messages),
-        session_hints=(in_user_id[1] if in_user_id else None,),
+        session_hints=(_session_in(user_id),),
         conversation_start=(system, next((m.get("content") for m in messages if m.get("role") == "user"), None)),
         headers=forwarded,
     )
+
+
+def _session_in(user_id: Any) -> Any:
+    """The session id Claude Code puts in `metadata.user_id`, in either of its forms."""
+    if not isinstance(user_id, str):
+        return None
+    if user_id.startswith("{"):
+        try:
+            fields = json.loads(user_id)
+        except ValueError:
+            return None
+        return fields.get("session_id") if isinstance(fields, dict) else None
+    found = _SESSION_IN_USER_ID.search(user_id)
+    return found[1] if found else None
 
 
 def prepare_messages_call(request: ClientRequest, pack: ContextPack | None, policy: ProjectPolicy | None,
