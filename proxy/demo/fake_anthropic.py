@@ -30,6 +30,7 @@ class FakeAnthropic:
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)
     base_url: str = ""
     respond: Callable[[dict[str, Any]], Reply] | None = None
+    keep_received: bool = True  # False: `received` stays empty (the bench's long runs)
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
@@ -42,7 +43,8 @@ class FakeAnthropic:
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = orjson.loads(raw)
-        self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        if self.keep_received:
+            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
         if self.script:
             reply = self.script.popleft()
         else:
