@@ -3,7 +3,8 @@
 `native` where the route's provider speaks the client's dialect (see `translate.native_route`):
 the body goes out as ctxgate holds it, the answer is read with orjson and a stream's frames
 keep their bytes. `translate` everywhere else: litellm converts to and from the provider's
-protocol. Both hand the pipeline the same values and raise the same UpstreamError.
+protocol (OpenAI chat calls, and Anthropic Messages calls to a route that speaks OpenAI chat).
+Both hand the pipeline the same values and raise the same UpstreamError.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
 from proxy.edge.errors import BadRequest
 from proxy.upstream.native import NativeRoute, NativeTransport
-from proxy.upstream.translate import Translate, native_route
+from proxy.upstream.translate import Translate, native_route, route_wire
+
+OPENAI_CHAT = "openai_chat"
+ANTHROPIC_MESSAGES = "anthropic_messages"
 
 
 class Upstream:
@@ -24,17 +28,19 @@ class Upstream:
         self.translate = Translate(settings)
         self.native = NativeTransport(Redactor(settings.secrets), settings.upstream_timeout_s)
         self._native_routes = {route.model_name: native_route(route) for route in settings.models}
+        self._wires = {route.model_name: route_wire(route) for route in settings.models}
 
     def transport_for(self, call: UpstreamCall) -> str:
         """native | translate; BadRequest, before anything is sent, for a call no transport
-        carries yet: litellm translates OpenAI chat only (for now)."""
+        carries: litellm translates OpenAI chat, and Anthropic Messages to a route whose
+        provider speaks OpenAI chat (an Anthropic route not carried natively has neither)."""
         if self._native(call) is not None:
             return "native"
-        if call.wire != "openai_chat":
-            raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
-                             "declare one (for Anthropic Messages: an anthropic/... model)", param="model",
-                             code="no_native_route")
-        return "translate"
+        if call.wire == OPENAI_CHAT or (call.wire == ANTHROPIC_MESSAGES and self._is_translated_message(call)):
+            return "translate"
+        raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
+                         "declare one (for Anthropic Messages: an anthropic/... model, or a model whose provider "
+                         "speaks OpenAI chat)", param="model", code="no_native_route")
 
     async def warm_up(self) -> float:
         await self.native.start()
@@ -48,6 +54,8 @@ class Upstream:
         route = self._native(call)
         if route is not None:
             return await self.native.complete(route, call)
+        if self._is_translated_message(call):
+            return await self.translate.complete_message(call)
         return await self.translate.complete(call)
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -55,17 +63,23 @@ class Upstream:
         route = self._native(call)
         if route is not None:
             return self.native.stream(route, call)
+        if self._is_translated_message(call):
+            return self.translate.stream_message(call)
         return self.translate.stream(call)
 
     def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
         return self.translate.count_tokens(model_name, prompt, completion_text)
 
     def _native(self, call: UpstreamCall) -> NativeRoute | None:
-        if call.model not in self._native_routes and call.wire == "anthropic_messages":
+        if call.model not in self._native_routes and call.wire == ANTHROPIC_MESSAGES:
             # Undeclared, with the client's own key: Anthropic's API, as the client would call it.
             return _ANTHROPIC
         route = self._native_routes.get(call.model)
         return route if route is not None and route.wire == call.wire else None
 
+    def _is_translated_message(self, call: UpstreamCall) -> bool:
+        """An Anthropic Messages call that litellm translates to its route's OpenAI chat."""
+        return call.wire == ANTHROPIC_MESSAGES and self._wires.get(call.model) == OPENAI_CHAT
 
-_ANTHROPIC = NativeRoute(api_base="https://api.anthropic.com", model="", wire="anthropic_messages")
+
+_ANTHROPIC = NativeRoute(api_base="https://api.anthropic.com", model="", wire=ANTHROPIC_MESSAGES)

@@ -1,8 +1,11 @@
 """The upstream seam: the one module that knows litellm.
 
 It takes an OpenAI chat `UpstreamCall` and returns plain OpenAI wire-format data: a
-`chat.completion` dict, or batches of `chat.completion.chunk` events. Provider failures leave it as
-`UpstreamError` with the status the client should get. Nothing outside sees litellm's types.
+`chat.completion` dict, or batches of `chat.completion.chunk` events. An Anthropic Messages call
+to a route whose provider speaks OpenAI chat goes the same way, translated by litellm's
+Anthropic-messages adapter there and back: an Anthropic `message`, or batches of its stream
+events. Provider failures leave it as `UpstreamError` with the status the client should get.
+Nothing outside sees litellm's types.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import os
 # Must precede the import: otherwise litellm fetches its model price list over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import functools  # noqa: E402  (after the environment guard above)
+import asyncio  # noqa: E402  (after the environment guard above)
+import copy  # noqa: E402
+import functools  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncGenerator  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
+import orjson  # noqa: E402
+from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import AnthropicStreamWrapper  # noqa: E402
+from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter  # noqa: E402
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients  # noqa: E402
 import structlog  # noqa: E402
 
@@ -50,6 +59,15 @@ _OPENAI_BODY_PARAMS = frozenset({"metadata", "user"})
 _OPENAI_STYLE_PROVIDERS = frozenset({"openai", "azure", "openai_like", "custom_openai", "hosted_vllm", "text-completion-openai"})
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
+# Anthropic Messages parameters with an OpenAI chat counterpart, which litellm's adapter maps
+# (`system` to a system message, `tools` to function tools, `stop_sequences` to `stop`, `thinking`
+# to `reasoning_effort`, `metadata.user_id` to `user`, ...). The others (`top_k`,
+# `context_management`, `container`, `mcp_servers`, ...) have none, and an OpenAI chat provider
+# refuses a parameter it does not know: they stay behind.
+_MESSAGES_PARAMS = frozenset({
+    "messages", "system", "metadata", "tools", "tool_choice", "thinking", "output_format", "output_config",
+    "stop_sequences", "max_tokens", "temperature", "top_p",
+})
 
 
 class Translate:
@@ -58,6 +76,10 @@ class Translate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redactor = Redactor(settings.secrets)
+        # Its translation pieces only: litellm's own `anthropic_messages()` imports litellm's proxy
+        # server (FastAPI, not installed) when it streams, sorts `anthropic-beta` and replaces the
+        # User-Agent.
+        self.messages_adapter = LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]  # litellm leaves it unannotated
         litellm.suppress_debug_info = True  # it otherwise prints banners into our stdout logs
 
     async def warm_up(self) -> float:
@@ -130,6 +152,91 @@ class Translate:
             # otherwise the provider keeps generating, and billing, until garbage collection.
             await response.aclose()
 
+    async def complete_message(self, call: UpstreamCall) -> dict[str, Any]:
+        """An Anthropic Messages call to a route whose provider speaks OpenAI chat: sent as the
+        chat call litellm's adapter makes of it, and the answer made an Anthropic `message`."""
+        chat, tool_names = self._chat_call(call)
+        try:
+            response = await litellm.acompletion(**self._arguments(chat))
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        try:
+            message: dict[str, Any] = dict(self.messages_adapter.translate_openai_response_to_anthropic(
+                response, tool_name_mapping=tool_names))
+        except Exception as error:  # boundary: litellm's adapter on an answer it could not read
+            log.warning("upstream_answer_untranslatable", error_type=type(error).__name__, error=str(error))
+            raise UpstreamError("upstream failed: the provider's answer could not be translated to a message",
+                                status=502, code="upstream_unavailable") from error
+        message["content"] = [_without_litellm_fields(block) for block in message.get("content") or ()]
+        usage = getattr(response, "usage", None)
+        if usage is None or _is_made_up_usage(usage.model_dump()):
+            # litellm's zeros: an Anthropic client sizes its context by these counts, so it gets
+            # them counted here, as litellm counts a stream's when the provider sends none.
+            message["usage"] = await asyncio.to_thread(self._counted_usage, chat, message)
+        return writable(message)
+
+    async def stream_message(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
+        """The same, streamed: the provider's chunks made Anthropic stream events by litellm's
+        `AnthropicStreamWrapper` (message_start; each block's start, deltas and stop, a new block
+        for each tool call; message_delta with the stop reason and usage; message_stop), one
+        event a batch."""
+        chat, tool_names = self._chat_call(call)
+        try:
+            response = await litellm.acompletion(**self._arguments(chat))
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        events = AnthropicStreamWrapper(response, model=call.model, tool_name_mapping=tool_names)
+        try:
+            async for event in events:
+                # The wrapper ends every stream with message_stop: a cut one must not reach the
+                # client as finished (the made-up finish chunk is the first sign of it).
+                if _is_made_up_finish(response):
+                    raise UpstreamError("the provider's stream ended before its answer was finished",
+                                        status=502, code="upstream_stream_cut")
+                yield [StreamEvent(data=_event_dict(event))]
+        except UpstreamError:
+            raise
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        finally:
+            await response.aclose()  # as in stream(): releases the provider's connection
+
+    def _chat_call(self, call: UpstreamCall) -> tuple[UpstreamCall, dict[str, str]]:
+        """An Anthropic Messages `call` as the OpenAI chat call litellm's adapter makes of it, and
+        the tool names it shortened (OpenAI takes 64 characters), to be restored in the answer.
+        A body the adapter cannot translate is the client's to mend: 400."""
+        model = self._model(call)
+        request = {name: value for name, value in call.body.items() if name in _MESSAGES_PARAMS}
+        request["model"] = model
+        if "tools" in request:
+            # The adapter merges a tool's other keys into its input_schema in place, and litellm
+            # may rewrite a schema for its provider: the body as sent is recorded unchanged.
+            request["tools"] = copy.deepcopy(request["tools"])
+        try:
+            body, tool_names = self.messages_adapter.translate_anthropic_to_openai(
+                request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
+                custom_llm_provider=_provider_of(model))
+        except Exception as error:  # boundary: litellm's adapter on the client's data
+            raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
+                                kind="invalid_request_error", code="invalid_request") from error
+        chat_body: dict[str, Any] = dict(body)
+        if call.stream:
+            chat_body["stream_options"] = {"include_usage": True}  # else an OpenAI stream has no usage
+        return replace(call, wire="openai_chat", path="/chat/completions", body=chat_body), tool_names
+
+    def _counted_usage(self, chat: UpstreamCall, message: dict[str, Any]) -> dict[str, int]:
+        """Anthropic usage counted as litellm counts: blocking and CPU-bound, call it from a thread."""
+        model = self._model(chat)
+        prompt = litellm.token_counter(model=model, messages=chat.body["messages"], tools=chat.body.get("tools"))
+        text = _message_text(message)
+        completion = litellm.token_counter(model=model, text=text) if text else 0
+        return {"input_tokens": int(prompt), "output_tokens": int(completion)}
+
+    def _model(self, call: UpstreamCall) -> str:
+        """The provider's model for the client's name: the declared route's, else the name itself."""
+        route = self.settings.route_for(call.model)
+        return route.model if route else call.model
+
     def _error(self, error: Exception, call: UpstreamCall) -> UpstreamError:
         """The provider's failure as the client gets it: its status mapped, its message without
         litellm's prefixes and without any secret (a provider may echo the key it was sent)."""
@@ -150,7 +257,7 @@ class Translate:
 
     def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
         route = self.settings.route_for(call.model)
-        model = route.model if route else call.model
+        model = self._model(call)
         translated = _TRANSLATED_PARAMS | (frozenset() if _speaks_openai(model) else _OPENAI_BODY_PARAMS)
         arguments: dict[str, Any] = {
             "timeout": self.settings.upstream_timeout_s,
@@ -189,6 +296,16 @@ _ANTHROPIC_PROVIDERS = {"anthropic": "https://api.anthropic.com"}
 _NATIVE_PARAMS = frozenset({"timeout"})
 
 
+def route_wire(route: ModelRoute) -> str:
+    """The dialect `route`'s provider speaks as litellm calls it: Anthropic Messages for
+    Anthropic's API, OpenAI chat for every other (litellm converts to and from the rest)."""
+    try:
+        provider = litellm.get_llm_provider(route.model, api_base=route.api_base)[1]
+    except Exception:  # a name litellm cannot resolve: it will say so when called
+        return "openai_chat"
+    return "anthropic_messages" if provider in _ANTHROPIC_PROVIDERS else "openai_chat"
+
+
 def native_route(route: ModelRoute) -> NativeRoute | None:
     """How `route` is called natively, or None for the translate transport: litellm resolves
     the provider and its name for the model; `transport:` in the route overrides. The route's
@@ -215,12 +332,44 @@ def native_route(route: ModelRoute) -> NativeRoute | None:
 
 
 @functools.cache
-def _speaks_openai(model: str) -> bool:
+def _provider_of(model: str) -> str | None:
     try:
-        provider = litellm.get_llm_provider(model)[1]
+        provider: str = litellm.get_llm_provider(model)[1]
     except Exception:  # an unknown name: litellm will say so when called
-        return True
-    return provider in _OPENAI_STYLE_PROVIDERS
+        return None
+    return provider
+
+
+def _speaks_openai(model: str) -> bool:
+    provider = _provider_of(model)
+    return provider is None or provider in _OPENAI_STYLE_PROVIDERS
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """An event of litellm's stream wrapper without litellm's own fields (a tool call's
+    `provider_specific_fields`)."""
+    data: dict[str, Any] = dict(event)
+    if isinstance(data.get("content_block"), dict):
+        data["content_block"] = _without_litellm_fields(data["content_block"])
+    return data
+
+
+def _without_litellm_fields(block: Any) -> Any:
+    if isinstance(block, dict) and "provider_specific_fields" in block:
+        return {key: value for key, value in block.items() if key != "provider_specific_fields"}
+    return block
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    """What a provider counts as an Anthropic message's output: its text, thinking and tool inputs."""
+    pieces = []
+    for block in message.get("content") or ():
+        if isinstance(block, dict):
+            pieces += [block[key] for key in ("text", "thinking") if isinstance(block.get(key), str)]
+            if block.get("type") == "tool_use":
+                pieces.append(block.get("name") or "")
+                pieces.append(orjson.dumps(block.get("input")).decode())
+    return "".join(pieces)
 
 
 def _is_made_up_finish(stream: Any) -> bool:
@@ -287,7 +436,7 @@ def _upstream_error(error: Exception) -> UpstreamError:
     return provider_error(502, message)
 
 
-_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?")
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )*(?:\w+Error: )?(?:\w+Exception - )?")
 
 
 _LITELLM_INTERNALS = re.compile(r"\s*(?:Traceback \(most recent call last\)|received_args=)")
@@ -296,7 +445,8 @@ MAX_ERROR_CHARS = 2000
 
 def _without_litellm_prefixes(message: str) -> str:
     """`litellm.BadRequestError: BadRequestError: OpenAIException - what the provider said` ->
-    `what the provider said`, without the traceback and arguments litellm appends to some."""
+    `what the provider said`, without the traceback and arguments litellm appends to some (a
+    stream that fails mid-way comes as one litellm error inside another's name)."""
     message = _LITELLM_INTERNALS.split(_LITELLM_PREFIX.sub("", message, count=1), maxsplit=1)[0]
     return message[:MAX_ERROR_CHARS]
 
