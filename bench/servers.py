@@ -1,8 +1,9 @@
 """The processes a benchmark run compares, each started as `python -m bench.servers KIND PORT ...`.
 
 - upstream: the fake provider (zero delay), answering every call with the same reply, or, when
-  a request's messages say `(stream of N deltas)`, with a text of exactly N content deltas;
-- passthrough: a minimal aiohttp byte relay, the floor for any Python proxy;
+  a request's messages say `(stream of N deltas)`, with a text of exactly N content deltas; in
+  OpenAI chat at `/v1/chat/completions` and in Anthropic Messages at `/v1/messages`;
+- passthrough: a minimal aiohttp byte relay of both paths, the floor for any Python proxy;
 - bare_litellm: an aiohttp handler that only awaits `litellm.acompletion`, the floor for
   anything that forwards through litellm's default path.
 ctxgate itself runs as `ctxgate serve`.
@@ -21,6 +22,7 @@ from typing import Any  # noqa: E402
 import orjson  # noqa: E402
 from aiohttp import ClientSession, web  # noqa: E402
 
+from proxy.demo.fake_anthropic import FakeAnthropic  # noqa: E402
 from proxy.demo.fake_upstream import FakeUpstream, Reply  # noqa: E402
 
 # About what a short chat answer looks like: ~60 tokens, streamed in ~25 chunks.
@@ -34,6 +36,9 @@ REPLY_FRAGMENT = 8
 STREAM_DELTAS = (10, 200)
 DELTA_CHARS = 4
 _DELTAS_ASKED = re.compile(rb"\(stream of (\d+) deltas\)")
+# What the passthrough relays besides the body: the caller's key either way, and Anthropic's
+# version and beta headers, as the gateway forwards them.
+_RELAYED_HEADERS = ("Content-Type", "Authorization", "x-api-key", "anthropic-version", "anthropic-beta")
 
 
 def stream_marker(deltas: int) -> str:
@@ -59,8 +64,20 @@ def upstream_app() -> web.Application:
         fake = sized.get(int(asked[1]), default) if asked else default
         return await fake._chat(request)  # noqa: SLF001 - the fake's handler, reused as it is
 
+    # Anthropic Messages: the same texts, as content_block_delta events of the same sizes
+    # (message_start, ping, the block's start, N deltas, its stop, message_delta, message_stop).
+    replies = {None: Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT),
+               **{n: Reply(text=delta_text(n), fragment=DELTA_CHARS) for n in STREAM_DELTAS}}
+
+    def reply_for(body: dict[str, Any]) -> Reply:
+        asked = _DELTAS_ASKED.search(orjson.dumps(body.get("messages")))
+        return replies.get(int(asked[1]) if asked else None, replies[None])
+
+    anthropic = FakeAnthropic(keep_received=False, respond=reply_for)
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", anthropic._messages)  # noqa: SLF001 - the fake's handler, reused as it is
     return app
 
 
@@ -72,8 +89,9 @@ def passthrough_app(upstream_base: str) -> web.Application:
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = {"Content-Type": "application/json", "Authorization": request.headers.get("Authorization", "")}
-        async with request.app["session"].post(upstream_base + "/chat/completions", data=body, headers=headers) as up:
+        headers = {name: request.headers[name] for name in _RELAYED_HEADERS if name in request.headers}
+        url = upstream_base + request.path.removeprefix("/v1")  # upstream_base ends in /v1
+        async with request.app["session"].post(url, data=body, headers=headers) as up:
             response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
             await response.prepare(request)
             async for piece in up.content.iter_any():
@@ -84,6 +102,7 @@ def passthrough_app(upstream_base: str) -> web.Application:
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", relay)
+    app.router.add_post("/v1/messages", relay)
     return app
 
 
