@@ -21,6 +21,7 @@ from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS,
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
+from proxy.pipeline.count_tokens import count_tokens_handler
 from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
 from proxy.edge.errors import error_middleware
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
+        app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", list_models)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)

@@ -305,13 +305,22 @@ def _paths() -> dict[str, Schema]:
         tag="openai", body=_ref("ChatCompletionRequest"))
     messages = _operation(
         "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
-        "speaks it: context injected, tool_use blocks checked, recorded. The key comes as `x-api-key` or a "
-        "bearer token; `anthropic-version` and `anthropic-beta` reach the provider as sent. Errors are "
+        "speaks it, or translated by litellm to one whose provider speaks OpenAI chat: context injected, "
+        "tool_use blocks checked, recorded. The key comes as `x-api-key` or a bearer token; "
+        "`anthropic-version` and `anthropic-beta` reach a native provider as sent. Errors are "
         "Anthropic's `{\"type\": \"error\", \"error\": {\"type\", \"message\"}}`.",
         {"200": {"description": "The message, or with `stream: true` server-sent events.",
                  "content": {"application/json": {"schema": {"type": "object"}},
                              "text/event-stream": {"schema": {"type": "string"}}}},
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504, 529)},
+        tag="anthropic", body=_ref("MessagesRequest"))
+    count_tokens = _operation(
+        "The input tokens a Messages request would take: counted by the provider on a native route, by "
+        "litellm on a translated one. The caller is checked as for a call; nothing is recorded. Errors are "
+        "Anthropic's.",
+        {"200": _json(_object({"input_tokens": {"type": "integer", "minimum": 0}}, additionalProperties=True),
+                      "The count."),
+         **_errors(400, 401, 403, 404, 408, 413, 429, 502, 504, 529)},
         tag="anthropic", body=_ref("MessagesRequest"))
     health_responses = {"200": _json(_ref("Health"), "Taking calls: `ok`, or `degraded` (records wait in the "
                                                      "spool)."),
@@ -393,6 +402,9 @@ def _paths() -> dict[str, Schema]:
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
         "/v1/messages": {"post": messages},
         "/p/{project}/v1/messages": {"post": {**messages, "parameters": [_path("project", "The project.")]}},
+        "/v1/messages/count_tokens": {"post": count_tokens},
+        "/p/{project}/v1/messages/count_tokens": {"post": {**count_tokens,
+                                                           "parameters": [_path("project", "The project.")]}},
     }
 
 
@@ -404,7 +416,7 @@ def build_document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "The management API of the ctxgate LLM gateway (interactions, sessions, memories, "
                            "ingest, context, approvals, health), its OpenAI-compatible chat endpoint and its "
-                           "Anthropic-compatible messages endpoint. Every error but the messages endpoint's is "
+                           "Anthropic-compatible messages endpoints. Every error but the messages endpoints' is "
                            "`{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.",
         },
         "security": [{"bearerAuth": []}, {}],

@@ -1,6 +1,7 @@
 """A fake Anthropic Messages provider for tests and the bench: scripted replies (text, thinking,
 `tool_use` blocks, errors), whole or streamed as Anthropic streams them, and a record of what
-it was sent (body, bytes and headers)."""
+it was sent (body, bytes and headers). `/v1/messages/count_tokens` answers a count made from the
+body's size (`count_of`), or `count_status`'s error."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class FakeAnthropic:
 
     script: deque[Reply] = field(default_factory=deque)
     received: list[ReceivedCall] = field(default_factory=list)
+    counted: list[ReceivedCall] = field(default_factory=list)  # what count_tokens was sent
+    count_status: int = 200
     thinking: str | None = None
     cache_read_tokens: int = 0
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)
@@ -38,7 +41,17 @@ class FakeAnthropic:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         return app
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = orjson.loads(raw)
+        self.counted.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        if self.count_status != 200:
+            return web.json_response({"type": "error", "error": {"type": "api_error", "message": "scripted failure"}},
+                                     status=self.count_status)
+        return web.json_response({"input_tokens": count_of(body)})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -122,6 +135,12 @@ def stream_events(message: dict[str, Any], fragment: int) -> list[dict[str, Any]
                 "usage": {"output_tokens": message["usage"]["output_tokens"]}},
                {"type": "message_stop"}]
     return events
+
+
+def count_of(body: dict[str, Any]) -> int:
+    """The fake's input token count of a request: a quarter of its system, messages and tools
+    as JSON."""
+    return len(orjson.dumps([body.get("system"), body.get("messages"), body.get("tools")])) // 4
 
 
 def _echo(body: dict[str, Any]) -> str:

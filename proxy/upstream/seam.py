@@ -9,6 +9,7 @@ Both hand the pipeline the same values and raise the same UpstreamError.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -66,6 +67,15 @@ class Upstream:
         if self._is_translated_message(call):
             return self.translate.stream_message(call)
         return self.translate.stream(call)
+
+    async def count_message_tokens(self, call: UpstreamCall) -> dict[str, Any]:
+        """Anthropic's `count_tokens` for a Messages call (`call.path` its count_tokens
+        endpoint): the provider's own answer on a native route, else `{"input_tokens": N}`
+        counted locally by litellm. Call `transport_for` first."""
+        route = self._native(call)
+        if route is not None:
+            return await self.native.complete(route, call)
+        return {"input_tokens": await asyncio.to_thread(self.translate.count_message_tokens, call)}
 
     def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
         return self.translate.count_tokens(model_name, prompt, completion_text)

@@ -201,6 +201,18 @@ class Translate:
         finally:
             await response.aclose()  # as in stream(): releases the provider's connection
 
+    def count_message_tokens(self, call: UpstreamCall) -> int:
+        """The input tokens of an Anthropic Messages call to a route whose provider speaks
+        OpenAI chat, as litellm counts the chat call it becomes (system and tools included).
+        Blocking and CPU-bound: call it from a thread."""
+        chat, _ = self._chat_call(call)
+        try:
+            return int(litellm.token_counter(model=self._model(chat), messages=chat.body["messages"],
+                                             tools=chat.body.get("tools")))
+        except Exception as error:  # boundary: litellm's counter on the client's data
+            raise UpstreamError(f"the request's tokens could not be counted: {error}", status=400,
+                                kind="invalid_request_error", code="invalid_request") from error
+
     def _chat_call(self, call: UpstreamCall) -> tuple[UpstreamCall, dict[str, str]]:
         """An Anthropic Messages `call` as the OpenAI chat call litellm's adapter makes of it, and
         the tool names it shortened (OpenAI takes 64 characters), to be restored in the answer.

@@ -35,7 +35,8 @@ from tests.conftest import MODEL, Gateway, make_gateway
 ADMIN_KEY = "ctxgate-admin-key-5e1d0a"
 # Proxied upstream: its answers are the provider's, not the gateway's to describe.
 NOT_FUZZED = {"POST /v1/chat/completions", "POST /p/{project}/v1/chat/completions", "POST /v1/messages",
-              "POST /p/{project}/v1/messages"}
+              "POST /p/{project}/v1/messages", "POST /v1/messages/count_tokens",
+              "POST /p/{project}/v1/messages/count_tokens"}
 MAX_EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
