@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", list_models)
+        app.router.add_route("HEAD", prefix or "/", answer_head)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
     app.router.add_get("/interactions/{interaction_id}", capture_api.get_interaction)
@@ -164,6 +165,12 @@ def spool_for(settings: Settings) -> Spool | None:
         return None
     legacy = legacy_spool_file(settings.store_url)
     return Spool(directory, legacy_files=[legacy] if legacy else [])
+
+
+async def answer_head(_: web.Request) -> web.Response:
+    """`HEAD /`: 200 and no body, for a client that checks the gateway is there before its first
+    call (Claude Code does, at start)."""
+    return web.Response()
 
 
 async def list_models(request: web.Request) -> web.Response:

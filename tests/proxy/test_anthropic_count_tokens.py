@@ -1,6 +1,6 @@
-"""`POST /v1/messages/count_tokens`, which Claude Code calls besides `/v1/messages`: the provider
-counts on a native route, litellm on a translated one; the caller is checked as for a call;
-nothing is recorded."""
+"""What Claude Code calls besides `/v1/messages`: `POST /v1/messages/count_tokens` (the provider
+counts on a native route, litellm on a translated one; the caller checked as for a call; nothing
+recorded) and `HEAD /`, its connectivity check at start."""
 
 from __future__ import annotations
 
@@ -130,3 +130,11 @@ async def test_the_caller_is_checked_as_for_a_call(
     for caught in (unknown_key, other_model, undeclared):
         assert caught.value.body["type"] == "error"  # type: ignore[index]
     assert provider.counted == []
+
+
+@pytest.mark.parametrize("path", ["/", "/p/atmos"])
+async def test_head_answers_200_with_no_body(gateway: Gateway, path: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        response = await session.head(gateway.url + path)
+        assert response.status == 200
+        assert await response.read() == b""
