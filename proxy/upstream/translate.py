@@ -81,6 +81,9 @@ class Translate:
         # User-Agent.
         self.messages_adapter = LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]  # litellm leaves it unannotated
         litellm.suppress_debug_info = True  # it otherwise prints banners into our stdout logs
+        # Counting tokens for a llama-named model would fetch a tokenizer from Hugging Face:
+        # the gateway never reaches out but to its providers (tiktoken's counts stand in).
+        litellm.disable_hf_tokenizer_download = True
 
     async def warm_up(self) -> float:
         """litellm imports most of its call path on first use (about a second on a small
