@@ -3,7 +3,8 @@ targets with a pass or a fail each.
 
 The targets are judged on `ctxgate_policy` (capture on, a 200-rule policy enforcing, context
 on), at C=16: CPU against the raw passthrough's, req/s against LiteLLM proxy's, both measured in
-the same run against the same fake upstream.
+the same run against the same fake upstream; on Anthropic Messages too, CPU against the raw
+passthrough's relaying the same calls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from bench.targets import ANTHROPIC, ANTHROPIC_TARGETS, CHAT
 
 if TYPE_CHECKING:
     from bench.run import Result
@@ -39,14 +42,14 @@ class Run:
     def __init__(self, results: list[Result], skipped: dict[str, str]) -> None:
         self.results = results
         self.skipped = skipped
-        self._by = {(r.target, r.scenario.label, r.scenario.concurrency): r for r in results}
+        self._by = {(r.target, r.scenario.wire, r.scenario.label, r.scenario.concurrency): r for r in results}
 
-    def get(self, target: str, label: str, concurrency: int = 16) -> Result | None:
-        return self._by.get((target, label, concurrency))
+    def get(self, target: str, label: str, concurrency: int = 16, wire: str = CHAT) -> Result | None:
+        return self._by.get((target, wire, label, concurrency))
 
-    def per_extra_chunk_ms(self, target: str) -> float | None:
+    def per_extra_chunk_ms(self, target: str, wire: str = CHAT) -> float | None:
         """CPU per streamed content delta beyond the first ten: (cpu/req at 200 - at 10) / 190."""
-        short, long = self.get(target, f"stream{SHORT}"), self.get(target, f"stream{LONG}")
+        short, long = self.get(target, f"stream{SHORT}", wire=wire), self.get(target, f"stream{LONG}", wire=wire)
         if not (short and long):
             return None
         return (long.cpu_ms_per_request - short.cpu_ms_per_request) / (LONG - SHORT)
@@ -62,6 +65,7 @@ class Run:
 def print_report(results: list[Result], skipped: dict[str, str]) -> None:
     run = Run(results, skipped)
     _print_side_by_side(run)
+    _print_anthropic(run)
     _print_ratios(run)
     checks = issue_checks(run)
     print(f"\nthe issue's targets, judged on {JUDGED} (capture on, a 200-rule policy enforcing, context on), C=16:")
@@ -89,6 +93,25 @@ def _print_side_by_side(run: Run) -> None:
               + (f"{chunk:14.4f} ms" if chunk is not None and name != "direct" else f"{'-':>17}"))
 
 
+def _print_anthropic(run: Run) -> None:
+    """The targets measured on Anthropic Messages, each beside its own OpenAI chat rows."""
+    rows = [(name, wire) for name in ANTHROPIC_TARGETS for wire in (ANTHROPIC, CHAT)
+            if run.get(name, "plain", wire=wire) or run.get(name, f"stream{LONG}", wire=wire)]
+    if not any(wire == ANTHROPIC for _, wire in rows):
+        return
+    labels = ("plain", f"stream{LONG}", f"stream{SHORT}")
+    print("\nAnthropic Messages (POST /v1/messages) beside OpenAI chat, C=16, CPU ms per request | req/s:")
+    print(f"  {'':<26}" + "".join(f"{label + ' c=16':>22}" for label in labels) + f"{'per extra event':>17}")
+    for name, wire in rows:
+        cells = []
+        for label in labels:
+            r = run.get(name, label, wire=wire)
+            cells.append(f"{r.cpu_ms_per_request:8.3f} | {r.rps:7.1f}" if r else "-")
+        chunk = run.per_extra_chunk_ms(name, wire)
+        print(f"  {name + ' ' + wire:<26}" + "".join(f"{cell:>22}" for cell in cells)
+              + (f"{chunk:14.4f} ms" if chunk is not None else f"{'-':>17}"))
+
+
 def _print_ratios(run: Run) -> None:
     print("\nratios within this run (C=16; cpu/req against the raw passthrough, req/s against LiteLLM proxy):")
     for name in ("ctxgate", "ctxgate_policy", "ctxgate_translate", "bare_litellm", "litellm_proxy"):
@@ -107,6 +130,18 @@ def _print_ratios(run: Run) -> None:
             parts.append(part)
         if parts:
             print(f"  {name:<17} " + "; ".join(parts))
+    for name in ANTHROPIC_TARGETS:  # against the relay's Anthropic calls, and against its own chat calls
+        parts = []
+        for label in ("plain", f"stream{LONG}", f"stream{SHORT}"):
+            ours = run.get(name, label, wire=ANTHROPIC)
+            if not ours:
+                continue
+            against_chat = f"{_cpu_vs(ours, run.get(name, label))} its chat call's"
+            relay = run.get("passthrough", label, wire=ANTHROPIC)
+            parts.append(f"{label}: cpu " + (against_chat if name == "passthrough" else
+                                             f"{_cpu_vs(ours, relay)}, {against_chat}"))
+        if parts:
+            print(f"  {name:<17} on Anthropic Messages: " + "; ".join(parts))
     guarded, plain = run.get("ctxgate_policy", "plain"), run.get("ctxgate", "plain")
     if guarded and plain:
         print(f"  a 200-rule policy enforced: cpu/req {guarded.cpu_ms_per_request / plain.cpu_ms_per_request:.2f}x "
@@ -115,6 +150,10 @@ def _print_ratios(run: Run) -> None:
 
 def _ratio(ours: float, base: float | None) -> str:
     return f"{ours / base:.2f}x" if base else "-"
+
+
+def _cpu_vs(ours: Result, base: Result | None) -> str:
+    return _ratio(ours.cpu_ms_per_request, base.cpu_ms_per_request if base else None)
 
 
 def issue_checks(run: Run) -> list[Check]:
@@ -139,6 +178,14 @@ def issue_checks(run: Run) -> list[Check]:
         checks.append(_check(run, f"translate path: CPU/request {label} vs bare litellm", f"<= {TRANSLATE_BEFORE:.2f}x",
                              ("ctxgate_translate", "bare_litellm"), translated, lambda x: x <= TRANSLATE_BEFORE,
                              "{:.2f}x"))
+    for label in ("plain", f"stream{LONG}"):
+        native = functools.partial(_cpu_ratio, run, JUDGED, "passthrough", label, ANTHROPIC)
+        shown = "plain" if label == "plain" else f"stream ({LONG} deltas)"
+        checks.append(_check(run, f"Anthropic: CPU/request {shown} vs raw passthrough", "<= 3x",
+                             (JUDGED, "passthrough"), native, lambda x: x <= 3, "{:.2f}x"))
+    checks.append(_check(run, f"Anthropic: CPU per extra streamed event ({SHORT} vs {LONG} deltas)", "<= 0.03ms",
+                         (JUDGED,), lambda: run.per_extra_chunk_ms(JUDGED, ANTHROPIC), lambda x: x <= 0.03,
+                         "{:.4f} ms"))
     checks.append(_rss_check(run))
     return checks
 
@@ -152,8 +199,8 @@ def _check(run: Run, what: str, target: str, needs: tuple[str, ...], value: Call
     return Check(what, shape.format(measured), target, verdict)
 
 
-def _cpu_ratio(run: Run, ours: str, base: str, label: str) -> float | None:
-    a, b = run.get(ours, label), run.get(base, label)
+def _cpu_ratio(run: Run, ours: str, base: str, label: str, wire: str = CHAT) -> float | None:
+    a, b = run.get(ours, label, wire=wire), run.get(base, label, wire=wire)
     return a.cpu_ms_per_request / b.cpu_ms_per_request if a and b and b.cpu_ms_per_request else None
 
 

@@ -8,8 +8,9 @@ configurations. Each target runs alone, as its own process tree; CPU per request
 /proc for that tree only (every thread, every worker process), so the load generator's own cost
 does not count. Each measurement runs for a set time after a warm-up, closed loop at its
 concurrency. Streams are asked for with a set number of content deltas (10 or 200), so CPU per
-extra chunk is (cpu/req at 200 - cpu/req at 10) / 190. Results are ratios within this run,
-never absolute promises; bench/report.py prints them against the issue's targets.
+extra chunk is (cpu/req at 200 - cpu/req at 10) / 190. The raw relay and ctxgate_policy are
+measured on Anthropic Messages as well (POST /v1/messages, at C=16). Results are ratios within
+this run, never absolute promises; bench/report.py prints them against the issue's targets.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import orjson
 
 from bench import report
 from bench.servers import stream_marker
-from bench.targets import ALL, MODEL, ROOT, WORKERS, Target, prepare
+from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, ANTHROPIC_TARGETS, CHAT, MODEL, ROOT, WORKERS, Target,
+                           prepare)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -50,15 +52,35 @@ class Scenario:
     stream: bool
     concurrency: int
     deltas: int | None = None  # streams: content deltas per stream; plain calls get the ~60-token answer
+    wire: str = CHAT  # CHAT: POST /v1/chat/completions; ANTHROPIC: POST /v1/messages
 
     @property
     def label(self) -> str:
         return f"stream{self.deltas}" if self.stream else "plain"
 
+    @property
+    def title(self) -> str:
+        """The label, marked `anth.` for Anthropic Messages."""
+        return self.label if self.wire == CHAT else f"anth.{self.label}"
+
+    @property
+    def path(self) -> str:
+        """Under /v1, at a target and at the upstream alike."""
+        return "/chat/completions" if self.wire == CHAT else "/messages"
+
 
 PLAIN_1, PLAIN_16 = Scenario(False, 1), Scenario(False, 16)
 STREAM200_1, STREAM200_16, STREAM10_16 = Scenario(True, 1, 200), Scenario(True, 16, 200), Scenario(True, 16, 10)
 SCENARIOS = (PLAIN_1, PLAIN_16, STREAM200_1, STREAM200_16, STREAM10_16)
+# Anthropic Messages at C=16 only (for ANTHROPIC_TARGETS): what the native-wire targets are judged on.
+ANTHROPIC_SCENARIOS = (Scenario(False, 16, wire=ANTHROPIC), Scenario(True, 16, 200, wire=ANTHROPIC),
+                       Scenario(True, 16, 10, wire=ANTHROPIC))
+
+
+def scenarios_for(name: str) -> tuple[Scenario, ...]:
+    if name in WORKERS:
+        return (PLAIN_16,)
+    return SCENARIOS + (ANTHROPIC_SCENARIOS if name in ANTHROPIC_TARGETS else ())
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,7 @@ class Result:
     rps: float
     cpu_ms_per_request: float
     upstream_cpu_ms_per_request: float
-    frames: int  # SSE data frames in the last warm-up answer, [DONE] included (0 when plain)
+    frames: int  # SSE data frames of the last warm-up answer (0 plain): N deltas give N + 3 in chat, N + 6 Anthropic
     rss_mb: float  # resident memory of the target's tree after the measurement
 
 
@@ -153,18 +175,30 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def payload(scenario: Scenario) -> bytes:
+    """The same question on either wire: OpenAI chat, or Anthropic Messages as the anthropic SDK
+    sends it (the system prompt beside the messages, `max_tokens` required)."""
     question = "What is the prod VPC CIDR?"
     if scenario.deltas is not None:
         question += " " + stream_marker(scenario.deltas)
+    system = "You are an infra assistant."
+    if scenario.wire == ANTHROPIC:
+        return orjson.dumps({"model": ANTHROPIC_MODEL, "max_tokens": 1024, "stream": scenario.stream,
+                             "system": system, "messages": [{"role": "user", "content": question}]})
     return orjson.dumps({"model": MODEL, "stream": scenario.stream, "messages": [
-        {"role": "system", "content": "You are an infra assistant."}, {"role": "user", "content": question}]})
+        {"role": "system", "content": system}, {"role": "user", "content": question}]})
+
+
+def headers(scenario: Scenario) -> dict[str, str]:
+    """The client's key as each SDK sends it: a bearer token, or Anthropic's x-api-key and version."""
+    if scenario.wire == ANTHROPIC:
+        return {"Content-Type": "application/json", "x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
 
 
 async def load(url: str, scenario: Scenario, seconds: float, min_requests: int) -> tuple[list[float], float, bytes]:
     """Closed loop at the scenario's concurrency until `seconds` have passed and at least
     `min_requests` were sent: each request's latency, the elapsed time, and the last answer."""
-    body = payload(scenario)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
+    body, sent_headers = payload(scenario), headers(scenario)
     latencies: list[float] = []
     sent = 0
     last = b""
@@ -175,7 +209,7 @@ async def load(url: str, scenario: Scenario, seconds: float, min_requests: int) 
         while sent < min_requests or time.perf_counter() < deadline:
             sent += 1
             began = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(url, data=body, headers=sent_headers) as response:
                 last = await response.read()
                 if response.status != 200:
                     raise TargetFailed(f"answered {response.status}: {last[:300]!r}")
@@ -222,20 +256,20 @@ def run_target(target: Target, port: int, upstream_base: str, upstream_pid: int,
                timing: Timing) -> Iterator[Result]:
     process = None
     if target.command is None:
-        url = upstream_base + "/chat/completions"
+        base = upstream_base
     else:
         process = start(target.command, port, target.env, workdir / f"{target.name}.log")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        base = f"http://127.0.0.1:{port}/v1"
     sent = 0
     try:
-        for scenario in (PLAIN_16,) if target.name in WORKERS else SCENARIOS:
-            result, requests = measure(target.name, url, process.pid if process else None, upstream_pid,
-                                       scenario, timing)
+        for scenario in scenarios_for(target.name):
+            result, requests = measure(target.name, base + scenario.path, process.pid if process else None,
+                                       upstream_pid, scenario, timing)
             sent += requests
             print(_row(result), flush=True)
             if scenario.deltas is not None and result.frames < scenario.deltas:
-                print(f"  {target.name}: {result.frames} SSE frames for {scenario.deltas} deltas: chunks were "
-                      "merged on the way, so its CPU per chunk is not comparable", flush=True)
+                print(f"  {target.name} {scenario.title}: {result.frames} SSE frames for {scenario.deltas} deltas: "
+                      "chunks were merged on the way, so its CPU per chunk is not comparable", flush=True)
             yield result
     finally:
         if process is not None:
@@ -262,7 +296,7 @@ def _odd_lines(name: str, log: Path) -> None:
 
 def _row(r: Result) -> str:
     stream = f"frames={r.frames:<4}" if r.scenario.stream else " " * 11
-    return (f"{r.target:<17} {r.scenario.label:<9} c={r.scenario.concurrency:<3} n={r.requests:<5} "
+    return (f"{r.target:<17} {r.scenario.title:<14} c={r.scenario.concurrency:<3} n={r.requests:<5} "
             f"p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms {r.rps:7.1f} req/s  cpu={r.cpu_ms_per_request:7.3f} ms/req "
             f"{stream} rss={r.rss_mb:6.1f}MB (upstream {r.upstream_cpu_ms_per_request:.3f})")
 

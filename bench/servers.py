@@ -66,8 +66,8 @@ def upstream_app() -> web.Application:
 
     # Anthropic Messages: the same texts, as content_block_delta events of the same sizes
     # (message_start, ping, the block's start, N deltas, its stop, message_delta, message_stop).
-    replies = {None: Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT),
-               **{n: Reply(text=delta_text(n), fragment=DELTA_CHARS) for n in STREAM_DELTAS}}
+    replies: dict[int | None, Reply] = {n: Reply(text=delta_text(n), fragment=DELTA_CHARS) for n in STREAM_DELTAS}
+    replies[None] = Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT)
 
     def reply_for(body: dict[str, Any]) -> Reply:
         asked = _DELTAS_ASKED.search(orjson.dumps(body.get("messages")))

@@ -10,6 +10,9 @@
 | `ctxgate_policy` | the same, enforcing the 200-rule policy of `bench/policy.py`: the issue's configuration |
 | `ctxgate_translate` | `ctxgate` with the route pinned to `transport: translate` (through litellm) |
 | `ctxgate_workers1`, `ctxgate_workers2` | `ctxgate_policy` served with `--workers 1` / `--workers 2` |
+
+`passthrough` and `ctxgate_policy` are measured on Anthropic Messages too (`POST /v1/messages`,
+ctxgate's `claude-bench` route carried natively to the same upstream).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ MODEL = "gpt-4o-mini"
 ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy", "ctxgate_translate",
        "ctxgate_workers1", "ctxgate_workers2")
 WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
+# The wires a scenario's calls are sent in: OpenAI chat (POST /v1/chat/completions) to every
+# target, Anthropic Messages (POST /v1/messages) to ANTHROPIC_TARGETS only, which keeps
+# `make bench` within its minutes.
+CHAT, ANTHROPIC = "chat", "anthropic"
+ANTHROPIC_TARGETS = ("passthrough", "ctxgate_policy")
+ANTHROPIC_MODEL = "claude-bench"
 
 
 @dataclass(frozen=True)
@@ -80,14 +89,22 @@ def prepare(name: str, workdir: Path, upstream_base: str, port: int) -> Target |
 
 def ctxgate_config(name: str, upstream_base: str) -> str:
     """Capture on (the store given by --db), context on (searched per request; the store is
-    empty, so no pack is added), JSON logs; the policy for `ctxgate_policy` and the workers rows."""
+    empty, so no pack is added), JSON logs; the policy for `ctxgate_policy` and the workers rows,
+    and for the targets measured on Anthropic Messages a second route, `anthropic/...` to the same
+    upstream (whose base has no /v1: the gateway posts to `<api_base>/v1/messages`)."""
     # ctxgate_translate: the same route carried through litellm, as before the native transport
     transport = "translate" if name == "ctxgate_translate" else "native"
     text = (
         f"model_list:\n  - model_name: {MODEL}\n    transport: {transport}\n    litellm_params:\n"
         f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
-        "context:\n  enabled: true\n"
     )
+    if name in ANTHROPIC_TARGETS:  # pinned native, so that a change of default cannot make it measure litellm
+        text += (
+            f"  - model_name: {ANTHROPIC_MODEL}\n    transport: native\n    litellm_params:\n"
+            f"      model: anthropic/claude-fake\n      api_base: {upstream_base.removesuffix('/v1')}\n"
+            "      api_key: sk-bench\n"
+        )
+    text += "context:\n  enabled: true\n"
     if name == "ctxgate_policy" or name in WORKERS:  # enforcing a 200-rule policy (bench/policy.py)
         text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
     return text
