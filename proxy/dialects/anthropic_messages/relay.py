@@ -11,11 +11,9 @@ import orjson
 from capture.writable import writable
 from proxy.dialects.anthropic_messages.assembly import MessageAssembler, usage_of
 from proxy.dialects.anthropic_messages.gate import MessagesStreamGate
+from proxy.dialects.model_stamp import ModelStamp
 from proxy.edge.errors import GatewayError
 from proxy.pipeline.dialect import StreamEvent, Usage
-
-_MODEL_KEYS = (b'"model":', b'"model": ')
-
 
 def event_frame(event: dict[str, Any]) -> bytes:
     """An event as Anthropic frames it: its type as the SSE event name."""
@@ -29,14 +27,17 @@ class MessagesStreamRelay:
         self.assembler = MessageAssembler()
         self._error_body = error_body
         self._sent: list[dict[str, Any]] = []
-        self._model_bytes = orjson.dumps(model)
+        self._stamp = ModelStamp(model)
 
     async def feed(self, events: list[StreamEvent]) -> bytes:
         frames: list[bytes] = []
         for event in events:
             data = event.data
             if event.raw is not None and self.gate.passes_intact(data):
-                frame = self._restamped(event.raw, data) if data.get("type") == "message_start" else event.raw
+                frame: bytes | None = event.raw
+                if data.get("type") == "message_start":  # the only event that names the model
+                    message = data.get("message")
+                    frame = self._stamp.restamped(event.raw, message.get("model") if isinstance(message, dict) else None)
                 if frame is not None:
                     frames += (frame, b"\n\n")
                     self._sent.append(data)
@@ -66,16 +67,3 @@ class MessagesStreamRelay:
 
     def usage(self) -> Usage:
         return usage_of(self.assembler.usage)
-
-    def _restamped(self, raw: bytes, event: dict[str, Any]) -> bytes | None:
-        message = event.get("message")
-        provider_model = message.get("model") if isinstance(message, dict) else None
-        if provider_model == self.model:
-            return raw
-        if not isinstance(provider_model, str):
-            return None
-        name = orjson.dumps(provider_model)
-        for key in _MODEL_KEYS:
-            if raw.count(key + name) == 1:
-                return raw.replace(key + name, _MODEL_KEYS[0] + self._model_bytes)
-        return None

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from capture.writable import writable
 from proxy.dialects.openai_chat.assembly import StreamAssembler
+from proxy.dialects.model_stamp import ModelStamp
 from proxy.dialects.openai_chat.gate import StreamToolGate
 from proxy.edge.errors import GatewayError
 from proxy.edge.wire import SSE_DONE, error_envelope, sse_frame
 from proxy.pipeline.dialect import StreamEvent, Usage
 
-# How `"model"` is written: compactly by most providers, with a space by Python's json.
-_MODEL_KEYS = (b'"model":', b'"model": ')
 
 
 class ChatStreamRelay:
@@ -25,15 +22,14 @@ class ChatStreamRelay:
         self.gate = gate
         self.assembler = StreamAssembler()
         self._sent: list[dict[str, Any]] = []  # written, not yet assembled
-        self._model_bytes = orjson.dumps(model)
-        self._restamps: dict[str, tuple[bytes, ...]] = {}  # a provider's model name -> how it is written
+        self._stamp = ModelStamp(model)
 
     async def feed(self, events: list[StreamEvent]) -> bytes:
         frames: list[bytes] = []
         for event in events:
             chunk = event.data
             if event.raw is not None and self.gate.passes_intact(chunk):
-                frame = self._restamped(event.raw, chunk)
+                frame = self._stamp.restamped(event.raw, chunk.get("model"))
                 if frame is not None:
                     frames += (frame, b"\n\n")
                     self._sent.append(chunk)
@@ -64,24 +60,6 @@ class ChatStreamRelay:
 
     def usage(self) -> Usage:
         return usage_of(self.assembler.usage)
-
-    def _restamped(self, raw: bytes, chunk: dict[str, Any]) -> bytes | None:
-        """`raw` with the client's model name in place of the provider's, or None when that
-        cannot be done on the bytes (no `model`, or spaced unusually): the chunk is then
-        written anew."""
-        provider_model = chunk.get("model")
-        if provider_model == self.model:
-            return raw
-        if not isinstance(provider_model, str):
-            return None
-        keys = self._restamps.get(provider_model)
-        if keys is None:
-            name = orjson.dumps(provider_model)
-            keys = self._restamps[provider_model] = tuple(key + name for key in _MODEL_KEYS)
-        for key in keys:
-            if raw.count(key) == 1:
-                return raw.replace(key, _MODEL_KEYS[0] + self._model_bytes)
-        return None
 
 
 def usage_of(usage: Any) -> Usage:
