@@ -18,7 +18,8 @@ from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
 from proxy.edge.errors import BadRequest
 from proxy.upstream.native import NativeRoute, NativeTransport
-from proxy.upstream.translate import Translate, native_route, route_wire
+from proxy.upstream.resolver import native_route, route_wire
+from proxy.upstream.translate import Translate
 
 OPENAI_CHAT = "openai_chat"
 ANTHROPIC_MESSAGES = "anthropic_messages"

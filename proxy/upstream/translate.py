@@ -1,4 +1,4 @@
-"""The upstream seam: the one module that knows litellm.
+"""The translate transport: litellm carries the call and converts it to and from the provider's protocol.
 
 It takes an OpenAI chat `UpstreamCall` and returns plain OpenAI wire-format data: a
 `chat.completion` dict, or batches of `chat.completion.chunk` events. An Anthropic Messages call
@@ -10,35 +10,28 @@ Nothing outside sees litellm's types.
 
 from __future__ import annotations
 
-import os
+import asyncio
+import copy
+import socket
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+from typing import Any
 
-# Must precede the import: otherwise litellm fetches its model price list over the network.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import litellm
+import orjson
+from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import AnthropicStreamWrapper
+from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
+from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+import structlog
 
-import asyncio  # noqa: E402  (after the environment guard above)
-import copy  # noqa: E402
-import functools  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-from collections.abc import AsyncGenerator  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Any  # noqa: E402
-
-import litellm  # noqa: E402
-import orjson  # noqa: E402
-from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import AnthropicStreamWrapper  # noqa: E402
-from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter  # noqa: E402
-from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients  # noqa: E402
-import structlog  # noqa: E402
-
-from capture.writable import writable  # noqa: E402
-from proxy.pipeline.dialect import StreamEvent, UpstreamCall  # noqa: E402
-from proxy.edge.errors import UpstreamError  # noqa: E402
-from proxy.edge.redaction import Redactor  # noqa: E402
-from proxy.upstream.native import NativeRoute  # noqa: E402
-from proxy.upstream.provider_errors import PASSED_STATUSES, provider_error  # noqa: E402
-from proxy.config.settings import ModelRoute, Settings  # noqa: E402
+from capture.writable import writable
+from proxy.pipeline.dialect import StreamEvent, UpstreamCall
+from proxy.edge.errors import UpstreamError
+from proxy.edge.redaction import Redactor
+from proxy.upstream.litellm_errors import upstream_error
+from proxy.upstream.resolver import provider_of
+from proxy.config.settings import Settings
 
 log = structlog.get_logger("ctxgate.upstream")
 
@@ -230,7 +223,7 @@ class Translate:
         try:
             body, tool_names = self.messages_adapter.translate_anthropic_to_openai(
                 request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
-                custom_llm_provider=_provider_of(model))
+                custom_llm_provider=provider_of(model))
         except Exception as error:  # boundary: litellm's adapter on the client's data
             raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
                                 kind="invalid_request_error", code="invalid_request") from error
@@ -255,7 +248,7 @@ class Translate:
     def _error(self, error: Exception, call: UpstreamCall) -> UpstreamError:
         """The provider's failure as the client gets it: its status mapped, its message without
         litellm's prefixes and without any secret (a provider may echo the key it was sent)."""
-        mapped = _upstream_error(error)
+        mapped = upstream_error(error)
         mapped.message = self.redactor.scrub(mapped.message, also=(call.client_api_key,))
         mapped.args = (mapped.message,)
         return mapped
@@ -298,65 +291,8 @@ class Translate:
         return arguments
 
 
-# Where a route's provider speaks OpenAI chat, the native transport can carry it: OpenAI's own
-# provider names, and the providers litellm itself calls OpenAI-compatible (vLLM, Groq, ...).
-_NATIVE_PROVIDERS = frozenset({
-    "openai", "openai_like", "custom_openai", "hosted_vllm",
-    *litellm.openai_compatible_providers,  # type: ignore[attr-defined]  # a list litellm does not re-export by name
-})
-# Anthropic's own API, which Claude Code and the anthropic SDK speak: natively even without an
-# api_base of the route's own.
-_ANTHROPIC_PROVIDERS = {"anthropic": "https://api.anthropic.com"}
-# litellm_params the native transport applies itself; a route with any other goes through litellm.
-_NATIVE_PARAMS = frozenset({"timeout"})
-
-
-def route_wire(route: ModelRoute) -> str:
-    """The dialect `route`'s provider speaks as litellm calls it: Anthropic Messages for
-    Anthropic's API, OpenAI chat for every other (litellm converts to and from the rest)."""
-    try:
-        provider = litellm.get_llm_provider(route.model, api_base=route.api_base)[1]
-    except Exception:  # a name litellm cannot resolve: it will say so when called
-        return "openai_chat"
-    return "anthropic_messages" if provider in _ANTHROPIC_PROVIDERS else "openai_chat"
-
-
-def native_route(route: ModelRoute) -> NativeRoute | None:
-    """How `route` is called natively, or None for the translate transport: litellm resolves
-    the provider and its name for the model; `transport:` in the route overrides. The route's
-    provider speaks OpenAI chat (natively only with an api_base of the route's own: litellm's
-    defaults per provider stay with it) or Anthropic Messages."""
-    if route.transport == "translate":
-        return None
-    try:
-        model, provider, _, _ = litellm.get_llm_provider(route.model, api_base=route.api_base)
-    except Exception:  # a name litellm cannot resolve: it will say so when called
-        return None
-    wire, api_base = "openai_chat", route.api_base
-    if provider in _ANTHROPIC_PROVIDERS:
-        wire, api_base = "anthropic_messages", api_base or _ANTHROPIC_PROVIDERS[provider]
-    if not api_base:
-        return None
-    is_native = route.transport == "native" or (
-        (provider in _NATIVE_PROVIDERS or wire == "anthropic_messages") and set(route.extra) <= _NATIVE_PARAMS)
-    if not is_native:
-        return None
-    timeout = route.extra.get("timeout")
-    return NativeRoute(api_base=api_base.rstrip("/"), model=model, api_key=route.api_key, wire=wire,
-                       timeout_s=float(timeout) if isinstance(timeout, (int, float)) else None)
-
-
-@functools.cache
-def _provider_of(model: str) -> str | None:
-    try:
-        provider: str = litellm.get_llm_provider(model)[1]
-    except Exception:  # an unknown name: litellm will say so when called
-        return None
-    return provider
-
-
 def _speaks_openai(model: str) -> bool:
-    provider = _provider_of(model)
+    provider = provider_of(model)
     return provider is None or provider in _OPENAI_STYLE_PROVIDERS
 
 
@@ -430,80 +366,3 @@ def _strip_litellm_keys(data: dict[str, Any]) -> None:
             if part in choice:
                 for key in _LITELLM_ONLY_KEYS:
                     choice[part].pop(key, None)
-
-
-def _upstream_error(error: Exception) -> UpstreamError:
-    status = getattr(error, "status_code", None)
-    body = _provider_error_body(error)
-    message = str(body.get("message") or _without_litellm_prefixes(str(getattr(error, "message", None) or error)))
-    if isinstance(error, litellm.exceptions.Timeout):
-        status = 504
-    if status in (408, 504) or status in PASSED_STATUSES:
-        return provider_error(status, message, param=body.get("param"), code=body.get("code"),
-                              retry_after=_retry_after(error) if status == 429 else None)
-    if _is_refused_before_sending(error):
-        # litellm turns the request into the provider's shape first, and wraps what fails there
-        # (a value of the wrong type) as a connection error: it is the client's to mend.
-        return UpstreamError(f"the request could not be sent upstream: {message}", status=400,
-                             kind="invalid_request_error", code="invalid_request")
-    if status is None:  # not an HTTP answer from the provider: say what it was
-        log.warning("upstream_call_failed", error_type=type(error).__name__, error=message)
-    return provider_error(502, message)
-
-
-_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+: )*(?:\w+Error: )?(?:\w+Exception - )?")
-
-
-_LITELLM_INTERNALS = re.compile(r"\s*(?:Traceback \(most recent call last\)|received_args=)")
-MAX_ERROR_CHARS = 2000
-
-
-def _without_litellm_prefixes(message: str) -> str:
-    """`litellm.BadRequestError: BadRequestError: OpenAIException - what the provider said` ->
-    `what the provider said`, without the traceback and arguments litellm appends to some (a
-    stream that fails mid-way comes as one litellm error inside another's name)."""
-    message = _LITELLM_INTERNALS.split(_LITELLM_PREFIX.sub("", message, count=1), maxsplit=1)[0]
-    return message[:MAX_ERROR_CHARS]
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _provider_error_body(error: Exception) -> dict[str, Any]:
-    """The provider's own error object (`message`, `param`, `code`), which the openai SDK keeps
-    as `body` somewhere down litellm's chain of exceptions; {} when none is there."""
-    for cause in _causes(error):
-        body = getattr(cause, "body", None)
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            body = body["error"]
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return body
-    return {}
-
-
-def _is_refused_before_sending(error: Exception) -> bool:
-    """litellm failed on the request's data before sending it: what it raises then is an
-    APIConnectionError over nothing but Python's own exceptions (TypeError, ValueError, or a
-    bare Exception of its own checks), where a network failure or a provider's answer it could
-    not read brings httpx, aiohttp, openai or pydantic exceptions along."""
-    cause, *causes = _causes(error)
-    return (isinstance(cause, litellm.exceptions.APIConnectionError) and bool(causes)
-            and all(type(c).__module__ == "builtins" and not isinstance(c, OSError) for c in causes))
-
-
-def _retry_after(error: Exception) -> str | None:
-    """The provider's `Retry-After`, from the HTTP response somewhere in litellm's chain."""
-    for cause in _causes(error):
-        for headers in (getattr(cause, "litellm_response_headers", None),
-                        getattr(getattr(cause, "response", None), "headers", None)):
-            value = headers.get("retry-after") if headers is not None and hasattr(headers, "get") else None
-            if isinstance(value, str) and value.strip().isdigit():
-                return value.strip()
-    return None
