@@ -69,13 +69,12 @@ class FakeAnthropic:
                 reply.status, "invalid_request_error" if reply.status < 500 else "api_error")
             return web.json_response({"type": "error", "error": {"type": kind, "message": reply.error}},
                                      status=reply.status, headers={"request-id": "req_fake"})
-        message = self._message(body, reply)
         if not body.get("stream"):
-            return web.Response(body=orjson.dumps(message), content_type="application/json")
+            return web.Response(body=orjson.dumps(self._message(body, reply)), content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
-            for number, event in enumerate(stream_events(message, reply.fragment)):
+            for number, event in enumerate(self.events_of(body, reply)):
                 if reply.reset_after_chunks is not None and number >= reply.reset_after_chunks:
                     assert request.transport is not None
                     request.transport.close()  # the provider drops the connection mid-stream
@@ -87,6 +86,12 @@ class FakeAnthropic:
             self.streams_cut.set()
             raise
         return response
+
+    def events_of(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+        """The events of `reply` streamed as the answer to `body`, in the order they are sent:
+        what `Reply.reset_after_chunks` and `hold_after_chunks` count (a test finds where to
+        cut or hold by their types)."""
+        return stream_events(self._message(body, reply), reply.fragment)
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
