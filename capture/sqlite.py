@@ -119,6 +119,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._read_executor = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ctxgate-sqlite-read")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._version_reader: sqlite3.Connection | None = None  # used on the event loop only
         self._recent = _RecentSearches(RECENT_SEARCHES)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -161,6 +162,8 @@ class SQLiteStore:
                 if self.path != ":memory:":
                     for _ in range(READERS):
                         self._readers.put(_connect(self.path))
+                    self._version_reader = _connect(self.path)
+                    self._version_reader.execute("PRAGMA busy_timeout=0")  # never waits: see _knowledge_version
             except (sqlite3.Error, OSError) as error:
                 raise StoreUnavailable(f"cannot open sqlite store {self.path}: {error}") from error
             self._db = db
@@ -176,6 +179,9 @@ class SQLiteStore:
         self._read_executor.shutdown(wait=True)
         while not self._readers.empty():
             self._readers.get().close()
+        if self._version_reader is not None:
+            self._version_reader.close()
+            self._version_reader = None
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
 
@@ -345,6 +351,13 @@ class SQLiteStore:
         return await self._run(delete)
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
+        asked_now = (project, text, limit, MATCH_BUDGET)
+        version_now = self._knowledge_version()
+        if version_now is not None:
+            recent = self._recent.get(asked_now, version_now)
+            if recent is not None:  # an agent's tool loop, or a project with no knowledge: no thread hop
+                return list(recent[0]), list(recent[1])
+
         def search(db: sqlite3.Connection) -> tuple[list[Scored], list[Scored]]:
             # Read first: knowledge changed during the search files these results under the
             # older version, which no later search asks for.
@@ -359,6 +372,19 @@ class SQLiteStore:
             return list(found[0]), list(found[1])
 
         return await self._read(search)
+
+    def _knowledge_version(self) -> int | None:
+        """The knowledge version, read on the event loop, so that a search found before needs no
+        thread: one row of a page every search reads, in WAL mode beside any writer, where the
+        hop to a reader thread cost about 0.18 ms of CPU on every request. It never waits (no
+        busy timeout): None when the database is busy, and the search's thread reads it."""
+        if self._version_reader is None:
+            return None
+        try:
+            row = self._version_reader.execute("SELECT version FROM knowledge_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0]) if row else None
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
         def update(db: sqlite3.Connection) -> None:
