@@ -51,6 +51,9 @@ class ApprovalBook:
         self._waiting: dict[str, int] = {}  # local waiters per approval
         self._deadlines: dict[str, float] = {}  # monotonic, of the approvals asked here
         self._orphans: set[asyncio.Task[None]] = set()  # expiring approvals whose waiters left
+        # The approval of a call whose waiters all left, by (project, session, tool, arguments):
+        # a person who answers it before the client comes back answers the call it re-sends.
+        self._unclaimed: dict[tuple[str, str | None, str, str | None], str] = {}
         self._closing = False
 
     async def wait_requested(self, count: int, *, joined: int = 0) -> None:
@@ -63,8 +66,11 @@ class ApprovalBook:
         self, *, project: str, session_id: str | None, interaction_id: str, tool: str, call_id: str | None,
         arguments: str | None, rule: str, reason: str, timeout_s: float,
     ) -> Approval:
-        joined = await self._pending_like(project, session_id, tool, arguments)
+        call = (project, session_id, tool, arguments)
+        joined = await self._pending_like(*call) or await self._unclaimed_answer(call)
         if joined is not None:
+            if self._unclaimed.get(call) == joined.id:  # a waiter has it again
+                del self._unclaimed[call]
             log.info("tool_approval_joined", approval_id=joined.id, tool=tool, project=project,
                      interaction_id=interaction_id)
             async with self._requested:
@@ -167,11 +173,24 @@ class ApprovalBook:
         return next((a for a in pending if (a.session_id, a.tool, a.arguments) == (session_id, tool, arguments)
                      and a.expires_at > now), None)
 
+    async def _unclaimed_answer(self, call: tuple[str, str | None, str, str | None]) -> Approval | None:
+        """The answer a person gave, while nobody waited, to the question asked for this call:
+        taken once, and only before the question's deadline."""
+        approval_id = self._unclaimed.pop(call, None)
+        if approval_id is None:
+            return None
+        approval = await self.store.get_approval(approval_id)
+        if approval is None or approval.status not in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED) \
+                or approval.expires_at <= format_timestamp(datetime.now(UTC)):
+            return None
+        return approval
+
     def _leave(self, approval: Approval) -> None:
         """The client of one waiter left: the approval stays askable for a retry to join, and
         expires at its deadline if no one here still waits on it then."""
         if self._waiting.get(approval.id, 0) > 1 or self._closing:
             return
+        self._unclaimed[(approval.project, approval.session_id, approval.tool, approval.arguments)] = approval.id
         deadline = self._deadlines.get(approval.id, time.monotonic())
         orphan = asyncio.get_running_loop().create_task(self._expire_at_deadline(approval, deadline))
         self._orphans.add(orphan)
@@ -179,6 +198,9 @@ class ApprovalBook:
 
     async def _expire_at_deadline(self, approval: Approval, deadline: float) -> None:
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        call = (approval.project, approval.session_id, approval.tool, approval.arguments)
+        if self._unclaimed.get(call) == approval.id:
+            del self._unclaimed[call]
         if self._waiting.get(approval.id):
             return  # joined here: that waiter expires it, or is answered
         with contextlib.suppress(StoreUnavailable):  # left pending: the next start expires it

@@ -119,8 +119,9 @@ class ToolGuard:
             call_id=entry.call_id, arguments=entry.arguments, rule=decision.rule, reason=decision.reason,
             timeout_s=timeout_s,
         )
+        entry.approval_id = approval.id  # in the audit trail even if the client leaves mid-wait
         resolution = await self.book.wait(approval, timeout_s, keepalive=keepalive, is_client_gone=is_client_gone)
-        entry.approval_id, entry.decided_by = approval.id, resolution.decided_by
+        entry.decided_by = resolution.decided_by
         if not resolution.approved:
             entry.reason = (
                 f"{decision.reason}; a person denied it" if resolution.decided_by == "human"

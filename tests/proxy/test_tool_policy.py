@@ -288,6 +288,7 @@ async def test_a_client_leaving_keeps_the_question_open_until_its_deadline(guard
     assert (decision["tool"], decision["action"], decision["decided_by"]) == ("file_edit", "deny", "client_gone")
     [approval] = await guarded.app[STORE].list_approvals()
     assert approval.status is ApprovalStatus.PENDING  # a retry of the call may still join it
+    assert decision["approval_id"] == approval.id  # the left exchange names the question it asked
 
 
 async def test_a_question_nobody_comes_back_for_expires_at_its_deadline(guarded: Gateway) -> None:
