@@ -137,6 +137,9 @@ class NativeTransport:
     def _broken(self, error: BaseException, call: UpstreamCall) -> UpstreamError:
         if isinstance(error, asyncio.TimeoutError):
             return UpstreamError("upstream timed out", status=504, kind="timeout", code="upstream_timeout")
+        if isinstance(error, aiohttp.ClientPayloadError):  # aiohttp's own words name its parser's internals
+            return UpstreamError("upstream failed: the provider's connection closed before its answer was complete",
+                                 status=502, code="upstream_stream_cut")
         what = str(error) or type(error).__name__
         return UpstreamError(self._scrub(f"upstream failed: {what}", call), status=502, code="upstream_unavailable")
 
