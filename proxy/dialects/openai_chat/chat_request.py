@@ -7,6 +7,7 @@ from typing import Any
 
 from policy.rules import ProjectPolicy
 from proxy.dialects.openai_chat.screening import declared_tool_names, screen_request
+from proxy.dialects.fields import model_and_messages
 from proxy.edge.errors import BadRequest
 from proxy.pipeline.context import ContextPack
 from proxy.pipeline.dialect import ClientRequest, UpstreamCall
@@ -17,16 +18,7 @@ Message = dict[str, Any]
 
 def parse_chat_request(body: Any) -> ClientRequest:
     """Validate the fields the gateway relies on; everything else is the provider's to judge."""
-    if not isinstance(body, dict):
-        raise BadRequest(
-            f"request body must be a JSON object, got {type(body).__name__}", code="invalid_body"
-        )
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest("'model' is required and must be a non-empty string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
+    body, model, messages = model_and_messages(body)
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(f"messages[{index}] must be an object", param=f"messages[{index}]")
