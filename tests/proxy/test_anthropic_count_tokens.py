@@ -4,7 +4,6 @@ recorded) and `HEAD /`, its connectivity check at start."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ TOOLS = [{"name": name, "description": f"{name} a file", "input_schema": {"type"
 ASK = [{"role": "user", "content": "What is in /etc/hosts?"}]
 KEY = "ctxg-count-tokens-key"  # for LOCAL only
 ANY_MODEL_KEY = "ctxg-any-model-key"
-
-
-@pytest.fixture
-async def provider(aiohttp_server: Any) -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    server = await aiohttp_server(fake.app())
-    fake.base_url = str(server.make_url("")).rstrip("/")
-    yield fake
 
 
 def routes(provider: FakeAnthropic, upstream: FakeUpstream) -> tuple[ModelRoute, ...]:

@@ -4,7 +4,6 @@ kept, errors in Anthropic's shape, the record."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ POLICY = {"default": {"mode": "allow", "blocked_tools": ["Write"], "restricted_t
 TOOLS = [{"name": name, "description": f"{name} a file", "input_schema": {"type": "object"}}
          for name in ("Read", "Bash", "Write")]
 ASK = [{"role": "user", "content": "What is in /etc/hosts?"}]
-
-
-@pytest.fixture
-async def provider(aiohttp_server: Any) -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    server = await aiohttp_server(fake.app())
-    fake.base_url = str(server.make_url("")).rstrip("/")
-    yield fake
 
 
 @pytest.fixture
