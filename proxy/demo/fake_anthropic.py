@@ -67,8 +67,8 @@ class FakeAnthropic:
         if reply.status != 200:
             kind = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error"}.get(
                 reply.status, "invalid_request_error" if reply.status < 500 else "api_error")
-            return web.json_response({"type": "error", "error": {"type": kind, "message": reply.error}},
-                                     status=reply.status, headers={"request-id": "req_fake"})
+            return web.json_response({"type": "error", "error": {"type": kind, "message": reply.error},
+                                      "request_id": "req_fake"}, status=reply.status, headers={"request-id": "req_fake"})
         if not body.get("stream"):
             return web.Response(body=orjson.dumps(self._message(body, reply)), content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -78,6 +78,7 @@ class UpstreamError(GatewayError):
 
     kind = "upstream_error"
     provider_type: str | None = None  # the provider's own error type, where its status is passed on
+    provider_body: dict[str, Any] | None = None  # and its whole error body, scrubbed, from a native call
 
     def __init__(self, message: str, *, status: int, kind: str | None = None, param: str | None = None,
                  code: str | None = None, retry_after: str | None = None) -> None:

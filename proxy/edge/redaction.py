@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[redacted]"
 _KEY_CHARS = r"A-Za-z0-9_\-"
@@ -39,6 +40,19 @@ class Redactor:
             assert pattern is not None
             text = pattern.sub(REDACTED, text)
         return _KEY_SHAPES.sub(REDACTED, text)
+
+    def scrub_json(self, value: Any, *, also: Iterable[str | None] = (), depth: int = 32) -> Any:
+        """`value` (parsed JSON) with every string scrubbed as `scrub` does; raises
+        ValueError past `depth` levels, where a provider's error body has no business."""
+        if isinstance(value, str):
+            return self.scrub(value, also=also)
+        if depth == 0 and isinstance(value, (dict, list)):
+            raise ValueError("nested too deep to scrub")
+        if isinstance(value, dict):
+            return {key: self.scrub_json(item, also=also, depth=depth - 1) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.scrub_json(item, also=also, depth=depth - 1) for item in value]
+        return value
 
     @staticmethod
     def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:

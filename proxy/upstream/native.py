@@ -127,11 +127,17 @@ class NativeTransport:
     def _from_body(self, status: int, body: dict[str, Any], call: UpstreamCall, *, retry_after: str | None) -> UpstreamError:
         inner = body.get("error")
         error: dict[str, Any] = inner if isinstance(inner, dict) else body
-        message = self._scrub(str(error.get("message") or f"HTTP {status}"), call)
+        # `detail`: the FastAPI-style body many compatible servers answer with.
+        message = self._scrub(str(error.get("message") or body.get("detail") or f"HTTP {status}"), call)
         mapped = provider_error(status, message, param=error.get("param"), code=error.get("code"),
                                 retry_after=retry_after)
-        if isinstance(error.get("type"), str) and mapped.status == status:  # passed on: the provider's own words
-            mapped.provider_type = error["type"]
+        if mapped.status == status:  # passed on: the provider's own words
+            if isinstance(error.get("type"), str):
+                mapped.provider_type = error["type"]
+            try:
+                mapped.provider_body = self.redactor.scrub_json(body, also=(call.client_api_key,))
+            except ValueError:
+                pass  # too deep to be an error body: the dialect writes its own
         return mapped
 
     def _broken(self, error: BaseException, call: UpstreamCall) -> UpstreamError:

@@ -138,10 +138,28 @@ async def test_a_providers_error_reaches_the_client_in_anthropics_shape(
         await client(gateway).messages.create(model=CLAUDE, max_tokens=10, messages=ASK)
     assert caught.value.status_code == status  # type: ignore[attr-defined]  # both carry it
     body = caught.value.body  # type: ignore[attr-defined]
-    assert body["type"] == "error" and body["error"]["type"] == kind
-    assert PROVIDER_KEY not in str(body)
+    assert body == {"type": "error", "error": {"type": kind, "message": f"provider says {kind} for [redacted]"},
+                    "request_id": "req_fake"}  # the provider's own body, its key scrubbed
     [record] = await gateway.recorded()
     assert record.status == "upstream_error" and PROVIDER_KEY not in str(record.error)
+
+
+async def test_an_error_body_not_in_anthropics_shape_is_written_in_it(aiohttp_server: Any, tmp_path: Path) -> None:
+    """An Anthropic-compatible endpoint that answers its errors in a shape of its own."""
+    async def refuse(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"detail": f"no such model, {PROVIDER_KEY}"}, status=404)
+    app = aiohttp.web.Application()
+    app.router.add_post("/v1/messages", refuse)
+    compatible = await aiohttp_server(app)
+    route = ModelRoute(model_name=CLAUDE, model="anthropic/claude-fake", api_base=str(compatible.make_url("")),
+                       api_key=PROVIDER_KEY)
+    gateway = await make_gateway(aiohttp_server, FakeUpstream(base_url="http://127.0.0.1:9/v1"), tmp_path,
+                                 models=(route,))
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        await client(gateway).messages.create(model=CLAUDE, max_tokens=10, messages=ASK)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert body["error"]["message"] == "no such model, [redacted]"
 
 
 async def test_bad_input_gets_anthropics_error_shape(gateway: Gateway) -> None:
