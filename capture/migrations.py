@@ -218,7 +218,14 @@ def m008_interaction_usage_source(execute: Execute) -> None:
     execute("ALTER TABLE interactions ADD COLUMN cache_creation_tokens INTEGER")
 
 
+def m009_interaction_agent(execute: Execute) -> None:
+    """Each record names the sub-agent that made the call within its session, and the agent
+    that started it (Claude Code's Task tool runs sub-agents under the main one's session)."""
+    execute("ALTER TABLE interactions ADD COLUMN agent_id TEXT")
+    execute("ALTER TABLE interactions ADD COLUMN parent_agent_id TEXT")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
-    m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source,
+    m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source, m009_interaction_agent,
 )

@@ -110,6 +110,8 @@ class Interaction:
     usage_source: str | None = None  # one of USAGE_SOURCES; None: not known (older records, no counts)
     cache_read_tokens: int | None = None  # prompt tokens the provider served from its cache
     cache_creation_tokens: int | None = None  # prompt tokens the provider wrote to its cache
+    agent_id: str | None = None  # the sub-agent within the session that made the call (Claude Code's)
+    parent_agent_id: str | None = None  # the agent that started that sub-agent
 
     def as_dict(self) -> dict[str, Any]:
         """The full record as the API returns it."""
@@ -137,6 +139,8 @@ class Interaction:
             "usage_source": self.usage_source,
             "cache_read_tokens": self.cache_read_tokens,
             "cache_creation_tokens": self.cache_creation_tokens,
+            "agent_id": self.agent_id,
+            "parent_agent_id": self.parent_agent_id,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -158,8 +162,10 @@ def is_blank(prompt: JSON) -> bool:
     return False
 
 
-_OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack", "wire")
-_LABELS = frozenset({"project", "session_id", "client", "model", "status", "wire"})  # names, not free text
+_OPTIONAL_TEXT = ("project", "session_id", "client", "model", "status", "error", "context_pack", "wire",
+                  "agent_id", "parent_agent_id")
+_LABELS = frozenset({"project", "session_id", "client", "model", "status", "wire", "agent_id",
+                     "parent_agent_id"})  # names, not free text
 MAX_LABEL = 256
 _OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")
 _OPTIONAL_INTEGER = ("cache_read_tokens", "cache_creation_tokens")
@@ -241,6 +247,8 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         usage_source=usage_source,
         cache_read_tokens=values["cache_read_tokens"],
         cache_creation_tokens=values["cache_creation_tokens"],
+        agent_id=values["agent_id"],
+        parent_agent_id=values["parent_agent_id"],
     )
 
 

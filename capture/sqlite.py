@@ -30,7 +30,7 @@ _COLUMNS = (
     "id", "created_at", "project", "session_id", "client", "model", "status", "error",
     "prompt", "params", "response", "memories_used", "chunks_used", "context_pack",
     "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "wire",
-    "usage_source", "cache_read_tokens", "cache_creation_tokens",
+    "usage_source", "cache_read_tokens", "cache_creation_tokens", "agent_id", "parent_agent_id",
 )
 _LIST_COLUMNS = frozenset({"memories_used", "chunks_used", "tool_decisions"})
 _NULLABLE_JSON_COLUMNS = frozenset({"params", "response"})

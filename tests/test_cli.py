@@ -79,10 +79,18 @@ def test_sessions_show_reads_either_wire_as_a_conversation(tmp_path: Path, capsy
                     client="claude-cli/2.1.197", model="claude-test", wire="anthropic_messages",
                     prompt={"system": [{"type": "text", "text": "You are Claude Code."}], "messages": [
                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
-                                                     {"type": "text", "text": pack}, {"type": "text", "text": "go on"}]}]},
+                                                     {"type": "text", "text": pack},
+                                                     {"type": "text", "text": "<system-reminder>\nmind the todo list\n"
+                                                                              "</system-reminder>\n"},
+                                                     {"type": "text", "text": "go on"}]}]},
                     response={"role": "assistant", "stop_reason": "tool_use", "content": [
                         {"type": "thinking", "thinking": "hm", "signature": "s"}, {"type": "text", "text": "Running."},
                         {"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": "ls"}}]}),
+        Interaction(id=new_interaction_id(), created_at="2026-02-01 10:02:00", project="atmos", session_id="s-1",
+                    client="claude-cli/2.1.197", model="claude-test", wire="anthropic_messages",
+                    agent_id="a-explore", parent_agent_id=None,
+                    prompt={"messages": [{"role": "user", "content": "Find the CIDR in the repo"}]},
+                    response={"role": "assistant", "content": [{"type": "text", "text": "terraform/vpc.tf"}]}),
     ]
 
     async def seed_turns() -> None:
@@ -97,4 +105,5 @@ def test_sessions_show_reads_either_wire_as_a_conversation(tmp_path: Path, capsy
     assert "user: What is the CIDR?" in out and "assistant: 10.0.0.0/16" in out
     assert "user: [tool_result ok] go on" in out
     assert 'assistant: [thinking] Running. [tool_use Bash {"command":"ls"}]' in out
-    assert "ctxgate-context" not in out
+    assert "ctxgate-context" not in out and "system-reminder" not in out and "mind the todo" not in out
+    assert "agent=a-explore (started by the main agent)" in out and out.count("agent=") == 1

@@ -124,6 +124,11 @@ def _schemas() -> dict[str, Schema]:
         "cache_creation_tokens": {**integer_count_or_null,
                                   "description": "Prompt tokens the provider wrote to its cache, as it reported."},
     }
+    agent_ids: dict[str, Schema] = {
+        "agent_id": {**text_or_null, "description": "The sub-agent within the session that made the call "
+                                                    "(Claude Code's `x-claude-code-agent-id`); null for the main agent."},
+        "parent_agent_id": {**text_or_null, "description": "The agent that started that sub-agent."},
+    }
     interaction_fields: dict[str, Schema] = {
         "id": {"type": "string", "format": "uuid", "description": "A UUIDv7: ids sort like their records."},
         "created_at": _ref("Timestamp"),
@@ -144,6 +149,7 @@ def _schemas() -> dict[str, Schema]:
         **cache_counts,
         "latency_ms": number_or_null,
         "ttft_ms": number_or_null,
+        **agent_ids,
     }
     heavy_fields: dict[str, Schema] = {
         "prompt": {"type": ["string", "array", "object"],
@@ -164,7 +170,7 @@ def _schemas() -> dict[str, Schema]:
         "params": {},
         "created_at": {**_MOMENT, "description": "Defaults to now; stored as 'YYYY-MM-DD HH:MM:SS' UTC."},
         **{name: text_or_null for name in ("project", "session_id", "client", "model", "status", "error",
-                                          "context_pack", "wire")},
+                                          "context_pack", "wire", "agent_id", "parent_agent_id")},
         **{name: count_or_null for name in ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms")},
         "usage_source": usage_source,
         **cache_counts,

@@ -247,7 +247,8 @@ def _sessions_show(args: argparse.Namespace) -> int:
     for number, turn in enumerate(turns, 1):
         asked = _last_user_text(turn.prompt)
         answered = turn.response.get("content") if isinstance(turn.response, dict) else turn.response
-        print(f"\n[{number}] {turn.created_at}  {turn.model}  {turn.status}  id={turn.id}")
+        agent = f"  agent={turn.agent_id} (started by {turn.parent_agent_id or 'the main agent'})" if turn.agent_id else ""
+        print(f"\n[{number}] {turn.created_at}  {turn.model}  {turn.status}  id={turn.id}{agent}")
         print(f"  user: {_readable(asked)}")
         print(f"  assistant: {_readable(answered)}")
         for decision in turn.tool_decisions:
@@ -266,12 +267,14 @@ def _last_user_text(prompt: Any) -> Any:
     return prompt
 
 
-_PACK = re.compile(r"<ctxgate-context\b.*?</ctxgate-context>\s*", re.S)
+# Left out of a turn as shown: the pack we injected, and the notes Claude Code adds to the
+# person's words (about 6.7 KB on a first turn); `interactions show` has both whole.
+_PACK = re.compile(r"<ctxgate-context\b.*?</ctxgate-context>\s*|<system-reminder>.*?</system-reminder>\s*", re.S)
 
 
 def _readable(content: Any) -> str:
     """Content as a person reads it: text parts and blocks joined, tool calls and results in
-    brackets, the injected context pack left out (`interactions show` has it whole)."""
+    brackets, the pack and Claude Code's reminders left out."""
     if isinstance(content, str):
         return _PACK.sub("", content)
     if not isinstance(content, list):

@@ -107,6 +107,8 @@ class Exchange:
             usage_source="provider" if self.usage.is_reported else None,
             cache_read_tokens=self.usage.cache_read_tokens,
             cache_creation_tokens=self.usage.cache_creation_tokens,
+            agent_id=self.identity.agent_id,
+            parent_agent_id=self.identity.parent_agent_id,
         )
 
     def log_fields(self) -> dict[str, Any]:
@@ -123,6 +125,8 @@ class Exchange:
             fields.update(
                 client=self.identity.client, project=self.identity.project, session_id=self.identity.session_id
             )
+            if self.identity.agent_id is not None:
+                fields["agent_id"] = self.identity.agent_id
         if self.outcome is not None:
             fields["outcome"] = str(self.outcome)
         fields.update(

@@ -34,6 +34,9 @@ AGENT_SESSION_HEADERS = (
     "X-Claude-Code-Session-Id", "session-id", "session_id", "x-opencode-session", "X-Session-Id",
     "x-session-affinity", "x-litellm-session-id", "Helicone-Session-Id",
 )
+# The sub-agent within a session that made a call, and the agent that started it (Claude Code).
+AGENT_ID_HEADER = "X-Claude-Code-Agent-Id"
+PARENT_AGENT_ID_HEADER = "X-Claude-Code-Parent-Agent-Id"
 MAX_SESSION_ID = 256
 MAX_NAME = 256  # of a project or client name
 
@@ -44,6 +47,8 @@ class Identity:
     project: str
     session_id: str
     key: VirtualKey | None = None
+    agent_id: str | None = None
+    parent_agent_id: str | None = None
     bearer_token: str | None = field(default=None, repr=False)  # a provider key: only with no keys configured
 
 
@@ -84,6 +89,8 @@ def identify(request: web.Request, asked: ClientRequest, settings: Settings, key
         key.client if key else short_user_agent(request.headers.get("User-Agent")))
     session_id = session_from(request, asked) or infer_session_id(project, client, asked.conversation_start)
     return Identity(client=client, project=project, session_id=session_id, key=key,
+                    agent_id=_agent_header(request, AGENT_ID_HEADER),
+                    parent_agent_id=_agent_header(request, PARENT_AGENT_ID_HEADER),
                     bearer_token=None if key else bearer)
 
 
@@ -100,6 +107,12 @@ def session_from(request: web.Request, asked: ClientRequest) -> str | None:
         if isinstance(candidate, str) and candidate.strip() and candidate.isascii() and candidate.isprintable():
             return candidate.strip()[:MAX_SESSION_ID]
     return None
+
+
+def _agent_header(request: web.Request, name: str) -> str | None:
+    """Another agent's header: ignored unless it is printable text, cut at MAX_SESSION_ID."""
+    value = request.headers.get(name, "").strip()
+    return value[:MAX_SESSION_ID] if value and _is_text(value) else None
 
 
 def own_header(request: web.Request, name: str, max_length: int | None) -> str | None:

@@ -148,10 +148,11 @@ class Run:
 
 
 async def run_claude(claude: Path, gateway: Gateway, home: Path, cwd: Path,
-                     key_env: str = "ANTHROPIC_API_KEY", env: Mapping[str, str] | None = None) -> Run:
+                     key_env: str = "ANTHROPIC_API_KEY", env: Mapping[str, str] | None = None,
+                     allowed_tools: str = "Bash") -> Run:
     """`claude -p` in `cwd` with a HOME of its own, offline but for the gateway; its key from
     `key_env` (ANTHROPIC_API_KEY: sent as x-api-key; ANTHROPIC_AUTH_TOKEN: as a bearer token),
-    and `env` on top. Killed if it outlives RUN_TIMEOUT_S or the caller stops waiting for it."""
+    and `env` on top; it may use `allowed_tools` (comma-separated) without asking. Killed if it outlives RUN_TIMEOUT_S or the caller stops waiting for it."""
     home.mkdir()
     cwd.mkdir()
     environment = {
@@ -162,7 +163,7 @@ async def run_claude(claude: Path, gateway: Gateway, home: Path, cwd: Path,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
-        str(claude), "-p", PROMPT, "--model", MODEL, "--allowedTools", "Bash", "--output-format", "json",
+        str(claude), "-p", PROMPT, "--model", MODEL, "--allowedTools", allowed_tools, "--output-format", "json",
         cwd=cwd, env=environment, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from proxy.demo.fake_upstream import Reply, ToolCall
 from tests.agents.claude_code import (
     ANSWER_PREFIX, CALLER_KEY, MEMORY, MODEL, Stack, assert_one_claude_code_session, is_the_task, latest_user_blocks,
     run_claude, scripted, start_stack, tool_result_text,
@@ -96,3 +97,45 @@ async def test_a_blocked_bash_call_never_runs_and_claude_code_ends_cleanly(
     assert_one_claude_code_session(records, calls)
     assert all(r.status == "ok" for r in records)
     assert_system_first_and_unchanged(stack, blocked=frozenset({"Bash"}))  # not offered
+
+
+async def test_a_sub_agents_calls_are_gated_and_recorded_in_the_session_under_its_agent_id(
+    claude: Path, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Claude Code's Agent tool runs a sub-agent with tools of its own: its calls carry the main
+    session's id and an agent id of their own, and the policy governs its tools as the main agent's."""
+    marker = tmp_path / "work" / "sub-agent-ran"
+    delegated = "Find the ledger probe's port in this repository"
+
+    def respond(body: dict[str, Any]) -> Reply:
+        sent = orjson.dumps(body["messages"]).decode()
+        if delegated in orjson.dumps(body["messages"][0]).decode():  # the sub-agent's own conversation
+            if tool_result_text(body) is None and "tool_use" not in sent:
+                return Reply(text="Looking.", tool_calls=(ToolCall("Bash", orjson.dumps(
+                    {"command": f"echo ok > {marker}", "description": "Look"}).decode(), id="toolu_look"),))
+            return Reply(text="The port is 7311.")
+        if tool_result_text(body) is not None:
+            return Reply(text=ANSWER_PREFIX + "done")
+        if is_the_task(body):
+            return Reply(text="Delegating.", tool_calls=(ToolCall("Agent", orjson.dumps(
+                {"description": "Find the port", "prompt": delegated, "subagent_type": "general-purpose"}).decode(),
+                id="toolu_delegate"),))
+        return Reply(text="ok")
+
+    stack = await start_stack(aiohttp_server, tmp_path, {"default": {"mode": "allow", "blocked_tools": ["Bash"]}},
+                              respond)
+    run = await run_claude(claude, stack.gateway, tmp_path / "home", tmp_path / "work", allowed_tools="Bash,Agent")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not marker.exists()  # the sub-agent's Bash was refused like the main agent's would be
+    assert run.result["result"] == ANSWER_PREFIX + "done"
+    calls = stack.sniffer.messages_calls()
+    records = await stack.gateway.recorded(at_least=len(calls))
+    assert_one_claude_code_session(records, calls)
+    by_agent = {r.agent_id for r in records}
+    sub_agent_ids = {c.headers.get("x-claude-code-agent-id") for c in calls} - {None}
+    assert len(sub_agent_ids) == 1 and by_agent == {None, *sub_agent_ids}
+    sub_agent = [r for r in records if r.agent_id is not None]
+    assert all(delegated in orjson.dumps(r.prompt["messages"][0]).decode() for r in sub_agent)
+    assert [(d["tool"], d["action"]) for r in sub_agent for d in r.tool_decisions] == [("Bash", "deny")]
+    assert [(d["tool"], d["action"]) for r in records if r.agent_id is None for d in r.tool_decisions] == \
+        [("Agent", "allow")]

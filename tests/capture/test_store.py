@@ -138,3 +138,18 @@ async def test_a_store_from_before_records_said_where_their_counts_came_from_kee
     assert after is not None
     assert (after.usage_source, after.cache_read_tokens, after.cache_creation_tokens) == ("provider", 8, 2)
     assert summaries["old-1"].usage_source is None and summaries["new-1"].cache_read_tokens == 8
+
+
+async def test_a_store_from_before_sub_agents_were_named_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store_as_of(path, 8, wire="anthropic_messages", usage_source="provider")  # up to m008_interaction_usage_source
+    store = SQLiteStore(str(path))
+    await store.open()
+    await store.insert_interactions([interaction(id="new-1", agent_id="agent-7", parent_agent_id="main-1")])
+    before, after = await store.get_interaction("old-1"), await store.get_interaction("new-1")
+    summaries = {s.id: s for s in await store.list_interactions(InteractionQuery())}
+    await store.close()
+    assert before is not None and (before.wire, before.usage_source) == ("anthropic_messages", "provider")
+    assert (before.agent_id, before.parent_agent_id) == (None, None)
+    assert after is not None and (after.agent_id, after.parent_agent_id) == ("agent-7", "main-1")
+    assert summaries["new-1"].agent_id == "agent-7"

@@ -162,6 +162,22 @@ async def test_an_error_body_not_in_anthropics_shape_is_written_in_it(aiohttp_se
     assert body["error"]["message"] == "no such model, [redacted]"
 
 
+async def test_a_sub_agents_call_is_recorded_with_its_agent_and_the_agent_that_started_it(
+    gateway: Gateway, provider: FakeAnthropic
+) -> None:
+    headers = {"X-Claude-Code-Session-Id": "cc-1", "x-claude-code-agent-id": "a-sub-2",
+               "x-claude-code-parent-agent-id": "a-sub-1"}
+    await client(gateway).messages.create(model=CLAUDE, max_tokens=10, messages=ASK, extra_headers=headers)
+    await client(gateway).messages.create(model=CLAUDE, max_tokens=10, messages=ASK,
+                                          extra_headers={"X-Claude-Code-Session-Id": "cc-1"})
+    sub_agent, main = await gateway.recorded(at_least=2)
+    assert (sub_agent.session_id, sub_agent.agent_id, sub_agent.parent_agent_id) == ("cc-1", "a-sub-2", "a-sub-1")
+    assert (main.session_id, main.agent_id, main.parent_agent_id) == ("cc-1", None, None)
+    async with aiohttp.ClientSession() as session:
+        answer = await (await session.get(gateway.url + f"/interactions/{sub_agent.id}")).json()
+    assert (answer["agent_id"], answer["parent_agent_id"]) == ("a-sub-2", "a-sub-1")
+
+
 async def test_bad_input_gets_anthropics_error_shape(gateway: Gateway) -> None:
     async with aiohttp.ClientSession() as session:
         for body in ({"model": CLAUDE, "max_tokens": 10}, {"model": CLAUDE, "messages": [{"role": "user", "content": 5}]}):
