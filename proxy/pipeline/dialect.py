@@ -34,6 +34,13 @@ class ClientRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # the client's headers the provider gets as they came
 
 
+@dataclass(slots=True)
+class Learned:
+    """What the transport learns of a call on its way back that the answer does not say."""
+
+    usage_counted: bool = False  # the answer's usage is the gateway's count: the provider sent none
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamCall:
     """What goes to the provider: the body as finally sent (pack injected, blocked tools taken
@@ -47,6 +54,7 @@ class UpstreamCall:
     client_api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)  # sent to the provider as they are
     key_header: tuple[str, str] = ("Authorization", "Bearer ")  # how the provider takes its key: (name, prefix)
+    learned: Learned = field(default_factory=Learned, compare=False, repr=False)  # set by the transport
 
 
 @dataclass(frozen=True, slots=True)

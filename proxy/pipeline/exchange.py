@@ -104,7 +104,8 @@ class Exchange:
             wire=self.wire,
             # A record without a prompt count is counted locally by the capture writer, which
             # then says so; until then the source is the provider's only if it gave a count.
-            usage_source="provider" if self.usage.is_reported else None,
+            usage_source=None if not self.usage.is_reported else
+            "counted" if self.call.learned.usage_counted else "provider",
             cache_read_tokens=self.usage.cache_read_tokens,
             cache_creation_tokens=self.usage.cache_creation_tokens,
             agent_id=self.identity.agent_id,

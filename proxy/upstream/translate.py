@@ -169,6 +169,7 @@ class Translate:
             # litellm's zeros: an Anthropic client sizes its context by these counts, so it gets
             # them counted here, as litellm counts a stream's when the provider sends none.
             message["usage"] = await asyncio.to_thread(self._counted_usage, chat, message)
+            call.learned.usage_counted = True
         return writable(message)
 
     async def stream_message(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -189,7 +190,10 @@ class Translate:
                 if _is_made_up_finish(response):
                     raise UpstreamError("the provider's stream ended before its answer was finished",
                                         status=502, code="upstream_stream_cut")
-                yield [StreamEvent(data=_event_dict(event))]
+                data = _event_dict(event)
+                if data.get("type") == "message_delta" and not _has_provider_usage(response):
+                    call.learned.usage_counted = True  # litellm counted the usage it carries
+                yield [StreamEvent(data=data)]
         except UpstreamError:
             raise
         except Exception as error:  # boundary, as in complete()

@@ -107,6 +107,20 @@ async def test_a_stream_arrives_in_order_and_is_recorded_whole(gateway: Gateway,
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_provider_that_reports_no_usage_gets_counts_the_record_says_were_counted(
+    gateway: Gateway, upstream: FakeUpstream, stream: bool
+) -> None:
+    """Claude Code sizes its context by the usage it gets, so a translated answer carries counts
+    even when the provider sent none; the record must not pass them off as the provider's."""
+    upstream.push(Reply(text="It maps localhost.", usage=False))
+    message = await ask(gateway, stream=stream)
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    [record] = await gateway.recorded()
+    assert record.usage_source == "counted"
+    assert (record.prompt_tokens, record.completion_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_a_providers_tool_call_arrives_as_a_tool_use_block_and_a_blocked_one_never_does(
     gateway: Gateway, upstream: FakeUpstream, stream: bool
 ) -> None:
