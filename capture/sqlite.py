@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +44,11 @@ _INSERT = (
 
 _UPSERT_SESSION = """
 INSERT INTO sessions (project, id, client, first_at, last_at, interaction_count, prompt_tokens, completion_tokens)
-VALUES (?, ?, ?, ?, ?, 1, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (project, id) DO UPDATE SET
     first_at = CASE WHEN excluded.first_at < sessions.first_at THEN excluded.first_at ELSE sessions.first_at END,
     last_at = CASE WHEN excluded.last_at > sessions.last_at THEN excluded.last_at ELSE sessions.last_at END,
-    interaction_count = sessions.interaction_count + 1,
+    interaction_count = sessions.interaction_count + excluded.interaction_count,
     prompt_tokens = sessions.prompt_tokens + excluded.prompt_tokens,
     completion_tokens = sessions.completion_tokens + excluded.completion_tokens
 """
@@ -77,11 +77,24 @@ def _in_projects(projects: frozenset[str] | None) -> tuple[str, list[str]]:
     return f"COALESCE(project, '') IN ({', '.join('?' for _ in projects)})", sorted(projects)
 
 
-def _session_values(interaction: Interaction) -> tuple[Any, ...]:
-    return (
-        interaction.project or "", interaction.session_id, interaction.client, interaction.created_at,
-        interaction.created_at, interaction.prompt_tokens or 0, interaction.completion_tokens or 0,
-    )
+def _session_totals(stored: Iterable[Interaction]) -> list[tuple[Any, ...]]:
+    """One `_UPSERT_SESSION` row per session of `stored`: an agent's batch is mostly one session,
+    and one upsert of its sums costs a fraction of one per record."""
+    totals: dict[tuple[str, str], list[Any]] = {}
+    for interaction in stored:
+        if interaction.session_id is None:
+            continue
+        key = (interaction.project or "", interaction.session_id)
+        at, prompt, completion = interaction.created_at, interaction.prompt_tokens or 0, interaction.completion_tokens or 0
+        total = totals.get(key)
+        if total is None:
+            totals[key] = [*key, interaction.client, at, at, 1, prompt, completion]
+        else:
+            total[3], total[4] = min(total[3], at), max(total[4], at)
+            total[5] += 1
+            total[6] += prompt
+            total[7] += completion
+    return [tuple(total) for total in totals.values()]
 
 
 def _row_values(interaction: Interaction) -> tuple[Any, ...]:
@@ -196,11 +209,10 @@ class SQLiteStore:
             try:
                 rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
                 with _transaction(db):
-                    for interaction, row in zip(batch, rows):
-                        # Only a row actually inserted counts towards its session: a replayed
-                        # spool line that is already stored must not count twice.
-                        if db.execute(_INSERT, row).rowcount and interaction.session_id is not None:
-                            db.execute(_UPSERT_SESSION, _session_values(interaction))
+                    # Only a row actually inserted counts towards its session: a replayed spool
+                    # line that is already stored must not count twice.
+                    stored = [interaction for interaction, row in zip(batch, rows) if db.execute(_INSERT, row).rowcount]
+                    db.executemany(_UPSERT_SESSION, _session_totals(stored))
             # JSON that orjson cannot write (TypeError), text that is not UTF-8 (ValueError), an
             # integer past SQLite's 64 bits (OverflowError), a value of a type it cannot bind.
             except (TypeError, ValueError, OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError) as error:

@@ -57,6 +57,31 @@ async def test_reinserting_a_stored_id_changes_nothing(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_batch_counts_each_stored_record_once_towards_its_session(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "x.db"))
+    await store.open()
+    replayed = interaction(session_id="s-1", project="atmos", client="claude-cli/2", created_at="2026-05-01 09:05:00",
+                           prompt_tokens=100, completion_tokens=10)
+    await store.insert_interactions([replayed])
+    await store.insert_interactions([
+        interaction(session_id="s-1", project="atmos", client="claude-cli/2", created_at="2026-05-01 09:07:00",
+                    prompt_tokens=7, completion_tokens=1),
+        replayed,  # already stored: counts nothing again
+        interaction(session_id="s-1", project="other", client="codex", created_at="2026-05-01 09:01:00",
+                    prompt_tokens=5, completion_tokens=2),
+        interaction(session_id="s-1", project="atmos", client="later-client", created_at="2026-05-01 09:00:00",
+                    prompt_tokens=3),
+        interaction(session_id=None, project="atmos", prompt_tokens=50),
+    ])
+    sessions = {s.project: s for s in await store.get_sessions("s-1")}
+    await store.close()
+    atmos = sessions["atmos"]
+    assert (atmos.interaction_count, atmos.prompt_tokens, atmos.completion_tokens) == (3, 110, 11)
+    assert (atmos.first_at, atmos.last_at, atmos.client) == ("2026-05-01 09:00:00", "2026-05-01 09:07:00", "claude-cli/2")
+    other = sessions["other"]
+    assert (other.interaction_count, other.prompt_tokens, other.client) == (1, 5, "codex")
+
+
 async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
     from capture.store import StoreUnavailable
 
