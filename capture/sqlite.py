@@ -25,6 +25,9 @@ from capture.store import RecordRejected, StoreUnavailable
 T = TypeVar("T")
 READERS = 2  # connections (and threads) for context searches
 RECENT_SEARCHES = 128  # results kept for reuse: each holds up to 2 x limit memories and chunks
+# How long a knowledge version read stands for searches on the event loop. Knowledge written
+# through this store is seen at once; written by another process (a worker, the CLI), within this.
+KNOWLEDGE_VERSION_TTL_S = 0.5
 
 _COLUMNS = (
     "id", "created_at", "project", "session_id", "client", "model", "status", "error",
@@ -133,6 +136,7 @@ class SQLiteStore:
         self._read_executor = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ctxgate-sqlite-read")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._version_reader: sqlite3.Connection | None = None  # used on the event loop only
+        self._version_read: tuple[int, float] | None = None  # (version, monotonic time read)
         self._recent = _RecentSearches(RECENT_SEARCHES)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -336,6 +340,7 @@ class SQLiteStore:
                 db.execute(sql, tuple(values.values()))
 
         await self._run(insert)
+        self._version_read = None
 
     async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
         where, args = ("WHERE project = ?", [project]) if project else ("", [])
@@ -360,7 +365,9 @@ class SQLiteStore:
             with _transaction(db):
                 return bool(db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount)
 
-        return await self._run(delete)
+        deleted = await self._run(delete)
+        self._version_read = None
+        return deleted
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         asked_now = (project, text, limit, MATCH_BUDGET)
@@ -389,14 +396,21 @@ class SQLiteStore:
         """The knowledge version, read on the event loop, so that a search found before needs no
         thread: one row of a page every search reads, in WAL mode beside any writer, where the
         hop to a reader thread cost about 0.18 ms of CPU on every request. It never waits (no
-        busy timeout): None when the database is busy, and the search's thread reads it."""
+        busy timeout): None when the database is busy, and the search's thread reads it. A read
+        stands for KNOWLEDGE_VERSION_TTL_S: each takes file locks (system calls), on every request."""
+        now = time.monotonic()
+        if self._version_read is not None and now - self._version_read[1] < KNOWLEDGE_VERSION_TTL_S:
+            return self._version_read[0]
         if self._version_reader is None:
             return None
         try:
             row = self._version_reader.execute("SELECT version FROM knowledge_version").fetchone()
         except sqlite3.Error:
             return None
-        return int(row[0]) if row else None
+        if not row:
+            return None
+        self._version_read = (int(row[0]), now)
+        return self._version_read[0]
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -441,7 +455,9 @@ class SQLiteStore:
                 )
             return changed
 
-        return await self._run(replace)
+        changed = await self._run(replace)
+        self._version_read = None
+        return changed
 
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
@@ -252,6 +253,9 @@ async def test_a_repeated_question_is_answered_from_recent_searches_until_the_kn
     other_process = sqlite3.connect(tmp_path / "db")  # as `ctxgate memories add` would, elsewhere
     with other_process:
         other_process.execute("UPDATE memories SET status = 'archived' WHERE id = ?", (ours.id,))
+    found, _ = await store.search_knowledge("atmos", question, 5)
+    assert [m.id for m in found] == [ours.id] and len(searches) == 2  # the version read stands a moment
+    await asyncio.sleep(capture.sqlite.KNOWLEDGE_VERSION_TTL_S)
     found, _ = await store.search_knowledge("atmos", question, 5)
     assert found == [] and len(searches) == 4
     await store.mark_memories_used([ours.id], "2026-11-22 10:00:00")  # counting a use changes no result
