@@ -46,6 +46,7 @@ class CaptureWriter:
         spool: Spool | None,
         usage_counter: UsageCounter | None = None,
         batch_size: int = 256,
+        batch_window_s: float = 0.02,
         max_pending: int = 50_000,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
@@ -54,6 +55,8 @@ class CaptureWriter:
         self.spool = spool
         self.usage_counter = usage_counter
         self.batch_size = batch_size
+        self.batch_window_s = batch_window_s
+        self._last_batch_at = 0.0  # time.monotonic() when the last batch was taken
         self.max_pending = max_pending
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -137,7 +140,8 @@ class CaptureWriter:
 
     async def _next_batch(self) -> list[Interaction]:
         """Up to `batch_size` records; waits for one unless something else is due (records
-        held, a spool to replay once the store may be asked again) or the writer is stopping."""
+        held, a spool to replay once the store may be asked again) or the writer is stopping,
+        and for the rest of the window since the last batch was taken."""
         if self._queue.empty():
             if self._held or self._stopping.is_set():
                 return []
@@ -152,6 +156,13 @@ class CaptureWriter:
             batch = [getter.result()]
         else:
             batch = [self._queue.get_nowait()]
+        # At most one batch a window: under load the records of a window share one transaction
+        # (one commit, each page they share written once) instead of a few records each. A
+        # record after a quiet spell is stored at once.
+        wait_s = self._last_batch_at + self.batch_window_s - time.monotonic()
+        if wait_s > 0 and self._queue.qsize() < self.batch_size and not self._stopping.is_set():
+            await asyncio.sleep(wait_s)
+        self._last_batch_at = time.monotonic()
         while len(batch) < self.batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return batch
