@@ -1,6 +1,6 @@
 """Added latency, throughput and CPU per request of ctxgate against its baselines, in one run.
 
-    python -m bench.run [--quick] [--only TARGET ...] [--seconds S]
+    python -m bench.run [--quick] [--only TARGET ...] [--seconds S] [--rounds N]
 
 One fake upstream (zero delay) serves every target in turn (bench/targets.py): the client
 itself, a raw aiohttp relay, a bare litellm handler, LiteLLM proxy, and ctxgate in several
@@ -11,6 +11,9 @@ concurrency. Streams are asked for with a set number of content deltas (10 or 20
 extra chunk is (cpu/req at 200 - cpu/req at 10) / 190. The raw relay and ctxgate_policy are
 measured on Anthropic Messages as well (POST /v1/messages, at C=16). Results are ratios within
 this run, never absolute promises; bench/report.py prints them against the issue's targets.
+The whole list of targets is measured `--rounds` times over (3 by default), each target started
+afresh each round, and each figure reported is the median of its rounds: a baseline and ctxgate
+measured minutes apart on a shared machine drift apart by 10-20% between two single readings.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -284,6 +288,23 @@ def run_target(target: Target, port: int, upstream_base: str, upstream_pid: int,
         _odd_lines(target.name, workdir / f"{target.name}.log")
 
 
+def median_results(results: list[Result]) -> list[Result]:
+    """One result per (target, scenario): each figure the median of its rounds, the calls summed,
+    the SSE frames the fewest seen; in the order first measured."""
+    rounds: dict[tuple[str, Scenario], list[Result]] = {}
+    for result in results:
+        rounds.setdefault((result.target, result.scenario), []).append(result)
+
+    def median(taken: list[Result], figure: str) -> float:
+        return float(statistics.median(getattr(r, figure) for r in taken))
+
+    return [Result(target, scenario, sum(r.requests for r in taken), median(taken, "p50_ms"), median(taken, "p99_ms"),
+                   median(taken, "rps"), median(taken, "cpu_ms_per_request"),
+                   median(taken, "upstream_cpu_ms_per_request"), min(r.frames for r in taken),
+                   median(taken, "rss_mb"))
+            for (target, scenario), taken in rounds.items()]
+
+
 def _odd_lines(name: str, log: Path) -> None:
     """Tracebacks and error-level lines in a target's output: a baseline that fails offline
     must show here, not pass as a fast one."""
@@ -305,9 +326,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="short measurements, for a smoke run")
     parser.add_argument("--only", nargs="*", choices=ALL, help="targets to run (default: all)")
-    parser.add_argument("--seconds", type=float, help="per measurement (default 6, quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="per measurement (default 3, quick 1.5)")
+    parser.add_argument("--rounds", type=int, help="times the targets are measured over; medians reported "
+                                                   "(default 3, quick 1)")
     args = parser.parse_args()
-    timing = Timing(seconds=args.seconds or (1.5 if args.quick else 6.0), warmup_s=0.5 if args.quick else 1.5)
+    timing = Timing(seconds=args.seconds or (1.5 if args.quick else 3.0), warmup_s=0.5 if args.quick else 1.0)
+    rounds = args.rounds or (1 if args.quick else 3)
     names = args.only or list(ALL)
 
     upstream_port = free_port()
@@ -321,23 +345,30 @@ def main() -> None:
     failed: dict[str, str] = {}  # ran and failed: a missing row that is the bench's or ctxgate's fault
     began = time.monotonic()
     try:
-        for name in names:
-            port = free_port()
-            target = prepare(name, workdir, upstream_base, port)
-            if isinstance(target, str):
-                skipped[name] = target
-                print(f"{name}: skipped: {target}", flush=True)
-                continue
-            try:
-                for result in run_target(target, port, upstream_base, upstream.pid, workdir, timing):
-                    results.append(result)  # kept as they come: a later failure leaves them in the report
-            except TargetFailed as error:
-                failed[name] = f"{error} (log: {workdir / (name + '.log')})"
-                print(f"{name}: FAILED: {failed[name]}", flush=True)
+        for round_number in range(1, rounds + 1):
+            print(f"round {round_number} of {rounds}", flush=True)
+            round_dir = workdir / f"round{round_number}"  # a fresh store, config and log for each target
+            round_dir.mkdir()
+            for name in names:
+                if name in skipped or name in failed:
+                    continue
+                port = free_port()
+                target = prepare(name, round_dir, upstream_base, port)
+                if isinstance(target, str):
+                    skipped[name] = target
+                    print(f"{name}: skipped: {target}", flush=True)
+                    continue
+                try:
+                    for result in run_target(target, port, upstream_base, upstream.pid, round_dir, timing):
+                        results.append(result)  # kept as they come: a later failure leaves them in the report
+                except TargetFailed as error:
+                    failed[name] = f"{error} (log: {round_dir / (name + '.log')})"
+                    print(f"{name}: FAILED: {failed[name]}", flush=True)
     finally:
         stop(upstream)
-    print(f"\nmeasured in {time.monotonic() - began:.0f} s")
-    report.print_report(results, {**skipped, **{name: "FAILED: " + why for name, why in failed.items()}})
+    print(f"\nmeasured in {time.monotonic() - began:.0f} s; each figure below is the median of {rounds} round(s)")
+    report.print_report(median_results(results),
+                        {**skipped, **{name: "FAILED: " + why for name, why in failed.items()}})
     if failed:
         raise SystemExit(f"{len(failed)} target(s) failed: {', '.join(failed)}")
 
