@@ -220,7 +220,7 @@ def m008_interaction_usage_source(execute: Execute) -> None:
 
 def m009_interaction_agent(execute: Execute) -> None:
     """Each record names the sub-agent that made the call within its session, and the agent
-    that started it (Claude Code's Task tool runs sub-agents under the main one's session)."""
+    that started it (Claude Code's Agent tool runs sub-agents under the main one's session)."""
     execute("ALTER TABLE interactions ADD COLUMN agent_id TEXT")
     execute("ALTER TABLE interactions ADD COLUMN parent_agent_id TEXT")
 

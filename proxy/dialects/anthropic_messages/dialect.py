@@ -64,15 +64,15 @@ class AnthropicMessages:
         """`{"type": "error", "error": {"type", "message"}}`, as Anthropic answers: the
         provider's own body where it is in that shape (Claude Code shows its message and
         `request_id`), else ours."""
-        if isinstance(error, UpstreamError) and _is_error_body(error.provider_body):
-            assert error.provider_body is not None
-            return error.provider_body
+        provided = error.provider_body if isinstance(error, UpstreamError) else None
+        if provided is not None and _is_error_body(provided):
+            return provided
         kind = error.provider_type if isinstance(error, UpstreamError) and error.provider_type else \
             _ERROR_TYPES.get(error.status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
-def _is_error_body(body: dict[str, Any] | None) -> bool:
-    inner = body.get("error") if body is not None else None
-    return (body is not None and body.get("type") == "error" and isinstance(inner, dict)
+def _is_error_body(body: dict[str, Any]) -> bool:
+    inner = body.get("error")
+    return (body.get("type") == "error" and isinstance(inner, dict)
             and isinstance(inner.get("type"), str) and isinstance(inner.get("message"), str))
