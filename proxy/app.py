@@ -21,17 +21,16 @@ from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS,
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
+from proxy.pipeline import models
 from proxy.pipeline.count_tokens import count_tokens_handler
 from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
 from proxy.edge.errors import error_middleware
-from proxy.pipeline.identity import caller_key
 from proxy.config.keys import KeyRing
 from proxy.edge.logs import stamp_response_headers, request_log_middleware
 from proxy.edge.metrics import Metrics
 from proxy.config.settings import Settings, legacy_spool_file, spool_directory
 from proxy.upstream.seam import Upstream
-from proxy.edge.wire import json_response
 
 log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600
@@ -56,7 +55,8 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
-        app.router.add_get(f"{prefix}/v1/models", list_models)
+        app.router.add_get(f"{prefix}/v1/models", models.list_models)
+        app.router.add_get(f"{prefix}/v1/models/{{model}}", models.get_model)
         app.router.add_route("HEAD", prefix or "/", answer_head)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)
@@ -172,12 +172,3 @@ async def answer_head(_: web.Request) -> web.Response:
     call (Claude Code does, at start)."""
     return web.Response()
 
-
-async def list_models(request: web.Request) -> web.Response:
-    key = caller_key(request, request.app[KEYRING])
-    names = dict.fromkeys(
-        route.model_name for route in request.app[SETTINGS].models if key is None or key.allows_model(route.model_name)
-    )
-    return json_response(
-        {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ctxgate"} for n in names]}
-    )

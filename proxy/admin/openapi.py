@@ -267,9 +267,14 @@ def _schemas() -> dict[str, Schema]:
             "capture": _object({name: {"type": "integer", "minimum": 0} for name in (
                 "pending", "spool_segments", "spool_bytes", "dead_letters", "dropped")}),
         }),
-        "ModelList": _object({"object": {"const": "list"}, "data": {"type": "array", "items": _object({
-            "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
-            "owned_by": {"type": "string"}})}}),
+        "Model": _object({"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                          "owned_by": {"type": "string"}}),
+        "ModelList": _object({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}),
+        "AnthropicModel": _object({"type": {"const": "model"}, "id": {"type": "string"},
+                                   "display_name": {"type": "string"}, "created_at": {"type": "string"}}),
+        "AnthropicModelPage": _object({
+            "data": {"type": "array", "items": _ref("AnthropicModel")}, "has_more": {"type": "boolean"},
+            "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}),
         "ChatCompletionRequest": _object({
             "model": {"type": "string", "pattern": _NOT_BLANK},
             "messages": {"type": "array", "minItems": 1, "items": _object(
@@ -299,8 +304,20 @@ def _paths() -> dict[str, Schema]:
             tag="approvals", parameters=[approval_id], body=_ref("Decision"), body_required=False)
         for verdict in ("approve", "deny")
     }
-    models = _operation("The declared models (those the key may use).",
-                        {"200": _json(_ref("ModelList"), "The models."), **_errors(401)}, tag="openai")
+    anthropic_shape = ("With an `anthropic-version` header (the anthropic SDK, Claude Code's model discovery) "
+                       "in Anthropic's shape, else in OpenAI's.")
+    models = _operation(
+        "The declared models (those the key may use). " + anthropic_shape,
+        {"200": _json({"oneOf": [_ref("ModelList"), _ref("AnthropicModelPage")]}, "The models."), **_errors(400, 401)},
+        tag="openai", parameters=[
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                   "Anthropic's shape only: models per page (default 20)."),
+            _query("after_id", {"type": "string"}, "Anthropic's shape only: the page after this model."),
+            _query("before_id", {"type": "string"}, "Anthropic's shape only: the page before this model.")])
+    model = _operation(
+        "One declared model the key may use. " + anthropic_shape,
+        {"200": _json({"oneOf": [_ref("Model"), _ref("AnthropicModel")]}, "The model."), **_errors(401, 404)},
+        tag="openai", parameters=[_path("model", "The model's name, as declared.")])
     chat = _operation(
         "OpenAI chat completions, proxied: context injected, tool calls checked, recorded. Every other "
         "parameter is passed through; the provider's errors keep their status where it is one of these.",
@@ -403,7 +420,11 @@ def _paths() -> dict[str, Schema]:
              **_errors(401)},
             tag="operations")},
         "/v1/models": {"get": models},
-        "/p/{project}/v1/models": {"get": {**models, "parameters": [_path("project", "The project.")]}},
+        "/p/{project}/v1/models": {"get": {**models, "parameters": [_path("project", "The project."),
+                                                                    *models["parameters"]]}},
+        "/v1/models/{model}": {"get": model},
+        "/p/{project}/v1/models/{model}": {"get": {**model, "parameters": [_path("project", "The project."),
+                                                                           *model["parameters"]]}},
         "/v1/chat/completions": {"post": chat},
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
         "/v1/messages": {"post": messages},

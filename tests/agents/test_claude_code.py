@@ -139,3 +139,20 @@ async def test_a_sub_agents_calls_are_gated_and_recorded_in_the_session_under_it
     assert [(d["tool"], d["action"]) for r in sub_agent for d in r.tool_decisions] == [("Bash", "deny")]
     assert [(d["tool"], d["action"]) for r in records if r.agent_id is None for d in r.tool_decisions] == \
         [("Agent", "allow")]
+
+
+async def test_claude_codes_gateway_model_discovery_finds_the_gateways_claude_models(
+    claude: Path, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """With CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY, Claude Code asks `GET /v1/models?limit=1000`
+    at start and offers the models whose ids start with `claude` in its model picker (it skips
+    the call when non-essential traffic is off)."""
+    stack = await start_stack(aiohttp_server, tmp_path, {"default": {"mode": "allow"}}, scripted("echo ok"))
+    run = await run_claude(claude, stack.gateway, tmp_path / "home", tmp_path / "work", env={
+        "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    [listing] = [s for s in stack.sniffer.seen if s.method == "GET" and s.path.startswith("/v1/models")]
+    assert listing.headers["anthropic-version"] and listing.headers["x-api-key"] == CALLER_KEY
+    cached = orjson.loads((tmp_path / "home" / ".claude" / "cache" / "gateway-models.json").read_bytes())
+    assert cached["baseUrl"] == stack.gateway.url
+    assert [(m["id"], m.get("display_name")) for m in cached["models"]] == [(MODEL, MODEL)]

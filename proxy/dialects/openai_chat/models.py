@@ -1,0 +1,14 @@
+"""OpenAI's `GET /v1/models` and `GET /v1/models/{id}` shapes (the openai SDK, `llm`, UIs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "ctxgate"}
+
+
+def model_list(names: Sequence[str]) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(name) for name in names]}
