@@ -1,5 +1,5 @@
 """The checks every dialect makes of a body before reading it: a JSON object, a model named,
-messages given."""
+and for the conversational ones, messages given."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from typing import Any
 from proxy.edge.errors import BadRequest
 
 
-def model_and_messages(body: Any) -> tuple[dict[str, Any], str, list[Any]]:
-    """The body as an object, its `model` and its `messages`; BadRequest naming the field
-    that is missing or of the wrong type."""
+def body_and_model(body: Any) -> tuple[dict[str, Any], str]:
+    """The body as an object and its `model`; BadRequest naming what is missing or of the wrong type."""
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}", code="invalid_body")
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    return body, model
+
+
+def model_and_messages(body: Any) -> tuple[dict[str, Any], str, list[Any]]:
+    """The body as an object, its `model` and its `messages`; BadRequest naming the field
+    that is missing or of the wrong type."""
+    body, model = body_and_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
