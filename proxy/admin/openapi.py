@@ -275,6 +275,15 @@ def _schemas() -> dict[str, Schema]:
         "AnthropicModelPage": _object({
             "data": {"type": "array", "items": _ref("AnthropicModel")}, "has_more": {"type": "boolean"},
             "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}),
+        "EmbeddingsRequest": _object({
+            "model": {"type": "string", "pattern": _NOT_BLANK},
+            "input": {"oneOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1,
+                                                           "items": {"type": "integer"}}}]},
+        }, required=("model", "input"), additionalProperties=True),
         "ChatCompletionRequest": _object({
             "model": {"type": "string", "pattern": _NOT_BLANK},
             "messages": {"type": "array", "minItems": 1, "items": _object(
@@ -326,6 +335,12 @@ def _paths() -> dict[str, Schema]:
                              "text/event-stream": {"schema": {"type": "string"}}}},
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
         tag="openai", body=_ref("ChatCompletionRequest"))
+    embeddings = _operation(
+        "OpenAI embeddings, proxied natively to a route whose provider speaks OpenAI, else through litellm; "
+        "no context pack, never streamed; recorded with the input and the usage, not the vectors.",
+        {"200": _json({"type": "object"}, "The embeddings, as the provider made them."),
+         **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
+        tag="openai", body=_ref("EmbeddingsRequest"))
     messages = _operation(
         "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
         "speaks it, or translated by litellm to one whose provider speaks OpenAI chat: context injected, "
@@ -427,6 +442,8 @@ def _paths() -> dict[str, Schema]:
                                                                            *model["parameters"]]}},
         "/v1/chat/completions": {"post": chat},
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
+        "/v1/embeddings": {"post": embeddings},
+        "/p/{project}/v1/embeddings": {"post": {**embeddings, "parameters": [_path("project", "The project.")]}},
         "/v1/messages": {"post": messages},
         "/p/{project}/v1/messages": {"post": {**messages, "parameters": [_path("project", "The project.")]}},
         "/v1/messages/count_tokens": {"post": count_tokens},

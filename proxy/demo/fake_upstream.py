@@ -7,6 +7,9 @@ last user message. Streams can be split at awkward places, cut mid-way, or held 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -81,6 +84,7 @@ class FakeUpstream:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -100,6 +104,31 @@ class FakeUpstream:
 
     async def _models(self, _: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """EMBEDDING_DIMENSIONS floats per input, made from its text (the same input, the same
+        vector), as floats or base64 as `encoding_format` asks; a scripted error status as for chat."""
+        raw = await request.read()
+        body = orjson.loads(raw)
+        if self.keep_received:
+            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        reply = self.script.popleft() if self.script else Reply()
+        if reply.status != 200:
+            return web.json_response({"error": {"message": reply.error, "type": "fake_error", "param": None,
+                                                 "code": None}}, status=reply.status)
+        given = body["input"]
+        inputs = [given] if isinstance(given, str) or (given and type(given[0]) is int) else given
+        data = []
+        for index, item in enumerate(inputs):
+            vector = fake_embedding(item)
+            encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() \
+                if body.get("encoding_format") == "base64" else vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in inputs)
+        answer: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
+        if reply.usage:
+            answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(answer)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -130,6 +159,14 @@ class FakeUpstream:
                 self.streams_cut.set()
                 return web.Response()  # nobody left to read it
         return web.Response(body=orjson.dumps(_completion(body, reply)), content_type="application/json")
+
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def fake_embedding(item: str | list[int]) -> list[float]:
+    digest = hashlib.sha256(repr(item).encode()).digest()
+    return [byte / 255 for byte in digest[:EMBEDDING_DIMENSIONS]]
 
 
 def _echo(body: dict[str, Any]) -> str:

@@ -22,7 +22,11 @@ from proxy.upstream.resolver import native_route, route_wire
 from proxy.upstream.translate import Translate
 
 OPENAI_CHAT = "openai_chat"
+OPENAI_EMBEDDINGS = "openai_embeddings"
 ANTHROPIC_MESSAGES = "anthropic_messages"
+# The wire a route must speak to carry a call natively: a provider that speaks OpenAI chat
+# serves the rest of OpenAI's API beside it.
+_ROUTE_WIRE = {OPENAI_EMBEDDINGS: OPENAI_CHAT}
 
 
 class Upstream:
@@ -38,7 +42,7 @@ class Upstream:
         provider speaks OpenAI chat (an Anthropic route not carried natively has neither)."""
         if self._native(call) is not None:
             return "native"
-        if call.wire == OPENAI_CHAT or (call.wire == ANTHROPIC_MESSAGES and self._is_translated_message(call)):
+        if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS) or self._is_translated_message(call):
             return "translate"
         raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
                          "declare one (for Anthropic Messages: an anthropic/... model, or a model whose provider "
@@ -58,6 +62,8 @@ class Upstream:
             return await self.native.complete(route, call)
         if self._is_translated_message(call):
             return await self.translate.complete_message(call)
+        if call.wire == OPENAI_EMBEDDINGS:
+            return await self.translate.embed(call)
         return await self.translate.complete(call)
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -86,7 +92,7 @@ class Upstream:
             # Undeclared, with the client's own key: Anthropic's API, as the client would call it.
             return _ANTHROPIC
         route = self._native_routes.get(call.model)
-        return route if route is not None and route.wire == call.wire else None
+        return route if route is not None and route.wire == _ROUTE_WIRE.get(call.wire, call.wire) else None
 
     def _is_translated_message(self, call: UpstreamCall) -> bool:
         """An Anthropic Messages call that litellm translates to its route's OpenAI chat."""

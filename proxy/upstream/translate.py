@@ -52,6 +52,8 @@ _OPENAI_BODY_PARAMS = frozenset({"metadata", "user"})
 _OPENAI_STYLE_PROVIDERS = frozenset({"openai", "azure", "openai_like", "custom_openai", "hosted_vllm", "text-completion-openai"})
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
+# What an embeddings call may set through litellm, which maps them per provider.
+_EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
 # Anthropic Messages parameters with an OpenAI chat counterpart, which litellm's adapter maps
 # (`system` to a system message, `tools` to function tools, `stop_sequences` to `stop`, `thinking`
 # to `reasoning_effort`, `metadata.user_id` to `user`, ...). The others (`top_k`,
@@ -77,6 +79,9 @@ class Translate:
         # Counting tokens for a llama-named model would fetch a tokenizer from Hugging Face:
         # the gateway never reaches out but to its providers (tiktoken's counts stand in).
         litellm.disable_hf_tokenizer_download = True
+        # Retries are the client's call, as they would be without us; litellm's embedding path
+        # reads `max_retries or DEFAULT_MAX_RETRIES`, so our 0 would become its default of 2.
+        litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[attr-defined]  # a constant litellm does not re-export by name
 
     async def warm_up(self) -> float:
         """litellm imports most of its call path on first use (about a second on a small
@@ -147,6 +152,32 @@ class Translate:
             # Only this releases the provider connection when we stop early (client gone):
             # otherwise the provider keeps generating, and billing, until garbage collection.
             await response.aclose()
+
+    async def embed(self, call: UpstreamCall) -> dict[str, Any]:
+        """An embeddings call through `litellm.aembedding`: the answer in OpenAI's shape."""
+        route = self.settings.route_for(call.model)
+        arguments: dict[str, Any] = {"timeout": self.settings.upstream_timeout_s, "max_retries": 0}
+        if route is not None:
+            arguments.update(route.extra)
+            arguments.update(api_key=route.api_key or call.client_api_key)
+            if route.api_base:
+                arguments["api_base"] = route.api_base
+        else:
+            arguments["api_key"] = call.client_api_key
+        extra = {k: v for k, v in call.body.items() if k not in ("model", "input")}
+        unknown = sorted(set(extra) - _EMBEDDING_PARAMS)
+        if unknown:  # litellm's own keyword arguments (api_base, ...) must not come from a body
+            raise UpstreamError(f"parameter {unknown[0]!r} is not carried to this model's provider (carried: "
+                                f"{', '.join(sorted(_EMBEDDING_PARAMS))})", status=400, kind="invalid_request_error",
+                                param=unknown[0], code="unsupported_parameter")
+        try:
+            response = await litellm.aembedding(model=self._model(call), input=call.body["input"], **extra,
+                                                **arguments)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        _strip_litellm_keys(data)
+        return writable(data)
 
     async def complete_message(self, call: UpstreamCall) -> dict[str, Any]:
         """An Anthropic Messages call to a route whose provider speaks OpenAI chat: sent as the
