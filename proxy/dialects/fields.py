@@ -18,6 +18,18 @@ def body_and_model(body: Any) -> tuple[dict[str, Any], str]:
     return body, model
 
 
+def is_text_or_tokens(value: Any) -> bool:
+    """What OpenAI's embeddings `input` and legacy completions `prompt` take: a string, strings,
+    token ids, or arrays of token ids; not empty."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(item, str) for item in value) or all(type(item) is int for item in value):
+        return True
+    return all(isinstance(item, list) and item and all(type(token) is int for token in item) for item in value)
+
+
 def model_and_messages(body: Any) -> tuple[dict[str, Any], str, list[Any]]:
     """The body as an object, its `model` and its `messages`; BadRequest naming the field
     that is missing or of the wrong type."""

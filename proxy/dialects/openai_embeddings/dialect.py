@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.fields import body_and_model
+from proxy.dialects.fields import body_and_model, is_text_or_tokens
 from proxy.dialects.openai_chat.relay import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
 from proxy.edge.wire import error_envelope
@@ -28,7 +28,7 @@ class OpenAIEmbeddings:
 
     def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest:
         body, model = body_and_model(body)
-        if not _is_input(body.get("input")):
+        if not is_text_or_tokens(body.get("input")):
             raise BadRequest("'input' is required: a string, an array of strings, an array of token ids, "
                              "or an array of such arrays, not empty", param="input")
         if body.get("stream"):
@@ -72,16 +72,6 @@ class OpenAIEmbeddings:
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)
-
-
-def _is_input(value: Any) -> bool:
-    if isinstance(value, str):
-        return True
-    if not isinstance(value, list) or not value:
-        return False
-    if all(isinstance(item, str) for item in value) or all(type(item) is int for item in value):
-        return True
-    return all(isinstance(item, list) and item and all(type(token) is int for token in item) for item in value)
 
 
 def _dimensions(embedding: Any) -> int | None:
