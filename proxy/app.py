@@ -21,6 +21,7 @@ from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS,
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
+from proxy.dialects.openai_completions.dialect import OpenAICompletions
 from proxy.dialects.openai_embeddings.dialect import OpenAIEmbeddings
 from proxy.pipeline import models
 from proxy.pipeline.count_tokens import count_tokens_handler
@@ -37,9 +38,10 @@ log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600
 OPENAI_CHAT = OpenAIChat()
 OPENAI_EMBEDDINGS = OpenAIEmbeddings()
+OPENAI_COMPLETIONS = OpenAICompletions()
 ANTHROPIC_MESSAGES = AnthropicMessages()
 DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT, OPENAI_EMBEDDINGS,
-                                                                      ANTHROPIC_MESSAGES)}
+                                                                      OPENAI_COMPLETIONS, ANTHROPIC_MESSAGES)}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -57,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/embeddings", proxy_handler(OPENAI_EMBEDDINGS))
+        app.router.add_post(f"{prefix}/v1/completions", proxy_handler(OPENAI_COMPLETIONS))
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", models.list_models)

@@ -284,6 +284,16 @@ def _schemas() -> dict[str, Schema]:
                 {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1,
                                                            "items": {"type": "integer"}}}]},
         }, required=("model", "input"), additionalProperties=True),
+        "CompletionRequest": _object({
+            "model": {"type": "string", "pattern": _NOT_BLANK},
+            "prompt": {"oneOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1,
+                                                           "items": {"type": "integer"}}}]},
+            "stream": {"type": ["boolean", "null"], "default": False},
+        }, required=("model", "prompt"), additionalProperties=True),
         "ChatCompletionRequest": _object({
             "model": {"type": "string", "pattern": _NOT_BLANK},
             "messages": {"type": "array", "minItems": 1, "items": _object(
@@ -341,6 +351,14 @@ def _paths() -> dict[str, Schema]:
         {"200": _json({"type": "object"}, "The embeddings, as the provider made them."),
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
         tag="openai", body=_ref("EmbeddingsRequest"))
+    completions = _operation(
+        "OpenAI legacy completions, proxied natively to a route whose provider speaks OpenAI, else through "
+        "litellm; no context pack (a raw prompt is the client's own format); recorded.",
+        {"200": {"description": "The text completion, or with `stream: true` server-sent events.",
+                 "content": {"application/json": {"schema": {"type": "object"}},
+                             "text/event-stream": {"schema": {"type": "string"}}}},
+         **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
+        tag="openai", body=_ref("CompletionRequest"))
     messages = _operation(
         "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
         "speaks it, or translated by litellm to one whose provider speaks OpenAI chat: context injected, "
@@ -442,6 +460,8 @@ def _paths() -> dict[str, Schema]:
                                                                            *model["parameters"]]}},
         "/v1/chat/completions": {"post": chat},
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
+        "/v1/completions": {"post": completions},
+        "/p/{project}/v1/completions": {"post": {**completions, "parameters": [_path("project", "The project.")]}},
         "/v1/embeddings": {"post": embeddings},
         "/p/{project}/v1/embeddings": {"post": {**embeddings, "parameters": [_path("project", "The project.")]}},
         "/v1/messages": {"post": messages},

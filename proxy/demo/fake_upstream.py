@@ -85,6 +85,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -129,6 +130,42 @@ class FakeUpstream:
         if reply.usage:
             answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return web.json_response(answer)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy completions: `Reply.text` (else the prompt echoed), whole or streamed in
+        `fragment`-sized chunks, then `[DONE]`; `reset_after_chunks` cuts the stream."""
+        raw = await request.read()
+        body = orjson.loads(raw)
+        if self.keep_received:
+            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        reply = self.script.popleft() if self.script else Reply()
+        if reply.status != 200:
+            return web.json_response({"error": {"message": reply.error, "type": "fake_error", "param": None,
+                                                 "code": None}}, status=reply.status)
+        text = reply.text if reply.text is not None else f"echo: {body['prompt']}"
+        head = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
+        usage = {"prompt_tokens": len(str(body["prompt"]).split()), "completion_tokens": len(text.split()),
+                 "total_tokens": len(str(body["prompt"]).split()) + len(text.split())}
+        if not body.get("stream"):
+            answer = {**head, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]}
+            if reply.usage:
+                answer["usage"] = usage
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunks = [{**head, "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None}]}
+                  for piece in _pieces(text, reply.fragment)]
+        chunks.append({**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
+        if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**head, "choices": [], "usage": usage})
+        for number, chunk in enumerate(chunks):
+            if reply.reset_after_chunks is not None and number >= reply.reset_after_chunks:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            await response.write(sse_frame(chunk))
+        await response.write(SSE_DONE)
+        return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

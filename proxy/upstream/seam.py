@@ -23,10 +23,11 @@ from proxy.upstream.translate import Translate
 
 OPENAI_CHAT = "openai_chat"
 OPENAI_EMBEDDINGS = "openai_embeddings"
+OPENAI_COMPLETIONS = "openai_completions"
 ANTHROPIC_MESSAGES = "anthropic_messages"
 # The wire a route must speak to carry a call natively: a provider that speaks OpenAI chat
 # serves the rest of OpenAI's API beside it.
-_ROUTE_WIRE = {OPENAI_EMBEDDINGS: OPENAI_CHAT}
+_ROUTE_WIRE = {OPENAI_EMBEDDINGS: OPENAI_CHAT, OPENAI_COMPLETIONS: OPENAI_CHAT}
 
 
 class Upstream:
@@ -42,7 +43,7 @@ class Upstream:
         provider speaks OpenAI chat (an Anthropic route not carried natively has neither)."""
         if self._native(call) is not None:
             return "native"
-        if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS) or self._is_translated_message(call):
+        if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS) or self._is_translated_message(call):
             return "translate"
         raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
                          "declare one (for Anthropic Messages: an anthropic/... model, or a model whose provider "
@@ -64,6 +65,8 @@ class Upstream:
             return await self.translate.complete_message(call)
         if call.wire == OPENAI_EMBEDDINGS:
             return await self.translate.embed(call)
+        if call.wire == OPENAI_COMPLETIONS:
+            return await self.translate.complete_text(call)
         return await self.translate.complete(call)
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -73,6 +76,8 @@ class Upstream:
             return self.native.stream(route, call)
         if self._is_translated_message(call):
             return self.translate.stream_message(call)
+        if call.wire == OPENAI_COMPLETIONS:
+            return self.translate.stream_text(call)
         return self.translate.stream(call)
 
     async def count_message_tokens(self, call: UpstreamCall) -> dict[str, Any]:

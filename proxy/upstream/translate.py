@@ -52,8 +52,12 @@ _OPENAI_BODY_PARAMS = frozenset({"metadata", "user"})
 _OPENAI_STYLE_PROVIDERS = frozenset({"openai", "azure", "openai_like", "custom_openai", "hosted_vllm", "text-completion-openai"})
 _LITELLM_ONLY_KEYS = ("provider_specific_fields", "citations")
 _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}
-# What an embeddings call may set through litellm, which maps them per provider.
+# What an embeddings or legacy completions call may set through litellm, which maps them per provider.
 _EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
+_TEXT_COMPLETION_PARAMS = frozenset({
+    "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
+    "seed", "stop", "stream_options", "suffix", "temperature", "top_p", "user",
+})
 # Anthropic Messages parameters with an OpenAI chat counterpart, which litellm's adapter maps
 # (`system` to a system message, `tools` to function tools, `stop_sequences` to `stop`, `thinking`
 # to `reasoning_effort`, `metadata.user_id` to `user`, ...). The others (`top_k`,
@@ -155,29 +159,70 @@ class Translate:
 
     async def embed(self, call: UpstreamCall) -> dict[str, Any]:
         """An embeddings call through `litellm.aembedding`: the answer in OpenAI's shape."""
-        route = self.settings.route_for(call.model)
-        arguments: dict[str, Any] = {"timeout": self.settings.upstream_timeout_s, "max_retries": 0}
-        if route is not None:
-            arguments.update(route.extra)
-            arguments.update(api_key=route.api_key or call.client_api_key)
-            if route.api_base:
-                arguments["api_base"] = route.api_base
-        else:
-            arguments["api_key"] = call.client_api_key
-        extra = {k: v for k, v in call.body.items() if k not in ("model", "input")}
-        unknown = sorted(set(extra) - _EMBEDDING_PARAMS)
-        if unknown:  # litellm's own keyword arguments (api_base, ...) must not come from a body
-            raise UpstreamError(f"parameter {unknown[0]!r} is not carried to this model's provider (carried: "
-                                f"{', '.join(sorted(_EMBEDDING_PARAMS))})", status=400, kind="invalid_request_error",
-                                param=unknown[0], code="unsupported_parameter")
+        arguments = self._carried(call, "input", _EMBEDDING_PARAMS)
         try:
-            response = await litellm.aembedding(model=self._model(call), input=call.body["input"], **extra,
-                                                **arguments)
+            response = await litellm.aembedding(**arguments)
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         _strip_litellm_keys(data)
         return writable(data)
+
+    async def complete_text(self, call: UpstreamCall) -> dict[str, Any]:
+        """A legacy completions call through `litellm.atext_completion`: a `text_completion`."""
+        arguments = self._carried(call, "prompt", _TEXT_COMPLETION_PARAMS)
+        try:
+            response = await litellm.atext_completion(**arguments, stream=False)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        _strip_litellm_keys(data)
+        return writable(data)
+
+    async def stream_text(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
+        """The same, streamed: litellm's text completion chunks, one event a batch."""
+        arguments = self._carried(call, "prompt", _TEXT_COMPLETION_PARAMS)
+        try:
+            response = await litellm.atext_completion(**arguments, stream=True)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        try:
+            async for chunk in response:
+                data: dict[str, Any] = chunk.model_dump(exclude_none=True)
+                _strip_litellm_keys(data)
+                data["model"] = call.model
+                for choice in data.get("choices", ()):
+                    choice.setdefault("text", "")  # OpenAI's chunks always carry one; litellm's last has none
+                    choice.setdefault("finish_reason", None)
+                yield [StreamEvent(data=writable(data))]
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        finally:
+            close = getattr(response, "aclose", None)  # as in stream(): releases the provider's connection
+            if close is not None:
+                await close()
+
+    def _carried(self, call: UpstreamCall, given: str, carried: frozenset[str]) -> dict[str, Any]:
+        """litellm's keyword arguments for a call that is not chat: the route's, and of the body
+        `model`, the `given` text and the `carried` parameters (400 for any other: litellm's own
+        arguments, such as `api_base`, must never come from a body)."""
+        extra = {k: v for k, v in call.body.items() if k not in ("model", given, "stream")}
+        unknown = sorted(set(extra) - carried)
+        if unknown:
+            raise UpstreamError(f"parameter {unknown[0]!r} is not carried to this model's provider (carried: "
+                                f"{', '.join(sorted(carried))})", status=400, kind="invalid_request_error",
+                                param=unknown[0], code="unsupported_parameter")
+        route = self.settings.route_for(call.model)
+        arguments: dict[str, Any] = {"timeout": self.settings.upstream_timeout_s, "max_retries": 0, **extra}
+        if route is not None:
+            arguments.update(route.extra)
+            arguments["api_key"] = route.api_key or call.client_api_key
+            if route.api_base:
+                arguments["api_base"] = route.api_base
+        else:
+            arguments["api_key"] = call.client_api_key
+        arguments.update({"model": self._model(call), given: call.body[given]})
+        return arguments
 
     async def complete_message(self, call: UpstreamCall) -> dict[str, Any]:
         """An Anthropic Messages call to a route whose provider speaks OpenAI chat: sent as the
