@@ -337,3 +337,19 @@ async def test_a_provider_answer_orjson_cannot_write_is_passed_on_and_recorded(
     [record] = await gateway.recorded(1)
     assert record.status == "ok" and record.response["content"].startswith("half ")
     assert gateway.app[CAPTURE_WRITER].dead_letters_total == 0
+
+
+@pytest.mark.parametrize(("path", "field"), [("/v1/embeddings", "input"), ("/v1/completions", "prompt")])
+async def test_the_embeddings_and_completions_routes_answer_bad_input_with_400(
+    gateway: Gateway, upstream: FakeUpstream, path: str, field: str
+) -> None:
+    bad = [b"[1, 2]", b"\xff\xfe{", b'{"model": 5, "' + field.encode() + b'": "x"}',
+           orjson.dumps({"model": MODEL, field: {"a": 1}}), orjson.dumps({"model": MODEL, field: [[1], "x"]}),
+           json.dumps({"model": MODEL, field: nested(300)}).encode()]
+    async with aiohttp.ClientSession() as session:
+        for body in bad:
+            response = await session.post(gateway.url + path, data=body, headers={"Content-Type": "application/json"})
+            answer = await response.json()
+            assert response.status == 400 and answer["error"]["message"], (body, answer)
+    assert upstream.received == []
+    await still_recording(gateway, 0)
