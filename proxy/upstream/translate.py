@@ -122,13 +122,7 @@ class Translate:
             response = await litellm.acompletion(**self._arguments(call))
         except Exception as error:  # boundary: every provider failure becomes an UpstreamError
             raise self._error(error, call) from error
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
-        _strip_litellm_keys(data)
-        if _is_made_up_usage(data.get("usage")):
-            # litellm gives a reply without usage one of zeros: the provider reported none, as
-            # on the native transport, and the gateway counts it itself (capture.writer).
-            del data["usage"]
-        return writable(data)  # a provider may send what orjson will not write (a lone surrogate)
+        return _without_made_up_usage(response.model_dump(exclude_none=True))
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
         try:
@@ -164,9 +158,7 @@ class Translate:
             response = await litellm.aembedding(**arguments)
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
-        _strip_litellm_keys(data)
-        return writable(data)
+        return _without_made_up_usage(response.model_dump(exclude_none=True))
 
     async def complete_text(self, call: UpstreamCall) -> dict[str, Any]:
         """A legacy completions call through `litellm.atext_completion`: a `text_completion`."""
@@ -175,9 +167,7 @@ class Translate:
             response = await litellm.atext_completion(**arguments, stream=False)
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
-        _strip_litellm_keys(data)
-        return writable(data)
+        return _without_made_up_usage(response.model_dump(exclude_none=True))
 
     async def stream_text(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
         """The same, streamed: litellm's text completion chunks, one event a batch."""
@@ -191,6 +181,10 @@ class Translate:
                 data: dict[str, Any] = chunk.model_dump(exclude_none=True)
                 _strip_litellm_keys(data)
                 data["model"] = call.model
+                if _is_made_up_usage(data.get("usage")):  # as in stream(): the gateway counts it itself
+                    del data["usage"]
+                    if not data.get("choices"):
+                        continue
                 for choice in data.get("choices", ()):
                     choice.setdefault("text", "")  # OpenAI's chunks always carry one; litellm's last has none
                     choice.setdefault("finish_reason", None)
@@ -339,9 +333,8 @@ class Translate:
         call it from a thread."""
         route = self.settings.route_for(model_name)
         model = route.model if route else model_name
-        prompt_tokens = litellm.token_counter(model=model, messages=prompt) if isinstance(prompt, list) else 0
         completion = litellm.token_counter(model=model, text=completion_text) if completion_text else 0
-        return int(prompt_tokens), int(completion)
+        return _prompt_tokens(model, prompt), int(completion)
 
     def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
         route = self.settings.route_for(call.model)
@@ -369,6 +362,34 @@ class Translate:
             arguments["extra_body"] = extra_body
         arguments.update(messages=call.body["messages"], stream=call.stream)
         return arguments
+
+
+def _without_made_up_usage(data: dict[str, Any]) -> dict[str, Any]:
+    """A reply litellm made into a dict, without litellm's keys and without the usage of zeros
+    it puts in a reply that had none: the provider reported none, as on the native transport,
+    and the gateway counts it itself (capture.writer) and says so in the record. Made writable:
+    a provider may send what orjson will not write (a lone surrogate)."""
+    _strip_litellm_keys(data)
+    if _is_made_up_usage(data.get("usage")):
+        del data["usage"]
+    return writable(data)
+
+
+def _prompt_tokens(model: str, prompt: Any) -> int:
+    """A recorded prompt's tokens, whichever wire wrote it: chat messages, Anthropic's
+    `{system, messages}`, or the text, texts or token ids of embeddings and legacy completions."""
+    if isinstance(prompt, str):
+        return int(litellm.token_counter(model=model, text=prompt))
+    if isinstance(prompt, dict) and isinstance(prompt.get("messages"), list):
+        system = prompt.get("system")
+        return int(litellm.token_counter(model=model, messages=[
+            *([{"role": "system", "content": system}] if system else []), *prompt["messages"]]))
+    if not isinstance(prompt, list):
+        return 0
+    if all(isinstance(item, dict) for item in prompt):
+        return int(litellm.token_counter(model=model, messages=prompt))
+    return sum(int(litellm.token_counter(model=model, text=item)) if isinstance(item, str)
+               else len(item) if isinstance(item, list) else 1 for item in prompt)
 
 
 def _speaks_openai(model: str) -> bool:

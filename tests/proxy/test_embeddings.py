@@ -81,3 +81,14 @@ async def test_a_providers_error_reaches_the_sdk_with_its_status(gateway: Gatewa
     assert len(upstream.received) == 1  # retrying is the client's call, never the gateway's
     [record] = await gateway.recorded()
     assert record.status == "upstream_error" and record.wire == "openai_embeddings"
+
+
+async def test_a_provider_that_reports_no_usage_has_the_input_counted_by_the_gateway(
+    gateway: Gateway, upstream: FakeUpstream
+) -> None:
+    upstream.push(Reply(usage=False))
+    await client(gateway).embeddings.create(model=EMBEDDER, input=["the prod VPC is 10.0.0.0/16", "deploys"],
+                                            encoding_format="float")
+    [record] = await gateway.recorded()
+    assert record.usage_source == "counted" and record.prompt_tokens and record.prompt_tokens > 5
+    assert record.completion_tokens == 0

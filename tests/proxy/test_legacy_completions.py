@@ -88,3 +88,13 @@ async def test_bad_input_is_refused_before_the_provider_is_called(gateway: Gatew
             answer = await response.json()
             assert response.status == 400 and answer["error"]["param"] == param, answer
     assert upstream.received == []
+
+
+async def test_a_provider_that_reports_no_usage_has_it_counted_by_the_gateway(
+    gateway: Gateway, upstream: FakeUpstream
+) -> None:
+    upstream.push(Reply(text=TEXT, usage=False))
+    await client(gateway).completions.create(model=COMPLETER, prompt=PROMPT)
+    [record] = await gateway.recorded()
+    assert record.usage_source == "counted" and record.prompt_tokens and record.prompt_tokens > 3
+    assert record.completion_tokens and record.completion_tokens > 10
