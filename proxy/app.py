@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", models.list_models)
-        app.router.add_get(f"{prefix}/v1/models/{{model}}", models.get_model)
+        app.router.add_get(f"{prefix}/v1/models/{{model:.+}}", models.get_model)  # names may hold `/`
         app.router.add_route("HEAD", prefix or "/", answer_head)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)

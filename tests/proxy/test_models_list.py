@@ -17,7 +17,7 @@ from proxy.config.settings import ModelRoute
 from proxy.demo.fake_upstream import FakeUpstream
 from tests.conftest import Gateway, make_gateway
 
-NAMES = [f"claude-{n:02d}" for n in range(25)] + ["gpt-test"]
+NAMES = [f"claude-{n:02d}" for n in range(25)] + ["gpt-test", "org/model-x"]
 SCOPED = "ctxg-scoped-0123456789abcdefghij"
 
 
@@ -34,7 +34,9 @@ async def test_the_anthropic_sdk_pages_through_every_model(gateway: Gateway) -> 
     assert [m.id for m in first.data] == NAMES[:20] and first.has_more and first.last_id == NAMES[19]
     assert [m.id async for m in client.models.list()] == NAMES  # the SDK follows after_id to the end
     before = await client.models.list(before_id="claude-05", limit=3)
-    assert [m.id for m in before.data] == ["claude-02", "claude-03", "claude-04"]
+    assert [m.id for m in before.data] == ["claude-02", "claude-03", "claude-04"] and before.has_more
+    assert (await client.models.list(before_id="claude-03", limit=3)).has_more is False
+    assert (await client.models.list(after_id="claude-24", limit=2)).has_more is False
     model = await client.models.retrieve("claude-07")
     assert (model.id, model.type, model.display_name) == ("claude-07", "model", "claude-07")
     with pytest.raises(anthropic.NotFoundError) as caught:
@@ -47,14 +49,17 @@ async def test_the_openai_sdk_lists_and_retrieves_in_openais_shape(gateway: Gate
     client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-client", max_retries=0)
     assert [m.id async for m in client.models.list()] == NAMES
     assert (await client.models.retrieve("gpt-test")).owned_by == "ctxgate"
+    assert (await client.models.retrieve("org/model-x")).id == "org/model-x"  # a name with a slash
     with pytest.raises(openai.NotFoundError) as caught:
         await client.models.retrieve("gpt-nope")
     assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]
 
 
-async def test_a_bad_page_size_is_refused_in_anthropics_shape(gateway: Gateway) -> None:
+@pytest.mark.parametrize("query", ["limit=1001", "limit=0", "limit=%C2%B2", "limit=-1", "limit=", "after_id=nope",
+                                   "before_id=nope"])
+async def test_a_bad_page_is_refused_in_anthropics_shape(gateway: Gateway, query: str) -> None:
     async with aiohttp.ClientSession() as session:
-        response = await session.get(gateway.url + "/v1/models?limit=1001", headers={"anthropic-version": "2023-06-01"})
+        response = await session.get(gateway.url + "/v1/models?" + query, headers={"anthropic-version": "2023-06-01"})
         body = await response.json()
     assert response.status == 400 and body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
 

@@ -18,21 +18,30 @@ def model_object(name: str) -> dict[str, Any]:
 
 
 def model_page(names: Sequence[str], query: Mapping[str, str]) -> dict[str, Any]:
-    """One page of `names`, in order: `limit` of them after `after_id` or before `before_id`."""
+    """One page of `names`, in order: `limit` of them after `after_id`, or the `limit` just
+    before `before_id`; `has_more` says whether more lie beyond the page in that direction."""
     limit = _limit(query.get("limit"))
     after, before = query.get("after_id"), query.get("before_id")
-    if after is not None and after in names:
-        names = names[names.index(after) + 1:]
-    elif before is not None and before in names:
-        names = names[:names.index(before)][-limit:]
-    page = list(names[:limit])
-    return {"data": [model_object(name) for name in page], "has_more": len(names) > len(page),
+    if before is not None:
+        earlier = names[:_position(names, before, "before_id")]
+        page, has_more = list(earlier[-limit:]), len(earlier) > limit
+    else:
+        later = names[_position(names, after, "after_id") + 1:] if after is not None else names
+        page, has_more = list(later[:limit]), len(later) > limit
+    return {"data": [model_object(name) for name in page], "has_more": has_more,
             "first_id": page[0] if page else None, "last_id": page[-1] if page else None}
+
+
+def _position(names: Sequence[str], name: str, param: str) -> int:
+    if name not in names:
+        raise BadRequest(f"{param} {name!r} is not a model of this gateway", param=param)
+    return names.index(name)
 
 
 def _limit(given: str | None) -> int:
     if given is None:
         return DEFAULT_LIMIT
-    if not given.isdigit() or not 1 <= int(given) <= MAX_LIMIT:
+    # isdecimal, not isdigit: int() refuses digits such as '²' that isdigit accepts.
+    if not (given.isascii() and given.isdecimal()) or not 1 <= int(given) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", param="limit")
     return int(given)
