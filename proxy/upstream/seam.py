@@ -43,6 +43,12 @@ class Upstream:
         provider speaks OpenAI chat (an Anthropic route not carried natively has neither)."""
         if self._native(call) is not None:
             return "native"
+        if call.wire == OPENAI_COMPLETIONS and call.stream:
+            # litellm's text-completion stream hides whether the provider finished it and
+            # whether the usage at its end is the provider's or litellm's count.
+            raise BadRequest(f"model {call.model!r}: a streamed legacy completion is carried only to a provider "
+                             "that speaks OpenAI's API natively; ask without stream, or use chat completions",
+                             param="stream", code="stream_not_carried")
         if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS) or self._is_translated_message(call):
             return "translate"
         raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
@@ -76,8 +82,6 @@ class Upstream:
             return self.native.stream(route, call)
         if self._is_translated_message(call):
             return self.translate.stream_message(call)
-        if call.wire == OPENAI_COMPLETIONS:
-            return self.translate.stream_text(call)
         return self.translate.stream(call)
 
     async def count_message_tokens(self, call: UpstreamCall) -> dict[str, Any]:

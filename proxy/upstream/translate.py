@@ -56,7 +56,7 @@ _WARM_UP_TOOL = {"type": "function", "function": {"name": "warm_up", "parameters
 _EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
 _TEXT_COMPLETION_PARAMS = frozenset({
     "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
-    "seed", "stop", "stream_options", "suffix", "temperature", "top_p", "user",
+    "seed", "stop", "suffix", "temperature", "top_p", "user",
 })
 # Anthropic Messages parameters with an OpenAI chat counterpart, which litellm's adapter maps
 # (`system` to a system message, `tools` to function tools, `stop_sequences` to `stop`, `thinking`
@@ -161,40 +161,14 @@ class Translate:
         return _without_made_up_usage(response.model_dump(exclude_none=True))
 
     async def complete_text(self, call: UpstreamCall) -> dict[str, Any]:
-        """A legacy completions call through `litellm.atext_completion`: a `text_completion`."""
+        """A legacy completions call through `litellm.atext_completion`: a `text_completion`
+        (never streamed: the seam refuses that, see `Upstream.transport_for`)."""
         arguments = self._carried(call, "prompt", _TEXT_COMPLETION_PARAMS)
         try:
             response = await litellm.atext_completion(**arguments, stream=False)
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
         return _without_made_up_usage(response.model_dump(exclude_none=True))
-
-    async def stream_text(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
-        """The same, streamed: litellm's text completion chunks, one event a batch."""
-        arguments = self._carried(call, "prompt", _TEXT_COMPLETION_PARAMS)
-        try:
-            response = await litellm.atext_completion(**arguments, stream=True)
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        try:
-            async for chunk in response:
-                data: dict[str, Any] = chunk.model_dump(exclude_none=True)
-                _strip_litellm_keys(data)
-                data["model"] = call.model
-                if _is_made_up_usage(data.get("usage")):  # as in stream(): the gateway counts it itself
-                    del data["usage"]
-                    if not data.get("choices"):
-                        continue
-                for choice in data.get("choices", ()):
-                    choice.setdefault("text", "")  # OpenAI's chunks always carry one; litellm's last has none
-                    choice.setdefault("finish_reason", None)
-                yield [StreamEvent(data=writable(data))]
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        finally:
-            close = getattr(response, "aclose", None)  # as in stream(): releases the provider's connection
-            if close is not None:
-                await close()
 
     def _carried(self, call: UpstreamCall, given: str, carried: frozenset[str]) -> dict[str, Any]:
         """litellm's keyword arguments for a call that is not chat: the route's, and of the body
