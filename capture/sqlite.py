@@ -339,8 +339,10 @@ class SQLiteStore:
             with _transaction(db):
                 db.execute(sql, tuple(values.values()))
 
-        await self._run(insert)
-        self._version_read = None
+        try:
+            await self._run(insert)
+        finally:  # even when the caller is cancelled once the thread has committed
+            self._version_read = None
 
     async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
         where, args = ("WHERE project = ?", [project]) if project else ("", [])
@@ -365,9 +367,10 @@ class SQLiteStore:
             with _transaction(db):
                 return bool(db.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount)
 
-        deleted = await self._run(delete)
-        self._version_read = None
-        return deleted
+        try:
+            return await self._run(delete)
+        finally:
+            self._version_read = None
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         asked_now = (project, text, limit, MATCH_BUDGET)
@@ -455,9 +458,10 @@ class SQLiteStore:
                 )
             return changed
 
-        changed = await self._run(replace)
-        self._version_read = None
-        return changed
+        try:
+            return await self._run(replace)
+        finally:
+            self._version_read = None
 
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()

@@ -142,6 +142,14 @@ class CaptureWriter:
         """Up to `batch_size` records; waits for one unless something else is due (records
         held, a spool to replay once the store may be asked again) or the writer is stopping,
         and for the rest of the window since the last batch was taken."""
+        # At most one batch a window: under load the records of a window share one transaction
+        # (one commit, each page they share written once) instead of a few records each. A
+        # record after a quiet spell is stored at once. The wait comes before anything is taken
+        # off the queue: a writer cancelled in it leaves every record queued, for stop() to spool.
+        window_left_s = self._last_batch_at + self.batch_window_s - time.monotonic()
+        if window_left_s > 0 and not self._held and self._queue.qsize() < self.batch_size \
+                and not self._stopping.is_set():
+            await asyncio.sleep(window_left_s)
         if self._queue.empty():
             if self._held or self._stopping.is_set():
                 return []
@@ -156,12 +164,6 @@ class CaptureWriter:
             batch = [getter.result()]
         else:
             batch = [self._queue.get_nowait()]
-        # At most one batch a window: under load the records of a window share one transaction
-        # (one commit, each page they share written once) instead of a few records each. A
-        # record after a quiet spell is stored at once.
-        wait_s = self._last_batch_at + self.batch_window_s - time.monotonic()
-        if wait_s > 0 and self._queue.qsize() < self.batch_size and not self._stopping.is_set():
-            await asyncio.sleep(wait_s)
         self._last_batch_at = time.monotonic()
         while len(batch) < self.batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())

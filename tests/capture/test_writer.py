@@ -86,6 +86,24 @@ async def test_batches_everything_submitted(tmp_path: Path) -> None:
     assert await stored_prompts(tmp_path / "db") == [f"p{n:02}" for n in range(35)]
 
 
+async def test_records_that_arrive_within_a_window_share_a_batch_and_one_after_a_quiet_spell_goes_at_once(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(str(tmp_path / "db"))
+    await store.open()
+    writer = CaptureWriter(store, spool=None, batch_window_s=0.5)
+    await writer.start()
+    writer.submit(interaction("first"))  # after a quiet spell: taken at once, alone
+    await asyncio.wait_for(writer.wait_written(1), 0.4)  # well within the window
+    for n in range(5):  # within the window that batch opened: they wait for it, and go together
+        writer.submit(interaction(f"burst-{n}"))
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(writer.wait_written(6), 5)
+    await writer.stop()
+    await store.close()
+    assert store.batches == [1, 5]
+
+
 @pytest.mark.parametrize("poison", [
     pytest.param(lambda i: replace(i, prompt_tokens=2**63), id="integer past 64 bits"),
     pytest.param(lambda i: replace(i, session_id="s\udcff"), id="text that is not UTF-8"),
