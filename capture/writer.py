@@ -173,7 +173,7 @@ class CaptureWriter:
         """Store the oldest held records, else spool them, else keep them and wait a little.
         True when they are stored or spooled."""
         batch = list(self._held)[: self.batch_size]
-        if self.usage_counter is not None and any(i.prompt_tokens is None for i in batch):
+        if self.usage_counter is not None and any(_needs_count(i) for i in batch):
             batch = await asyncio.to_thread(self._with_usage, batch)
         if self._store_is_due():
             try:
@@ -283,7 +283,7 @@ class CaptureWriter:
         assert self.usage_counter is not None
         counted = []
         for interaction in batch:
-            if interaction.prompt_tokens is None:
+            if _needs_count(interaction):
                 try:
                     prompt, completion = self.usage_counter(interaction)
                 except Exception:  # boundary: counting is best effort, the record is what matters
@@ -328,3 +328,10 @@ class CaptureWriter:
         except SpoolUnavailable as error:
             self.dropped_total += len(records)
             log.error("capture_lost", count=len(records), reason=str(error), store_error=self.store_error)
+
+
+def _needs_count(interaction: Interaction) -> bool:
+    """No prompt count, and an answer the provider was paid for, if only in part: a call it
+    refused (a 429, a 529 Claude Code retries) had no tokens to count, and counting its prompt
+    would swell the session's totals with tokens nobody billed."""
+    return interaction.prompt_tokens is None and interaction.response is not None

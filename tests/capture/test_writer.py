@@ -266,7 +266,9 @@ async def test_records_the_provider_gave_no_counts_are_counted_and_say_so(tmp_pa
     await writer.start()
     reported = replace(interaction("reported"), prompt_tokens=11, completion_tokens=2, usage_source="provider",
                        cache_read_tokens=4)
-    for record in (interaction("unreported"), reported, interaction("uncountable")):
+    refused = replace(interaction("refused"), status="upstream_error", error="429: slow down")  # no answer
+    for record in (replace(interaction("unreported"), response="an answer"), reported,
+                   replace(interaction("uncountable"), response="an answer"), refused):
         writer.submit(record)
     await writer.flush()
     await writer.stop()
@@ -274,5 +276,5 @@ async def test_records_the_provider_gave_no_counts_are_counted_and_say_so(tmp_pa
     found = {str(i.prompt): i for i in [await store.get_interaction(i) for i in ids] if i is not None}
     await store.close()
     assert [(found[p].usage_source, found[p].prompt_tokens, found[p].completion_tokens, found[p].cache_read_tokens)
-            for p in ("unreported", "reported", "uncountable")] == [
-        ("counted", 7, 3, None), ("provider", 11, 2, 4), (None, None, None, None)]
+            for p in ("unreported", "reported", "uncountable", "refused")] == [
+        ("counted", 7, 3, None), ("provider", 11, 2, 4), (None, None, None, None), (None, None, None, None)]
