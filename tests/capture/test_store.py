@@ -7,10 +7,15 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
+import capture.sqlite
 from capture.knowledge import new_memory
 from capture.migrations import MIGRATIONS
 from capture.records import Interaction, InteractionQuery, new_interaction_id
-from capture.sqlite import KNOWLEDGE_VERSION_TTL_S, SQLiteStore
+from capture.sqlite import SQLiteStore
+
+SHORT_TTL_S = 0.05  # the knowledge-version TTL these tests run with, so that outliving it is quick
 
 
 def interaction(**fields: object) -> Interaction:
@@ -96,8 +101,9 @@ async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
         raise AssertionError("expected StoreUnavailable")
 
 
-async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path) -> None:
+async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A request's context search must not queue behind a capture batch or an ingest transaction.
+    monkeypatch.setattr(capture.sqlite, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
     store = SQLiteStore(str(tmp_path / "x.db"))
     await store.open()
     await store.add_memory(new_memory("atmos", "The prod VPC CIDR is 10.0.0.0/16"))
@@ -115,20 +121,23 @@ async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path
     assert not writing.done() and [m.content for m in memories] == ["The prod VPC CIDR is 10.0.0.0/16"]
     release.set()
     await writing
-    await asyncio.sleep(KNOWLEDGE_VERSION_TTL_S)  # written past the store's methods, as by another process
+    await asyncio.sleep(2 * SHORT_TTL_S)  # written past the store's methods, as by another process
     memories, _ = await store.search_knowledge("atmos", "prod VPC CIDR", 5)
     assert [m.content for m in memories] == ["The prod VPC CIDR is 10.9.0.0/16"]
     await store.close()
 
 
-async def test_knowledge_written_elsewhere_is_found_within_the_version_ttl_and_here_at_once(tmp_path: Path) -> None:
+async def test_knowledge_written_elsewhere_is_found_within_the_version_ttl_and_here_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capture.sqlite, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
     here, elsewhere = SQLiteStore(str(tmp_path / "x.db")), SQLiteStore(str(tmp_path / "x.db"))  # two processes
     await here.open()
     await elsewhere.open()
     assert await here.search_knowledge("atmos", "ledger port", 5) == ([], [])
     await elsewhere.add_memory(new_memory("atmos", "The ledger port is 7311"))
     assert await here.search_knowledge("atmos", "ledger port", 5) == ([], [])  # its version read still stands
-    await asyncio.sleep(KNOWLEDGE_VERSION_TTL_S)
+    await asyncio.sleep(2 * SHORT_TTL_S)
     assert [m.content for m in (await here.search_knowledge("atmos", "ledger port", 5))[0]] == ["The ledger port is 7311"]
     await here.add_memory(new_memory("atmos", "The ledger port moved to 7312"))
     found = [m.content for m in (await here.search_knowledge("atmos", "ledger port", 5))[0]]
