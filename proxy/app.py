@@ -23,7 +23,7 @@ from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
 from proxy.dialects.openai_completions.dialect import OpenAICompletions
 from proxy.dialects.openai_embeddings.dialect import OpenAIEmbeddings
-from proxy.pipeline import models
+from proxy.pipeline.models import model_handlers
 from proxy.pipeline.count_tokens import count_tokens_handler
 from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
@@ -56,14 +56,15 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _retention])
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
+    list_models, get_model = model_handlers(OPENAI_CHAT, {ANTHROPIC_MESSAGES.marker_header: ANTHROPIC_MESSAGES})
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/embeddings", proxy_handler(OPENAI_EMBEDDINGS))
         app.router.add_post(f"{prefix}/v1/completions", proxy_handler(OPENAI_COMPLETIONS))
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
-        app.router.add_get(f"{prefix}/v1/models", models.list_models)
-        app.router.add_get(f"{prefix}/v1/models/{{model:.+}}", models.get_model)  # names may hold `/`
+        app.router.add_get(f"{prefix}/v1/models", list_models)
+        app.router.add_get(f"{prefix}/v1/models/{{model:.+}}", get_model)  # names may hold `/`
         app.router.add_route("HEAD", prefix or "/", answer_head)
     app.router.add_post("/interactions", capture_api.record_interaction)
     app.router.add_get("/interactions", capture_api.list_interactions)

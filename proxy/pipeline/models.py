@@ -1,42 +1,53 @@
 """`GET /v1/models` and `GET /v1/models/{model}`: the declared models the caller's key may use,
-in the shape of the dialect that asked (an Anthropic client sends `anthropic-version`; anything
-else gets OpenAI's), errors likewise."""
+in the shape of the dialect that asked (the one whose marker header the request carries, else
+the default one), errors likewise."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from proxy.appkeys import KEYRING, SETTINGS
-from proxy.dialects.anthropic_messages import models as anthropic_models
-from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
-from proxy.dialects.openai_chat import models as openai_models
-from proxy.edge.errors import ERROR_BODY, NotFound
+from proxy.edge.errors import ERROR_BODY, GatewayError, NotFound
 from proxy.edge.wire import json_response
 from proxy.pipeline.identity import caller_key
 
-_ANTHROPIC = AnthropicMessages()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def list_models(request: web.Request) -> web.Response:
-    if _asks_in_anthropics_shape(request):
-        return json_response(anthropic_models.model_page(_usable_models(request), request.query))
-    return json_response(openai_models.model_list(_usable_models(request)))
+class ModelShapes(Protocol):
+    """A dialect's way of listing models."""
+
+    def model_list(self, names: Sequence[str], query: Mapping[str, str]) -> dict[str, Any]: ...
+
+    def model_object(self, name: str) -> dict[str, Any]: ...
+
+    def error_body(self, error: GatewayError) -> dict[str, Any]: ...
 
 
-async def get_model(request: web.Request) -> web.Response:
-    name = request.match_info["model"]
-    anthropic = _asks_in_anthropics_shape(request)
-    if name not in _usable_models(request):
-        raise NotFound(f"model {name!r} is not available through this gateway", param="model",
-                       code="model_not_found")
-    return json_response(anthropic_models.model_object(name) if anthropic else openai_models.model_object(name))
+def model_handlers(default: ModelShapes, by_header: Mapping[str, ModelShapes]) -> tuple[Handler, Handler]:
+    """(list, get) for the models routes: in the shape of the dialect whose header in
+    `by_header` the request carries, else `default`'s."""
 
+    def shapes_for(request: web.Request) -> ModelShapes:
+        shapes = next((s for header, s in by_header.items() if header in request.headers), default)
+        request[ERROR_BODY] = shapes.error_body
+        return shapes
 
-def _asks_in_anthropics_shape(request: web.Request) -> bool:
-    if "anthropic-version" not in request.headers:
-        return False
-    request[ERROR_BODY] = _ANTHROPIC.error_body
-    return True
+    async def list_models(request: web.Request) -> web.StreamResponse:
+        shapes = shapes_for(request)
+        return json_response(shapes.model_list(_usable_models(request), request.query))
+
+    async def get_model(request: web.Request) -> web.StreamResponse:
+        shapes, name = shapes_for(request), request.match_info["model"]
+        if name not in _usable_models(request):
+            raise NotFound(f"model {name!r} is not available through this gateway", param="model",
+                           code="model_not_found")
+        return json_response(shapes.model_object(name))
+
+    return list_models, get_model
 
 
 def _usable_models(request: web.Request) -> list[str]:

@@ -3,11 +3,11 @@ pipeline."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.anthropic_messages import messages_request
+from proxy.dialects.anthropic_messages import messages_request, models
 from proxy.dialects.anthropic_messages.assembly import completion_text, recorded_reply, usage_of
 from proxy.dialects.anthropic_messages.gate import MessagesStreamGate, enforce_message
 from proxy.dialects.anthropic_messages.relay import MessagesStreamRelay
@@ -25,6 +25,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 class AnthropicMessages:
     wire = messages_request.WIRE
+    marker_header = "anthropic-version"  # every Anthropic client sends it: how a GET says who asks
 
     def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest:
         return messages_request.parse_messages_request(body, headers)
@@ -70,6 +71,12 @@ class AnthropicMessages:
         kind = error.provider_type if isinstance(error, UpstreamError) and error.provider_type else \
             _ERROR_TYPES.get(error.status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+    def model_list(self, names: Sequence[str], query: Mapping[str, str]) -> dict[str, Any]:
+        return models.model_page(names, query)
+
+    def model_object(self, name: str) -> dict[str, Any]:
+        return models.model_object(name)
 
 
 def _is_error_body(body: dict[str, Any]) -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.openai_chat import chat_request
+from proxy.dialects.openai_chat import chat_request, models
 from proxy.dialects.openai_chat.assembly import completion_text
 from proxy.dialects.openai_chat.gate import StreamToolGate, enforce_completion
 from proxy.dialects.openai_chat.relay import ChatStreamRelay, usage_of
@@ -58,3 +58,9 @@ class OpenAIChat:
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)
+
+    def model_list(self, names: Sequence[str], query: Mapping[str, str]) -> dict[str, Any]:
+        return models.model_list(names, query)
+
+    def model_object(self, name: str) -> dict[str, Any]:
+        return models.model_object(name)
