@@ -83,8 +83,9 @@ class Translate:
         # Counting tokens for a llama-named model would fetch a tokenizer from Hugging Face:
         # the gateway never reaches out but to its providers (tiktoken's counts stand in).
         litellm.disable_hf_tokenizer_download = True
-        # Retries are the client's call, as they would be without us; litellm's embedding path
-        # reads `max_retries or DEFAULT_MAX_RETRIES`, so our 0 would become its default of 2.
+        # Retries are the client's call, as they would be without us; litellm's OpenAI embedding
+        # path reads `max_retries or DEFAULT_MAX_RETRIES`, so our 0 would become its default of 2.
+        # (Its Azure paths read the constant as imported: an Azure embedding route still retries.)
         litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[attr-defined]  # a constant litellm does not re-export by name
 
     async def warm_up(self) -> float:
@@ -180,16 +181,26 @@ class Translate:
             raise UpstreamError(f"parameter {unknown[0]!r} is not carried to this model's provider (carried: "
                                 f"{', '.join(sorted(carried))})", status=400, kind="invalid_request_error",
                                 param=unknown[0], code="unsupported_parameter")
+        return {**extra, **self._route_arguments(call), given: call.body[given]}
+
+    def _route_arguments(self, call: UpstreamCall) -> dict[str, Any]:
+        """litellm's keyword arguments that come from the gateway and the route, never the body:
+        the provider's model, key and base, the route's own settings, no retries."""
         route = self.settings.route_for(call.model)
-        arguments: dict[str, Any] = {"timeout": self.settings.upstream_timeout_s, "max_retries": 0, **extra}
-        if route is not None:
-            arguments.update(route.extra)
-            arguments["api_key"] = route.api_key or call.client_api_key
+        arguments: dict[str, Any] = {
+            "timeout": self.settings.upstream_timeout_s,
+            "max_retries": 0,  # retries are the client's call, as they would be without us
+        }
+        if self.settings.drop_params:
+            arguments["drop_params"] = True
+        if route is None:
+            # Not declared: litellm resolves the name itself, with the client's own key.
+            arguments.update(model=self._model(call), api_key=call.client_api_key)
+        else:
+            arguments.update(route.extra)  # a route's own timeout etc. win over the defaults
+            arguments.update(model=self._model(call), api_key=route.api_key or call.client_api_key)
             if route.api_base:
                 arguments["api_base"] = route.api_base
-        else:
-            arguments["api_key"] = call.client_api_key
-        arguments.update({"model": self._model(call), given: call.body[given]})
         return arguments
 
     async def complete_message(self, call: UpstreamCall) -> dict[str, Any]:
@@ -311,27 +322,13 @@ class Translate:
         return _prompt_tokens(model, prompt), int(completion)
 
     def _arguments(self, call: UpstreamCall) -> dict[str, Any]:
-        route = self.settings.route_for(call.model)
-        model = self._model(call)
-        translated = _TRANSLATED_PARAMS | (frozenset() if _speaks_openai(model) else _OPENAI_BODY_PARAMS)
-        arguments: dict[str, Any] = {
-            "timeout": self.settings.upstream_timeout_s,
-            "max_retries": 0,  # retries are the client's call, as they would be without us
-        }
-        if self.settings.drop_params:
-            arguments["drop_params"] = True
+        translated = _TRANSLATED_PARAMS | (frozenset() if _speaks_openai(self._model(call)) else _OPENAI_BODY_PARAMS)
+        arguments: dict[str, Any] = {}
         extra_body: dict[str, Any] = {}
         for name, value in call.body.items():
             if name not in ("model", "messages", "stream"):
                 (arguments if name in translated else extra_body)[name] = value
-        if route is None:
-            # Not declared: litellm resolves the name itself, with the client's own key.
-            arguments.update(model=model, api_key=call.client_api_key)
-        else:
-            arguments.update(route.extra)  # a route's own timeout etc. win over the defaults
-            arguments.update(model=model, api_key=route.api_key or call.client_api_key)
-            if route.api_base:
-                arguments["api_base"] = route.api_base
+        arguments.update(self._route_arguments(call))
         if extra_body:
             arguments["extra_body"] = extra_body
         arguments.update(messages=call.body["messages"], stream=call.stream)
