@@ -9,7 +9,8 @@ from policy.rules import ProjectPolicy
 from proxy.dialects.openai_chat import chat_request, models
 from proxy.dialects.openai_chat.assembly import completion_text
 from proxy.dialects.openai_chat.gate import StreamToolGate, enforce_completion
-from proxy.dialects.openai_chat.relay import ChatStreamRelay, usage_of
+from proxy.dialects.openai_chat.relay import ChatStreamRelay
+from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import GatewayError, UpstreamError
 from proxy.edge.wire import error_envelope
 from proxy.pipeline.context import ContextPack

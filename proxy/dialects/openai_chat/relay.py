@@ -11,6 +11,7 @@ from proxy.dialects.openai_chat.assembly import StreamAssembler
 from proxy.dialects.model_stamp import ModelStamp
 from proxy.dialects.openai_chat.gate import StreamToolGate
 from proxy.edge.errors import GatewayError
+from proxy.dialects.openai_usage import usage_of
 from proxy.edge.wire import SSE_DONE, error_envelope, sse_frame
 from proxy.pipeline.dialect import StreamEvent, Usage
 
@@ -60,12 +61,3 @@ class ChatStreamRelay:
 
     def usage(self) -> Usage:
         return usage_of(self.assembler.usage)
-
-
-def usage_of(usage: Any) -> Usage:
-    """OpenAI chat's `usage`, with the cached prompt tokens it reports."""
-    if not isinstance(usage, dict):
-        return Usage()
-    details = usage.get("prompt_tokens_details")
-    return Usage.of(usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                    cache_read=details.get("cached_tokens") if isinstance(details, dict) else None)

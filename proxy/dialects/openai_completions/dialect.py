@@ -12,7 +12,7 @@ from capture.writable import writable
 from policy.rules import ProjectPolicy
 from proxy.dialects.fields import body_and_model, is_text_or_tokens
 from proxy.dialects.model_stamp import ModelStamp
-from proxy.dialects.openai_chat.relay import usage_of
+from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
 from proxy.edge.wire import SSE_DONE, error_envelope, sse_frame
 from proxy.pipeline.context import ContextPack
