@@ -16,13 +16,9 @@ from proxy.demo.fake_anthropic import FakeAnthropic
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.config.settings import ModelRoute
 from tests.conftest import PROVIDER_KEY, Gateway, make_gateway
+from tests.proxy.anthropic_calls import ASK, POLICY, TOOLS
 
 CLAUDE = "claude-test"
-POLICY = {"default": {"mode": "allow", "blocked_tools": ["Write"], "restricted_tools": []},
-          "projects": {"strict": {"mode": "deny", "allowed_tools": ["Read"]}}}
-TOOLS = [{"name": name, "description": f"{name} a file", "input_schema": {"type": "object"}}
-         for name in ("Read", "Bash", "Write")]
-ASK = [{"role": "user", "content": "What is in /etc/hosts?"}]
 
 
 @pytest.fixture

@@ -15,13 +15,9 @@ from policy.rules import parse_policy
 from proxy.config.settings import ModelRoute
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.conftest import PROVIDER_KEY, Gateway, make_gateway
+from tests.proxy.anthropic_calls import ASK, POLICY, TOOLS
 
 LOCAL = "claude-on-vllm"  # the name Claude Code is given for the team's own model
-POLICY = {"default": {"mode": "allow", "blocked_tools": ["Write"], "restricted_tools": []},
-          "projects": {"strict": {"mode": "deny", "allowed_tools": ["Read"]}}}
-TOOLS = [{"name": name, "description": f"{name} a file", "input_schema": {"type": "object"}}
-         for name in ("Read", "Bash", "Write")]
-ASK = [{"role": "user", "content": "What is in /etc/hosts?"}]
 
 
 @pytest.fixture
