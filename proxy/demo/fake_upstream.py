@@ -109,14 +109,10 @@ class FakeUpstream:
     async def _embeddings(self, request: web.Request) -> web.Response:
         """EMBEDDING_DIMENSIONS floats per input, made from its text (the same input, the same
         vector), as floats or base64 as `encoding_format` asks; a scripted error status as for chat."""
-        raw = await request.read()
-        body = orjson.loads(raw)
-        if self.keep_received:
-            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        body = await self._received(request)
         reply = self.script.popleft() if self.script else Reply()
         if reply.status != 200:
-            return web.json_response({"error": {"message": reply.error, "type": "fake_error", "param": None,
-                                                 "code": None}}, status=reply.status)
+            return _scripted_error(reply)
         given = body["input"]
         inputs = [given] if isinstance(given, str) or (given and type(given[0]) is int) else given
         data = []
@@ -134,14 +130,10 @@ class FakeUpstream:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         """Legacy completions: `Reply.text` (else the prompt echoed), whole or streamed in
         `fragment`-sized chunks, then `[DONE]`; `reset_after_chunks` cuts the stream."""
-        raw = await request.read()
-        body = orjson.loads(raw)
-        if self.keep_received:
-            self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        body = await self._received(request)
         reply = self.script.popleft() if self.script else Reply()
         if reply.status != 200:
-            return web.json_response({"error": {"message": reply.error, "type": "fake_error", "param": None,
-                                                 "code": None}}, status=reply.status)
+            return _scripted_error(reply)
         text = reply.text if reply.text is not None else f"echo: {body['prompt']}"
         head = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
         usage = {"prompt_tokens": len(str(body["prompt"]).split()), "completion_tokens": len(text.split()),
@@ -167,11 +159,16 @@ class FakeUpstream:
         await response.write(SSE_DONE)
         return response
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _received(self, request: web.Request) -> dict[str, Any]:
+        """The call's body, kept (with its headers and bytes) unless `keep_received` is off."""
         raw = await request.read()
-        body = orjson.loads(raw)
+        body: dict[str, Any] = orjson.loads(raw)
         if self.keep_received:
             self.received.append(ReceivedCall(body=body, headers=dict(request.headers), raw=raw))
+        return body
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._received(request)
         async with self._arrived:
             self.calls += 1
             self._arrived.notify_all()
@@ -182,10 +179,7 @@ class FakeUpstream:
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status != 200:
-            return web.json_response(
-                {"error": {"message": reply.error, "type": "fake_error", "param": None, "code": None}},
-                status=reply.status,
-            )
+            return _scripted_error(reply)
         if body.get("stream"):
             try:
                 return await _stream(request, body, reply)
@@ -196,6 +190,11 @@ class FakeUpstream:
                 self.streams_cut.set()
                 return web.Response()  # nobody left to read it
         return web.Response(body=orjson.dumps(_completion(body, reply)), content_type="application/json")
+
+
+def _scripted_error(reply: Reply) -> web.Response:
+    return web.json_response({"error": {"message": reply.error, "type": "fake_error", "param": None, "code": None}},
+                             status=reply.status)
 
 
 EMBEDDING_DIMENSIONS = 8
