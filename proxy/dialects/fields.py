@@ -18,9 +18,17 @@ def body_and_model(body: Any) -> tuple[dict[str, Any], str]:
     return body, model
 
 
-def is_text_or_tokens(value: Any) -> bool:
-    """What OpenAI's embeddings `input` and legacy completions `prompt` take: a string, strings,
-    token ids, or arrays of token ids; not empty."""
+def text_or_tokens(body: dict[str, Any], field: str) -> Any:
+    """`body[field]`, which OpenAI's embeddings (`input`) and legacy completions (`prompt`) take
+    as a string, strings, token ids, or arrays of token ids; BadRequest naming it otherwise."""
+    value = body.get(field)
+    if not _is_text_or_tokens(value):
+        raise BadRequest(f"'{field}' is required: a string, an array of strings, an array of token ids, "
+                         "or an array of such arrays, not empty", param=field)
+    return value
+
+
+def _is_text_or_tokens(value: Any) -> bool:
     if isinstance(value, str):
         return True
     if not isinstance(value, list) or not value:

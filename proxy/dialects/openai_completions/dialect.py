@@ -10,7 +10,7 @@ from typing import Any
 
 from capture.writable import writable
 from policy.rules import ProjectPolicy
-from proxy.dialects.fields import body_and_model, is_text_or_tokens
+from proxy.dialects.fields import body_and_model, text_or_tokens
 from proxy.dialects.model_stamp import ModelStamp
 from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
@@ -28,9 +28,7 @@ class OpenAICompletions:
 
     def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest:
         body, model = body_and_model(body)
-        if not is_text_or_tokens(body.get("prompt")):
-            raise BadRequest("'prompt' is required: a string, an array of strings, an array of token ids, "
-                             "or an array of such arrays, not empty", param="prompt")
+        text_or_tokens(body, "prompt")
         stream = body.get("stream") or False
         if not isinstance(stream, bool):
             raise BadRequest("'stream' must be a boolean", param="stream")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.fields import body_and_model, is_text_or_tokens
+from proxy.dialects.fields import body_and_model, text_or_tokens
 from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
 from proxy.edge.wire import error_envelope
@@ -28,9 +28,7 @@ class OpenAIEmbeddings:
 
     def parse(self, body: Any, headers: Mapping[str, str]) -> ClientRequest:
         body, model = body_and_model(body)
-        if not is_text_or_tokens(body.get("input")):
-            raise BadRequest("'input' is required: a string, an array of strings, an array of token ids, "
-                             "or an array of such arrays, not empty", param="input")
+        text_or_tokens(body, "input")
         if body.get("stream"):
             raise BadRequest("embeddings are not streamed", param="stream")
         return ClientRequest(wire=WIRE, model=model, stream=False, body=body, declared_tools=frozenset(), query="")
