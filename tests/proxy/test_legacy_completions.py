@@ -48,6 +48,16 @@ def client(gateway: Gateway) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-client", max_retries=0)
 
 
+async def assert_the_stream_fails_and_is_recorded_so(gateway: Gateway) -> None:
+    """The SDK's stream raises instead of ending as an answer, and the record says upstream_error."""
+    with pytest.raises(openai.APIError):
+        stream = await client(gateway).completions.create(model=COMPLETER, prompt=PROMPT, stream=True)
+        async for _ in stream:
+            pass
+    [record] = await gateway.recorded()
+    assert record.status == "upstream_error"
+
+
 async def test_a_completion_reaches_the_sdk_and_the_prompt_the_provider_untouched(
     gateway: Gateway, upstream: FakeUpstream
 ) -> None:
@@ -84,12 +94,7 @@ async def test_a_stream_the_provider_cuts_ends_in_an_error_and_is_recorded_so(
     native: Gateway, upstream: FakeUpstream
 ) -> None:
     upstream.push(Reply(text=TEXT, fragment=6, reset_after_chunks=3))
-    with pytest.raises(openai.APIError):
-        stream = await client(native).completions.create(model=COMPLETER, prompt=PROMPT, stream=True)
-        async for _ in stream:
-            pass
-    [record] = await native.recorded()
-    assert record.status == "upstream_error"
+    await assert_the_stream_fails_and_is_recorded_so(native)
 
 
 async def test_bad_input_is_refused_before_the_provider_is_called(gateway: Gateway, upstream: FakeUpstream) -> None:
@@ -141,12 +146,7 @@ async def test_a_stream_that_ends_without_a_finished_choice_is_an_error_not_an_a
     route = ModelRoute(model_name=COMPLETER, model="openai/fake-instruct", api_base=str(provider.make_url("/v1")),
                        api_key=PROVIDER_KEY, transport="native")
     gateway = await make_gateway(aiohttp_server, upstream, tmp_path, models=(route,))
-    with pytest.raises(openai.APIError):
-        stream = await client(gateway).completions.create(model=COMPLETER, prompt=PROMPT, stream=True)
-        async for _ in stream:
-            pass
-    [record] = await gateway.recorded()
-    assert record.status == "upstream_error"
+    await assert_the_stream_fails_and_is_recorded_so(gateway)
 
 
 async def test_a_streamed_completion_to_a_translated_route_is_refused_before_the_provider_is_called(
