@@ -46,3 +46,23 @@ def model_and_messages(body: Any) -> tuple[dict[str, Any], str, list[Any]]:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
     return body, model, messages
+
+
+def invalid_type(where: str, expected: str, got: Any) -> BadRequest:
+    """In the words and code OpenAI itself answers a mistyped field with."""
+    return BadRequest(f"Invalid type for '{where}': expected {expected}, but got {_json_type(got)} instead.",
+                      param=where, code="invalid_type")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from policy.rules import ProjectPolicy
+from proxy.dialects.fields import invalid_type
 from proxy.edge.errors import BadRequest
 
 
@@ -38,7 +39,7 @@ def screen_request(params: dict[str, Any], policy: ProjectPolicy) -> dict[str, A
     if tools is None:
         return params
     if not isinstance(tools, list):
-        raise _invalid_type("tools", "an array", tools)
+        raise invalid_type("tools", "an array", tools)
     for index, entry in enumerate(tools):
         _check_tool_shape(entry, f"tools[{index}]")
     kept = [t for t in tools if not _is_blocked(t, policy)]
@@ -60,13 +61,13 @@ def _refuse_blocked_choice(choice: Any, policy: ProjectPolicy) -> None:
     entries: list[tuple[Any, str]] = [(choice, "tool_choice")]
     allowed = choice.get("allowed_tools")
     if allowed is not None and not isinstance(allowed, dict):
-        raise _invalid_type("tool_choice.allowed_tools", "an object", allowed)
+        raise invalid_type("tool_choice.allowed_tools", "an object", allowed)
     for holder, where in ((allowed, "tool_choice.allowed_tools.tools"), (choice, "tool_choice.tools")):
         listed = holder.get("tools") if isinstance(holder, dict) else None
         if listed is None:
             continue
         if not isinstance(listed, list):
-            raise _invalid_type(where, "an array", listed)
+            raise invalid_type(where, "an array", listed)
         entries += [(entry, f"{where}[{index}]") for index, entry in enumerate(listed)]
     for entry, where in entries:
         _check_tool_shape(entry, where)
@@ -79,36 +80,16 @@ def _refuse_blocked_choice(choice: Any, policy: ProjectPolicy) -> None:
 def _check_tool_shape(entry: Any, where: str) -> None:
     """400 naming the first part of a tool entry that is not what the API says it is."""
     if not isinstance(entry, dict):
-        raise _invalid_type(where, "an object", entry)
+        raise invalid_type(where, "an object", entry)
     holders = [(entry, where)]
     for key in _NAME_HOLDERS:
         if key in entry:
             if not isinstance(entry[key], dict):
-                raise _invalid_type(f"{where}.{key}", "an object", entry[key])
+                raise invalid_type(f"{where}.{key}", "an object", entry[key])
             holders.append((entry[key], f"{where}.{key}"))
     for holder, at in holders:
         if "name" in holder and not isinstance(holder["name"], str):
-            raise _invalid_type(f"{at}.name", "a string", holder["name"])
-
-
-def _invalid_type(where: str, expected: str, got: Any) -> BadRequest:
-    """In the words and code OpenAI itself answers a mistyped field with."""
-    return BadRequest(f"Invalid type for '{where}': expected {expected}, but got {_json_type(got)} instead.",
-                      param=where, code="invalid_type")
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object" if isinstance(value, dict) else type(value).__name__
+            raise invalid_type(f"{at}.name", "a string", holder["name"])
 
 
 def _tool_names(entry: Any) -> list[str]:
