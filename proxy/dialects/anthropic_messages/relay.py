@@ -6,18 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from capture.writable import writable
 from proxy.dialects.anthropic_messages.assembly import MessageAssembler, usage_of
 from proxy.dialects.anthropic_messages.gate import MessagesStreamGate
 from proxy.dialects.model_stamp import ModelStamp
 from proxy.edge.errors import GatewayError
+from proxy.edge.wire import event_frame
 from proxy.pipeline.dialect import StreamEvent, Usage
-
-def event_frame(event: dict[str, Any]) -> bytes:
-    """An event as Anthropic frames it: its type as the SSE event name."""
-    return b"event: " + str(event.get("type")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 class MessagesStreamRelay:
