@@ -18,47 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+# Re-exported: the tests and the bench script this fake with them.
+from proxy.demo.replies import ReceivedCall as ReceivedCall, Reply as Reply, ToolCall as ToolCall, pieces
 from proxy.edge.wire import SSE_DONE, sse_frame
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A scripted call: `type="custom"` sends it as a custom tool's call, and `arguments`
-    is then its free-text `input`."""
-
-    name: str
-    arguments: str
-    id: str = ""
-    type: str = "function"  # or "custom"
-
-    @property
-    def text_key(self) -> str:
-        return "input" if self.type == "custom" else "arguments"
-
-
-@dataclass(slots=True)
-class Reply:
-    """One scripted answer. `fragment` is the size (in characters) of each streamed piece."""
-
-    text: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
-    status: int = 200
-    error: str = "scripted failure"
-    fragment: int = 3
-    reset_after_chunks: int | None = None
-    hold: asyncio.Event | None = None  # stream: wait for it after `hold_after_chunks` chunks
-    hold_after_chunks: int = 1
-    chunk_interval_s: float = 0.0  # stream: pause between chunks, as a provider generating
-    delay_s: float = 0.0
-    usage: bool = True
-    cached_tokens: int | None = None  # usage: this many prompt tokens read from the provider's cache
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedCall:
-    body: dict[str, Any]
-    headers: dict[str, str]
-    raw: bytes = b""  # the body's bytes as they arrived
 
 
 @dataclass(slots=True)
@@ -146,7 +108,7 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         chunks = [{**head, "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None}]}
-                  for piece in _pieces(text, reply.fragment)]
+                  for piece in pieces(text, reply.fragment)]
         chunks.append({**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
         if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**head, "choices": [], "usage": usage})
@@ -248,10 +210,6 @@ def _completion(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
     return completion
 
 
-def _pieces(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
 def stream_chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
     """The chunks OpenAI would send for `reply`, fragments of `reply.fragment` characters."""
     created = int(time.time())
@@ -264,9 +222,9 @@ def stream_chunks(body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     if reply.text:
-        chunks += [chunk({"content": piece}) for piece in _pieces(reply.text, reply.fragment)]
+        chunks += [chunk({"content": piece}) for piece in pieces(reply.text, reply.fragment)]
     for index, call in enumerate(reply.tool_calls):
-        for n, piece in enumerate(_pieces(call.arguments, reply.fragment)):
+        for n, piece in enumerate(pieces(call.arguments, reply.fragment)):
             fragment: dict[str, Any] = {"index": index, call.type: {call.text_key: piece}}
             if n == 0:
                 fragment.update(id=_tool_call_id(call, index), type=call.type)
