@@ -24,6 +24,7 @@ from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
 from proxy.dialects.openai_completions.dialect import OpenAICompletions
 from proxy.dialects.openai_embeddings.dialect import OpenAIEmbeddings
+from proxy.dialects.openai_responses.dialect import OpenAIResponses
 from proxy.pipeline.models import model_handlers
 from proxy.pipeline.count_tokens import count_tokens_handler
 from proxy.pipeline.handler import proxy_handler
@@ -40,9 +41,10 @@ RETENTION_EVERY_S = 3600
 OPENAI_CHAT = OpenAIChat()
 OPENAI_EMBEDDINGS = OpenAIEmbeddings()
 OPENAI_COMPLETIONS = OpenAICompletions()
+OPENAI_RESPONSES = OpenAIResponses()
 ANTHROPIC_MESSAGES = AnthropicMessages()
-DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT, OPENAI_EMBEDDINGS,
-                                                                      OPENAI_COMPLETIONS, ANTHROPIC_MESSAGES)}
+DIALECTS: dict[str, Dialect] = {dialect.wire: dialect for dialect in (OPENAI_CHAT, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS,
+                                                                      OPENAI_RESPONSES, ANTHROPIC_MESSAGES)}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -62,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/embeddings", proxy_handler(OPENAI_EMBEDDINGS))
         app.router.add_post(f"{prefix}/v1/completions", proxy_handler(OPENAI_COMPLETIONS))
+        app.router.add_post(f"{prefix}/v1/responses", proxy_handler(OPENAI_RESPONSES))
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", list_models)

@@ -294,6 +294,15 @@ def _schemas() -> dict[str, Schema]:
                                                            "items": {"type": "integer"}}}]},
             "stream": {"type": ["boolean", "null"], "default": False},
         }, required=("model", "prompt"), additionalProperties=True),
+        "ResponsesRequest": _object({
+            "model": {"type": "string", "pattern": _NOT_BLANK},
+            "input": {"oneOf": [{"type": "string"},
+                                {"type": "array", "items": _object({}, additionalProperties=True)}]},
+            "instructions": {"type": ["string", "null"]},
+            "stream": {"type": ["boolean", "null"], "default": False},
+            "tools": {"type": "array", "items": _object({"type": {"type": "string"}}, required=("type",),
+                                                        additionalProperties=True)},
+        }, required=("model", "input"), additionalProperties=True),
         "ChatCompletionRequest": _object({
             "model": {"type": "string", "pattern": _NOT_BLANK},
             "messages": {"type": "array", "minItems": 1, "items": _object(
@@ -359,6 +368,17 @@ def _paths() -> dict[str, Schema]:
                              "text/event-stream": {"schema": {"type": "string"}}}},
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
         tag="openai", body=_ref("CompletionRequest"))
+    responses = _operation(
+        "OpenAI's Responses API (the openai SDK's `responses.create`, the agents SDK, Codex), proxied natively "
+        "to a route whose provider serves it, else translated by litellm to chat: context injected, function, "
+        "custom and shell call items checked (a refused one becomes a message item), recorded. "
+        "`previous_response_id` is the provider's to resolve on a native route; on a translated one the "
+        "gateway rebuilds the earlier turns from its records, or answers 400.",
+        {"200": {"description": "The response, or with `stream: true` server-sent events.",
+                 "content": {"application/json": {"schema": {"type": "object"}},
+                             "text/event-stream": {"schema": {"type": "string"}}}},
+         **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
+        tag="openai", body=_ref("ResponsesRequest"))
     messages = _operation(
         "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
         "speaks it, or translated by litellm to one whose provider speaks OpenAI chat: context injected, "
@@ -462,6 +482,8 @@ def _paths() -> dict[str, Schema]:
         "/p/{project}/v1/chat/completions": {"post": {**chat, "parameters": [_path("project", "The project.")]}},
         "/v1/completions": {"post": completions},
         "/p/{project}/v1/completions": {"post": {**completions, "parameters": [_path("project", "The project.")]}},
+        "/v1/responses": {"post": responses},
+        "/p/{project}/v1/responses": {"post": {**responses, "parameters": [_path("project", "The project.")]}},
         "/v1/embeddings": {"post": embeddings},
         "/p/{project}/v1/embeddings": {"post": {**embeddings, "parameters": [_path("project", "The project.")]}},
         "/v1/messages": {"post": messages},

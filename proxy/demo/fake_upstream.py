@@ -12,6 +12,7 @@ import hashlib
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,8 @@ from aiohttp import web
 
 # Re-exported: the tests and the bench script this fake with them.
 from proxy.demo.replies import ReceivedCall as ReceivedCall, Reply as Reply, ToolCall as ToolCall, pieces
-from proxy.edge.wire import SSE_DONE, sse_frame
+from proxy.demo.fake_responses import response_events, response_object
+from proxy.edge.wire import SSE_DONE, event_frame, sse_frame
 
 
 @dataclass(slots=True)
@@ -29,6 +31,7 @@ class FakeUpstream:
     received: list[ReceivedCall] = field(default_factory=list)
     calls: int = 0
     default_reply: Reply | None = None  # when nothing is scripted; else echo the last user message
+    respond: Callable[[dict[str, Any]], Reply] | None = None  # Responses API, nothing scripted: picks by the body
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when a reader hung up
     keep_received: bool = True
     _runner: web.AppRunner | None = None
@@ -48,6 +51,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -120,6 +124,34 @@ class FakeUpstream:
             await response.write(sse_frame(chunk))
         await response.write(SSE_DONE)
         return response
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API: `Reply` as a response (else `respond`'s pick, else the input
+        echoed), whole or streamed; `reset_after_chunks` cuts the stream after that many events."""
+        body = await self._received(request)
+        async with self._arrived:
+            self.calls += 1
+            self._arrived.notify_all()
+        if self.script:
+            reply = self.script.popleft()
+        else:
+            reply = self.respond(body) if self.respond is not None else self.default_reply or Reply()
+        if reply.status != 200:
+            return _scripted_error(reply)
+        response = response_object(body, reply)
+        if not body.get("stream"):
+            return web.json_response(response)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for number, event in enumerate(response_events(response, reply.fragment)):
+            if reply.reset_after_chunks is not None and number >= reply.reset_after_chunks:
+                assert request.transport is not None
+                request.transport.abort()
+                return stream
+            await stream.write(event_frame(event))
+            if number + 1 == reply.hold_after_chunks and reply.hold is not None:
+                await reply.hold.wait()
+        return stream
 
     async def _received(self, request: web.Request) -> dict[str, Any]:
         """The call's body, kept (with its headers and bytes) unless `keep_received` is off."""

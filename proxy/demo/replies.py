@@ -15,7 +15,8 @@ class ToolCall:
     name: str
     arguments: str
     id: str = ""
-    type: str = "function"  # or "custom"
+    type: str = "function"  # or "custom"; for the Responses API also "local_shell" (arguments: the command)
+    namespace: str = ""  # Responses API: the namespace tool it belongs to
 
     @property
     def text_key(self) -> str:
@@ -38,6 +39,7 @@ class Reply:
     delay_s: float = 0.0
     usage: bool = True
     cached_tokens: int | None = None  # usage: this many prompt tokens read from the provider's cache
+    reasoning: str | None = None  # Responses API: a reasoning item (summary and encrypted content) first
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,4 +50,5 @@ class ReceivedCall:
 
 
 def pieces(text: str, size: int) -> list[str]:
+    """`text` in pieces of `size` characters, as a provider streams it; one empty piece for none."""
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from capture.records import MAX_COUNT
+from capture.records import MAX_COUNT, Interaction
 from policy.rules import ProjectPolicy
 from proxy.edge.errors import GatewayError
 from proxy.pipeline.context import ContextPack
@@ -32,6 +32,18 @@ class ClientRequest:
     session_hints: tuple[Any, ...] = ()  # session ids the body may carry; the first usable one wins
     conversation_start: tuple[Any, Any] = (None, None)  # (system prompt, first user turn): what every turn resends
     headers: Mapping[str, str] = field(default_factory=dict)  # the client's headers the provider gets as they came
+    continues: Continuation | None = None  # the earlier response this call goes on from
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """A call that goes on from an earlier response by its id (the Responses API's
+    `previous_response_id`). A provider that stores responses resolves it; where the gateway made
+    the response itself (translated), `rebuild` puts the earlier turns, read from its record,
+    into the call."""
+
+    response_id: str
+    rebuild: Callable[[UpstreamCall, Interaction], UpstreamCall]
 
 
 @dataclass(slots=True)
@@ -54,7 +66,21 @@ class UpstreamCall:
     client_api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)  # sent to the provider as they are
     key_header: tuple[str, str] = ("Authorization", "Bearer ")  # how the provider takes its key: (name, prefix)
+    interaction_id: str = ""  # the exchange's: what names a response the gateway makes itself
     learned: Learned = field(default_factory=Learned, compare=False, repr=False)  # set by the transport
+
+    @property
+    def made_response_id(self) -> str:
+        """The id of a response the gateway makes itself (translating), which names its record."""
+        return MADE_RESPONSE_PREFIX + self.interaction_id
+
+
+MADE_RESPONSE_PREFIX = "resp_ctxgate_"
+
+
+def interaction_of_made_response(response_id: str) -> str | None:
+    """The interaction whose record holds a response the gateway made; None for another id."""
+    return response_id.removeprefix(MADE_RESPONSE_PREFIX) if response_id.startswith(MADE_RESPONSE_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True)

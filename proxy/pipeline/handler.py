@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -16,10 +17,12 @@ from capture.store import StoreUnavailable
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.config.settings import Settings
 from proxy.edge.bodies import read_json
-from proxy.edge.errors import ERROR_BODY, GatewayError, NotFound, Unauthorized, UpstreamError
+from proxy.edge.errors import ERROR_BODY, BadRequest, GatewayError, NotFound, Unauthorized, UpstreamError
 from proxy.edge.wire import SSE_KEEPALIVE, json_response
 from proxy.pipeline.context import ContextPack, build_pack
-from proxy.pipeline.dialect import ClientRequest, Dialect, StreamRelay, UpstreamCall
+from proxy.pipeline.dialect import (
+    ClientRequest, Continuation, Dialect, StreamRelay, UpstreamCall, interaction_of_made_response,
+)
 from proxy.pipeline.exchange import Exchange, Outcome, Stage
 from proxy.pipeline.identity import Identity, identify
 from proxy.pipeline.tool_guard import ToolGuard
@@ -49,9 +52,11 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     ensure_model_reachable(asked, identity, settings)
     pack = exchange.pack = await pack_context(request, asked, identity, settings)
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
-    call = exchange.call = dialect.prepare(asked, pack, policy, identity.bearer_token)
-    exchange.prompt, exchange.params = dialect.recorded_prompt(call)
+    call = exchange.call = replace(dialect.prepare(asked, pack, policy, identity.bearer_token), interaction_id=exchange.id)
     exchange.transport = app[UPSTREAM].transport_for(call)
+    if asked.continues is not None and exchange.transport == "translate":
+        call = exchange.call = await continue_from_record(request, asked.continues, call, identity)
+    exchange.prompt, exchange.params = dialect.recorded_prompt(call)
     guard = ToolGuard(
         policies=settings.policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
         session_id=identity.session_id, interaction_id=exchange.id, declared=asked.declared_tools,
@@ -88,6 +93,22 @@ async def pack_context(
     except StoreUnavailable as error:  # the call goes on without its context rather than fail
         log.warning("context_pack_skipped", error=str(error), project=identity.project)
         return None
+
+
+async def continue_from_record(request: web.Request, continues: Continuation, call: UpstreamCall,
+                               identity: Identity) -> UpstreamCall:
+    """The call with the earlier turns put back from the record of the response it goes on
+    from: the provider behind a translated route keeps none. 400 when there is no such record
+    the caller may read."""
+    interaction_id = interaction_of_made_response(continues.response_id)
+    earlier = await request.app[STORE].get_interaction(interaction_id) if interaction_id else None
+    if earlier is None or earlier.project != identity.project or earlier.wire != call.wire or earlier.status != "ok":
+        raise BadRequest(
+            f"previous_response_id {continues.response_id!r} names no response this gateway made for project "
+            f"{identity.project!r}; model {call.model!r} is translated, so its provider keeps no earlier turns: "
+            "send the conversation as input items instead", param="previous_response_id",
+            code="previous_response_not_found")
+    return continues.rebuild(call, earlier)
 
 
 def ensure_model_reachable(asked: ClientRequest, identity: Identity, settings: Settings) -> None:

@@ -36,6 +36,7 @@ class NativeRoute:
     api_base: str  # the provider's base URL; the dialect's endpoint path goes after it
     model: str  # the provider's own name for the model
     wire: str = "openai_chat"  # the dialect the provider speaks
+    speaks_responses: bool = False  # it serves OpenAI's Responses API beside chat
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float | None = None  # the route's own; else the gateway's
 

@@ -16,6 +16,10 @@ _NATIVE_PROVIDERS = frozenset({
     "openai", "openai_like", "custom_openai", "hosted_vllm",
     *litellm.openai_compatible_providers,  # type: ignore[attr-defined]  # a list litellm does not re-export by name
 })
+# Providers that serve the Responses API beside chat: OpenAI's, and what is declared as OpenAI
+# with an api_base of its own (vLLM, Ollama, LM Studio and the like serve it too; a server that
+# does not takes `transport: translate`, and gets the calls as chat).
+_RESPONSES_PROVIDERS = frozenset({"openai"})
 # Anthropic's own API, which Claude Code and the anthropic SDK speak: natively even without an
 # api_base of the route's own.
 _ANTHROPIC_PROVIDERS = {"anthropic": "https://api.anthropic.com"}
@@ -55,6 +59,7 @@ def native_route(route: ModelRoute) -> NativeRoute | None:
         return None
     timeout = route.extra.get("timeout")
     return NativeRoute(api_base=api_base.rstrip("/"), model=model, api_key=route.api_key, wire=wire,
+                       speaks_responses=provider in _RESPONSES_PROVIDERS,
                        timeout_s=float(timeout) if isinstance(timeout, (int, float)) else None)
 
 

@@ -24,10 +24,11 @@ from proxy.upstream.translate import Translate
 OPENAI_CHAT = "openai_chat"
 OPENAI_EMBEDDINGS = "openai_embeddings"
 OPENAI_COMPLETIONS = "openai_completions"
+OPENAI_RESPONSES = "openai_responses"
 ANTHROPIC_MESSAGES = "anthropic_messages"
 # The wire a route must speak to carry a call natively: a provider that speaks OpenAI chat
 # serves the rest of OpenAI's API beside it.
-_ROUTE_WIRE = {OPENAI_EMBEDDINGS: OPENAI_CHAT, OPENAI_COMPLETIONS: OPENAI_CHAT}
+_ROUTE_WIRE = {OPENAI_EMBEDDINGS: OPENAI_CHAT, OPENAI_COMPLETIONS: OPENAI_CHAT, OPENAI_RESPONSES: OPENAI_CHAT}
 
 
 class Upstream:
@@ -49,7 +50,8 @@ class Upstream:
             raise BadRequest(f"model {call.model!r}: a streamed legacy completion is carried only to a provider "
                              "that speaks OpenAI's API natively; ask without stream, or use chat completions",
                              param="stream", code="stream_not_carried")
-        if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS) or self._is_translated_message(call):
+        if call.wire in (OPENAI_CHAT, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS, OPENAI_RESPONSES) \
+                or self._is_translated_message(call):
             return "translate"
         raise BadRequest(f"model {call.model!r} has no route whose provider speaks this API ({call.wire}); "
                          "declare one (for Anthropic Messages: an anthropic/... model, or a model whose provider "
@@ -73,6 +75,8 @@ class Upstream:
             return await self.translate.embed(call)
         if call.wire == OPENAI_COMPLETIONS:
             return await self.translate.complete_text(call)
+        if call.wire == OPENAI_RESPONSES:
+            return await self.translate.respond(call)
         return await self.translate.complete(call)
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
@@ -82,6 +86,8 @@ class Upstream:
             return self.native.stream(route, call)
         if self._is_translated_message(call):
             return self.translate.stream_message(call)
+        if call.wire == OPENAI_RESPONSES:
+            return self.translate.stream_response(call)
         return self.translate.stream(call)
 
     async def count_message_tokens(self, call: UpstreamCall) -> dict[str, Any]:
@@ -101,7 +107,9 @@ class Upstream:
             # Undeclared, with the client's own key: Anthropic's API, as the client would call it.
             return _ANTHROPIC
         route = self._native_routes.get(call.model)
-        return route if route is not None and route.wire == _ROUTE_WIRE.get(call.wire, call.wire) else None
+        if route is None or route.wire != _ROUTE_WIRE.get(call.wire, call.wire):
+            return None
+        return route if call.wire != OPENAI_RESPONSES or route.speaks_responses else None
 
     def _is_translated_message(self, call: UpstreamCall) -> bool:
         """An Anthropic Messages call that litellm translates to its route's OpenAI chat."""

@@ -23,6 +23,8 @@ import orjson
 from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import AnthropicStreamWrapper
 from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+from litellm.responses.litellm_completion_transformation.streaming_iterator import LiteLLMCompletionStreamingIterator
+from litellm.responses.litellm_completion_transformation.transformation import LiteLLMCompletionResponsesConfig
 import structlog
 
 from capture.writable import writable
@@ -255,6 +257,79 @@ class Translate:
             raise self._error(error, call) from error
         finally:
             await response.aclose()  # as in stream(): releases the provider's connection
+
+    async def respond(self, call: UpstreamCall) -> dict[str, Any]:
+        """A Responses API call to a route whose provider speaks only OpenAI chat: sent as the
+        chat call litellm's responses adapter makes of it, and the answer made a `response`."""
+        chat, request = self._responses_chat_call(call)
+        try:
+            response = await litellm.acompletion(**chat)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        try:
+            translated = LiteLLMCompletionResponsesConfig.transform_chat_completion_response_to_responses_api_response(
+                request_input=call.body["input"], responses_api_request=request,  # type: ignore[arg-type]  # litellm's TypedDict
+                chat_completion_response=response)
+        except Exception as error:  # boundary: litellm's adapter on an answer it could not read
+            log.warning("upstream_answer_untranslatable", error_type=type(error).__name__, error=str(error))
+            raise UpstreamError("upstream failed: the provider's answer could not be translated to a response",
+                                status=502, code="upstream_unavailable") from error
+        data = _without_made_up_usage(translated.model_dump(exclude_none=True))
+        data["id"] = call.made_response_id
+        return data
+
+    async def stream_response(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
+        """The same, streamed: the provider's chunks made Responses API events by litellm's
+        streaming iterator, one event a batch."""
+        chat, request = self._responses_chat_call(call)
+        try:
+            response = await litellm.acompletion(**chat)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        events = LiteLLMCompletionStreamingIterator(
+            model=call.model, litellm_custom_stream_wrapper=response, request_input=call.body["input"],
+            responses_api_request=request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
+            custom_llm_provider=provider_of(self._model(call)))
+        try:
+            async for event in events:
+                data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)  # its event types are enums
+                answer = data.get("response")
+                if isinstance(answer, dict):
+                    answer["id"] = call.made_response_id
+                    if data.get("type") == "response.completed":
+                        # litellm completes every stream: a cut one must not reach the client as done.
+                        if _is_made_up_finish(response):
+                            raise UpstreamError("the provider's stream ended before its answer was finished",
+                                                status=502, code="upstream_stream_cut")
+                        if not _has_provider_usage(response):
+                            call.learned.usage_counted = True  # litellm counted the usage it carries
+                yield [StreamEvent(data=writable(data))]
+        except UpstreamError:
+            raise
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        finally:
+            await response.aclose()  # as in stream(): releases the provider's connection
+
+    def _responses_chat_call(self, call: UpstreamCall) -> tuple[dict[str, Any], dict[str, Any]]:
+        """litellm's keyword arguments for the chat call a Responses API `call` becomes, and the
+        Responses parameters it was made from (what litellm echoes into the answer). A body the
+        adapter cannot translate is the client's to mend: 400."""
+        model = self._model(call)
+        request = {name: value for name, value in call.body.items() if name not in ("model", "input", "stream")}
+        try:
+            chat: dict[str, Any] = LiteLLMCompletionResponsesConfig.transform_responses_api_request_to_chat_completion_request(
+                model=model, input=call.body["input"],
+                responses_api_request=request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
+                custom_llm_provider=provider_of(model), stream=call.stream)
+        except Exception as error:  # boundary: litellm's adapter on the client's data
+            raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
+                                kind="invalid_request_error", code="invalid_request") from error
+        chat.pop("custom_llm_provider", None)
+        if isinstance(request.get("prompt_cache_key"), str) and _speaks_openai(model):
+            chat["extra_body"] = {"prompt_cache_key": request["prompt_cache_key"]}
+        chat.update(self._route_arguments(call), stream=call.stream, _skip_responses_api_bridge=True)
+        return chat, request
 
     def count_message_tokens(self, call: UpstreamCall) -> int:
         """The input tokens of an Anthropic Messages call to a route whose provider speaks
