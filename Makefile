@@ -22,6 +22,7 @@ $(AGENTS): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	node node_modules/@anthropic-ai/claude-code/install.cjs
 	node_modules/.bin/claude --version
+	node_modules/.bin/codex --version
 	touch $(AGENTS)
 
 agents: $(AGENTS)
