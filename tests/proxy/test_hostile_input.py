@@ -353,3 +353,22 @@ async def test_the_embeddings_and_completions_routes_answer_bad_input_with_400(
             assert response.status == 400 and answer["error"]["message"], (body, answer)
     assert upstream.received == []
     await still_recording(gateway, 0)
+
+
+async def test_the_responses_route_answers_bad_input_with_400(gateway: Gateway, upstream: FakeUpstream) -> None:
+    bad = [b"[1, 2]", b"\xff\xfe{", b'{"model": 5, "input": "x"}', orjson.dumps({"model": MODEL}),
+           orjson.dumps({"model": MODEL, "input": {"a": 1}}), orjson.dumps({"model": MODEL, "input": [1, 2]}),
+           orjson.dumps({"model": MODEL, "input": [{"role": "user", "content": 5}]}),
+           orjson.dumps({"model": MODEL, "input": "x", "instructions": 5}),
+           orjson.dumps({"model": MODEL, "input": "x", "stream": "yes"}),
+           orjson.dumps({"model": MODEL, "input": "x", "tools": "all"}),
+           orjson.dumps({"model": MODEL, "input": "x", "previous_response_id": 7}),
+           json.dumps({"model": MODEL, "input": nested(300)}).encode()]
+    async with aiohttp.ClientSession() as session:
+        for body in bad:
+            response = await session.post(gateway.url + "/v1/responses", data=body,
+                                          headers={"Content-Type": "application/json"})
+            answer = await response.json()
+            assert response.status == 400 and answer["error"]["message"], (body, answer)
+    assert upstream.received == []
+    await still_recording(gateway, 0)
