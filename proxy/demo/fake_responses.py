@@ -118,6 +118,6 @@ def echo(body: dict[str, Any]) -> str:
             content = item.get("content")
             if isinstance(content, str):
                 return f"Echo: {content}"
-            return "Echo: " + " ".join(part.get("text", "") for part in content or ()
-                                       if isinstance(part, dict) and part.get("type") == "input_text")
+            return "Echo: " + " ".join(part["text"] for part in content or () if isinstance(part, dict)
+                                       and part.get("type") == "input_text" and isinstance(part.get("text"), str))
     return "Hello from the fake upstream."

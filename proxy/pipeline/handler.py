@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import structlog
 from aiohttp import web
 
-from capture.store import StoreUnavailable
+from capture.records import Interaction
+from capture.store import Store, StoreUnavailable
 from proxy.appkeys import APPROVALS, CAPTURE_WRITER, EXCHANGE, KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.config.settings import Settings
 from proxy.edge.bodies import read_json
@@ -31,6 +32,8 @@ from proxy.upstream.seam import Upstream
 log = structlog.get_logger("ctxgate.proxy")
 
 CONTEXT_HEADER = "X-Ctxgate-Context"  # `off`: no context pack for this request
+# How long a continuation waits for the record it goes on from (the writer stores within ~20 ms).
+RECORD_WAIT_TRIES, RECORD_WAIT_S = 40, 0.025
 
 
 def proxy_handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -54,7 +57,8 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
     call = exchange.call = replace(dialect.prepare(asked, pack, policy, identity.bearer_token), interaction_id=exchange.id)
     exchange.transport = app[UPSTREAM].transport_for(call)
-    if asked.continues is not None and exchange.transport == "translate":
+    if asked.continues is not None and (exchange.transport == "translate"
+                                        or interaction_of_made_response(asked.continues.response_id)):
         call = exchange.call = await continue_from_record(request, asked.continues, call, identity)
     exchange.prompt, exchange.params = dialect.recorded_prompt(call)
     guard = ToolGuard(
@@ -101,7 +105,7 @@ async def continue_from_record(request: web.Request, continues: Continuation, ca
     from: the provider behind a translated route keeps none. 400 when there is no such record
     the caller may read."""
     interaction_id = interaction_of_made_response(continues.response_id)
-    earlier = await request.app[STORE].get_interaction(interaction_id) if interaction_id else None
+    earlier = await _record_once_written(request.app[STORE], interaction_id) if interaction_id else None
     if earlier is None or earlier.project != identity.project or earlier.wire != call.wire or earlier.status != "ok":
         raise BadRequest(
             f"previous_response_id {continues.response_id!r} names no response this gateway made for project "
@@ -109,6 +113,17 @@ async def continue_from_record(request: web.Request, continues: Continuation, ca
             "send the conversation as input items instead", param="previous_response_id",
             code="previous_response_not_found")
     return continues.rebuild(call, earlier)
+
+
+async def _record_once_written(store: Store, interaction_id: str) -> Interaction | None:
+    """The record, waiting a little for it: a follow-up sent at once can come before the
+    capture writer stored the turn it goes on from."""
+    for _ in range(RECORD_WAIT_TRIES):
+        record = await store.get_interaction(interaction_id)
+        if record is not None:
+            return record
+        await asyncio.sleep(RECORD_WAIT_S)
+    return None
 
 
 def ensure_model_reachable(asked: ClientRequest, identity: Identity, settings: Settings) -> None:

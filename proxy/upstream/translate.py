@@ -20,6 +20,7 @@ from typing import Any
 
 import litellm
 import orjson
+import pydantic
 from litellm.llms.anthropic.pass_through.adapters.streaming_iterator import AnthropicStreamWrapper
 from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
 from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
@@ -306,6 +307,9 @@ class Translate:
                 yield [StreamEvent(data=writable(data))]
         except UpstreamError:
             raise
+        except pydantic.ValidationError as error:  # litellm's events refused a parameter of the client's
+            raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
+                                kind="invalid_request_error", code="invalid_request") from error
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
         finally:

@@ -12,12 +12,15 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
+from aiohttp import web
 
 from capture.knowledge import new_memory
 from policy.rules import parse_policy
 from proxy.appkeys import STORE
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.edge.wire import event_frame
 from tests.conftest import MODEL, PROVIDER_KEY, Gateway, make_gateway
 from tests.proxy.test_context import CIDR
 from tests.proxy.test_tool_policy import ADMIN_KEY, approve_when_asked
@@ -225,3 +228,57 @@ async def test_previous_response_id_the_gateway_cannot_go_on_from_is_a_400(gatew
         model=MODEL, input="Hello.")
     with pytest.raises(openai.BadRequestError):  # another project's record is not this caller's to read
         await sdk.responses.create(model=MODEL, input="Go on.", previous_response_id=other.id)
+
+
+async def raw_upstream(aiohttp_server: Any, events: list[dict[str, Any]]) -> str:
+    """A provider that streams exactly `events`, numbered from 0; its base URL."""
+    async def respond(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for number, event in enumerate(events):
+            await stream.write(event_frame({**event, "sequence_number": number}))
+        return stream
+    app = web.Application()
+    app.router.add_post("/v1/responses", respond)
+    return str((await aiohttp_server(app)).make_url("/v1"))
+
+
+HEAD = {"id": "resp_raw", "object": "response", "status": "in_progress", "model": "fake-model", "output": []}
+BLOCKED = {"id": "fc_del", "type": "function_call", "status": "completed", "call_id": "c_del", "name": "delete_stack",
+           "arguments": '{"stack": "prod"}'}
+ALLOWED = {"id": "fc_read", "type": "function_call", "status": "completed", "call_id": "c_read", "name": "read_file",
+           "arguments": '{"path": "/etc/hosts"}'}
+
+
+@pytest.mark.parametrize("shape", ["only_in_the_final_response", "without_output_index"])
+async def test_a_blocked_call_in_an_unusual_stream_never_reaches_the_client(
+    aiohttp_server: Any, tmp_path: Path, shape: str
+) -> None:
+    if shape == "only_in_the_final_response":  # streamed as the allowed call, then swapped at the end
+        events = [{"type": "response.created", "response": HEAD},
+                  {"type": "response.output_item.added", "output_index": 0, "item": {**ALLOWED, "arguments": ""}},
+                  {"type": "response.output_item.done", "output_index": 0, "item": ALLOWED},
+                  {"type": "response.completed", "response": {**HEAD, "status": "completed",
+                                                              "output": [{**ALLOWED, "name": "delete_stack"}, BLOCKED]}}]
+    else:  # two calls with no output index, the blocked one's arguments streamed between
+        events = [{"type": "response.created", "response": HEAD},
+                  {"type": "response.output_item.added", "item": {**ALLOWED, "arguments": ""}},
+                  {"type": "response.output_item.added", "item": {**BLOCKED, "arguments": ""}},
+                  {"type": "response.function_call_arguments.delta", "item_id": "fc_del", "delta": BLOCKED["arguments"]},
+                  {"type": "response.output_item.done", "item": ALLOWED},
+                  {"type": "response.output_item.done", "item": BLOCKED},
+                  {"type": "response.completed", "response": {**HEAD, "status": "completed", "output": [ALLOWED, BLOCKED]}}]
+    fake = FakeUpstream(base_url=await raw_upstream(aiohttp_server, events))
+    gateway = await make_gateway(aiohttp_server, fake, tmp_path, transport="native", policy=parse_policy(POLICY))
+    async with aiohttp.ClientSession() as session:
+        answer = await session.post(gateway.url + "/v1/responses",
+                                    json={"model": MODEL, "input": "Tidy up", "tools": TOOLS, "stream": True})
+        body = (await answer.read()).decode()
+    assert answer.status == 200 and '"stack"' not in body and '"name":"delete_stack"' not in body
+    sent = [orjson.loads(frame.split("data: ", 1)[1]) for frame in body.split("\n\n") if "data: " in frame]
+    assert [event["sequence_number"] for event in sent] == list(range(len(sent)))
+    final = sent[-1]["response"]["output"]
+    assert [item["type"] for item in final] == ["function_call", "message"] and final[0]["name"] == "read_file"
+    [record] = await gateway.recorded()
+    assert ("delete_stack", "deny") in [(d["tool"], d["action"]) for d in record.tool_decisions]

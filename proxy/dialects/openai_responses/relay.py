@@ -25,14 +25,20 @@ class ResponsesStreamRelay:
         self._sent: list[dict[str, Any]] = []
         self._stamp = ModelStamp(model)
         self._next_number: int | None = None  # the sequence_number the next event leaves with
+        self._failure: UpstreamError | None = None  # the provider's error event, once one came
 
     async def feed(self, events: list[StreamEvent]) -> bytes:
+        if self._failure is not None:
+            raise self._failure
         frames: list[bytes] = []
         for event in events:
             data = event.data
             if data.get("type") == "error":  # the provider's failure mid-stream, in its words
-                raise UpstreamError(f"upstream failed: {data.get('message') or 'the provider reported an error'}",
-                                    status=502, code=str(data.get("code") or "upstream_unavailable"))
+                # Raised at the next feed or at finish: the frames before it still go out.
+                self._failure = UpstreamError(
+                    f"upstream failed: {data.get('message') or 'the provider reported an error'}",
+                    status=502, code=str(data.get("code") or "upstream_unavailable"))
+                break
             if event.raw is not None and self.gate.passes_intact(data) and self._bears_next_number(data):
                 frame = self._restamped(event.raw, data)
                 if frame is not None:
@@ -52,6 +58,8 @@ class ResponsesStreamRelay:
         return b"".join(frames)
 
     async def finish(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
         self.gate.finish()
         return b""  # a response stream ends with its final event, already sent
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 from typing import Any
 
 from capture.records import Interaction
-
 from policy.rules import ProjectPolicy
 from proxy.dialects.fields import body_and_model, invalid_type
 from proxy.dialects.openai_responses.tools import declared_tool_names, screen_tools

@@ -20,6 +20,18 @@ NAMESPACE = "namespace"
 _BUILT_IN_CALLS = {"local_shell_call": "local_shell", "shell_call": "shell", "apply_patch_call": "apply_patch",
                    "computer_call": "computer_use_preview"}
 CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", *_BUILT_IN_CALLS})
+# Call items the provider itself carries out (screening the request decides those).
+_PROVIDER_CALLS = frozenset({"web_search_call", "file_search_call", "code_interpreter_call",
+                             "image_generation_call", "mcp_call"})
+
+
+def is_client_call(item: Any) -> bool:
+    """An output item the client would carry out: the known kinds, and any other `*_call` item
+    not run at the provider (a kind newer than this gateway is decided, not let through)."""
+    if not isinstance(item, dict):
+        return False
+    kind = item.get("type")
+    return kind in CLIENT_CALLS or (isinstance(kind, str) and kind.endswith("_call") and kind not in _PROVIDER_CALLS)
 
 
 def tool_names(entry: Any) -> list[str]:
@@ -116,7 +128,7 @@ def call_of(item: dict[str, Any], declared: frozenset[str]) -> tuple[Any, Any, s
         return item.get("call_id"), item.get("name"), _text(item.get("arguments"))
     if kind == "custom_tool_call":
         return item.get("call_id"), item.get("name"), _text(item.get("input"))
-    name = _BUILT_IN_CALLS.get(str(kind), kind)
+    name = _BUILT_IN_CALLS.get(str(kind), str(kind).removesuffix("_call"))
     if kind == "computer_call" and "computer" in declared:  # the tool's GA name
         name = "computer"
     action = item.get("operation", item.get("action"))
