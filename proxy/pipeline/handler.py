@@ -55,8 +55,10 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     ensure_model_reachable(asked, identity, settings)
     pack = exchange.pack = await pack_context(request, asked, identity, settings)
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
-    call = exchange.call = replace(dialect.prepare(asked, pack, policy, identity.bearer_token), interaction_id=exchange.id)
+    call = exchange.call = dialect.prepare(asked, pack, policy, identity.bearer_token)
     exchange.transport = app[UPSTREAM].transport_for(call)
+    if exchange.transport == "translate":  # where litellm's answer becomes a response the gateway names
+        call = exchange.call = replace(call, interaction_id=exchange.id)
     if asked.continues is not None and (exchange.transport == "translate"
                                         or interaction_of_made_response(asked.continues.response_id)):
         call = exchange.call = await continue_from_record(request, asked.continues, call, identity)
