@@ -48,6 +48,17 @@ def model_and_messages(body: Any) -> tuple[dict[str, Any], str, list[Any]]:
     return body, model, messages
 
 
+def with_tools(body: dict[str, Any], kept: list[Any]) -> dict[str, Any]:
+    """The body offering only the `kept` tools (OpenAI's chat and Responses APIs); with none
+    left, without `tools` and the choices about them: an empty list is an error at most providers."""
+    screened = {**body, "tools": kept}
+    if not kept:
+        del screened["tools"]
+        screened.pop("tool_choice", None)
+        screened.pop("parallel_tool_calls", None)
+    return screened
+
+
 def invalid_type(where: str, expected: str, got: Any) -> BadRequest:
     """In the words and code OpenAI itself answers a mistyped field with."""
     return BadRequest(f"Invalid type for '{where}': expected {expected}, but got {_json_type(got)} instead.",

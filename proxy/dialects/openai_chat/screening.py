@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.fields import invalid_type
+from proxy.dialects.fields import invalid_type, with_tools
 from proxy.edge.errors import BadRequest
 
 
@@ -45,12 +45,7 @@ def screen_request(params: dict[str, Any], policy: ProjectPolicy) -> dict[str, A
     kept = [t for t in tools if not _is_blocked(t, policy)]
     if len(kept) == len(tools):
         return params
-    screened = {**params, "tools": kept}
-    if not kept:  # an empty tools list is an error at most providers
-        del screened["tools"]
-        screened.pop("tool_choice", None)
-        screened.pop("parallel_tool_calls", None)
-    return screened
+    return with_tools(params, kept)
 
 
 def _refuse_blocked_choice(choice: Any, policy: ProjectPolicy) -> None:

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.fields import invalid_type
+from proxy.dialects.fields import invalid_type, with_tools
 from proxy.edge.errors import BadRequest
 
 _NAMED = ("function", "custom")
@@ -65,12 +65,7 @@ def screen_tools(body: dict[str, Any], policy: ProjectPolicy) -> dict[str, Any]:
             if entry is not None]
     if kept == tools:
         return body
-    screened = {**body, "tools": kept}
-    if not kept:
-        del screened["tools"]
-        screened.pop("tool_choice", None)
-        screened.pop("parallel_tool_calls", None)
-    return screened
+    return with_tools(body, kept)
 
 
 def _screened(entry: Any, where: str, policy: ProjectPolicy) -> Any:
