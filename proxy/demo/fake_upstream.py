@@ -129,13 +129,8 @@ class FakeUpstream:
         """The Responses API: `Reply` as a response (else `respond`'s pick, else the input
         echoed), whole or streamed; `reset_after_chunks` cuts the stream after that many events."""
         body = await self._received(request)
-        async with self._arrived:
-            self.calls += 1
-            self._arrived.notify_all()
-        if self.script:
-            reply = self.script.popleft()
-        else:
-            reply = self.respond(body) if self.respond is not None else self.default_reply or Reply()
+        reply = await self._reply_to(lambda: self.respond(body) if self.respond is not None
+                                     else self.default_reply or Reply())
         if reply.status != 200:
             return _scripted_error(reply)
         response = response_object(body, reply)
@@ -153,6 +148,13 @@ class FakeUpstream:
                 await reply.hold.wait()
         return stream
 
+    async def _reply_to(self, unscripted: Callable[[], Reply]) -> Reply:
+        """The call counted (for `wait_for_calls`), and its reply: the next scripted one, else `unscripted()`."""
+        async with self._arrived:
+            self.calls += 1
+            self._arrived.notify_all()
+        return self.script.popleft() if self.script else unscripted()
+
     async def _received(self, request: web.Request) -> dict[str, Any]:
         """The call's body, kept (with its headers and bytes) unless `keep_received` is off."""
         raw = await request.read()
@@ -163,13 +165,7 @@ class FakeUpstream:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._received(request)
-        async with self._arrived:
-            self.calls += 1
-            self._arrived.notify_all()
-        if self.script:
-            reply = self.script.popleft()
-        else:
-            reply = self.default_reply or Reply(text=_echo(body))
+        reply = await self._reply_to(lambda: self.default_reply or Reply(text=_echo(body)))
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status != 200:
