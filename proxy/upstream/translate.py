@@ -11,10 +11,11 @@ Nothing outside sees litellm's types.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import socket
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -129,15 +130,10 @@ class Translate:
         return _without_made_up_usage(response.model_dump(exclude_none=True))
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
-        try:
-            response = await litellm.acompletion(**self._arguments(call))
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        try:
+        async with self._chat_stream(self._arguments(call), call) as response:
             async for chunk in response:
                 if _is_made_up_finish(response):
-                    raise UpstreamError("the provider's stream ended before its answer was finished",
-                                        status=502, code="upstream_stream_cut")
+                    raise _stream_cut()
                 data = _chunk_dict(chunk, call.model)
                 if "usage" in data and not _has_provider_usage(response):
                     # litellm counted it, having none from the provider: not passed on as the
@@ -146,13 +142,24 @@ class Translate:
                         continue
                     del data["usage"]
                 yield [StreamEvent(data=data)]
+
+    @contextlib.asynccontextmanager
+    async def _chat_stream(self, arguments: dict[str, Any], call: UpstreamCall) -> AsyncIterator[Any]:
+        """litellm's stream of the chat call `arguments` make, for the body to read: what fails
+        on the way leaves as UpstreamError, and however the reading ends the provider's
+        connection is released (when we stop early, client gone, it would otherwise keep
+        generating, and billing, until garbage collection)."""
+        try:
+            response = await litellm.acompletion(**arguments)
+        except Exception as error:  # boundary, as in complete()
+            raise self._error(error, call) from error
+        try:
+            yield response
         except UpstreamError:
             raise
         except Exception as error:  # boundary, as in complete()
             raise self._error(error, call) from error
         finally:
-            # Only this releases the provider connection when we stop early (client gone):
-            # otherwise the provider keeps generating, and billing, until garbage collection.
             await response.aclose()
 
     async def embed(self, call: UpstreamCall) -> dict[str, Any]:
@@ -236,28 +243,16 @@ class Translate:
         for each tool call; message_delta with the stop reason and usage; message_stop), one
         event a batch."""
         chat, tool_names = self._chat_call(call)
-        try:
-            response = await litellm.acompletion(**self._arguments(chat))
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        events = AnthropicStreamWrapper(response, model=call.model, tool_name_mapping=tool_names)
-        try:
-            async for event in events:
+        async with self._chat_stream(self._arguments(chat), call) as response:
+            async for event in AnthropicStreamWrapper(response, model=call.model, tool_name_mapping=tool_names):
                 # The wrapper ends every stream with message_stop: a cut one must not reach the
                 # client as finished (the made-up finish chunk is the first sign of it).
                 if _is_made_up_finish(response):
-                    raise UpstreamError("the provider's stream ended before its answer was finished",
-                                        status=502, code="upstream_stream_cut")
+                    raise _stream_cut()
                 data = _event_dict(event)
                 if data.get("type") == "message_delta" and not _has_provider_usage(response):
                     call.learned.usage_counted = True  # litellm counted the usage it carries
                 yield [StreamEvent(data=data)]
-        except UpstreamError:
-            raise
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        finally:
-            await response.aclose()  # as in stream(): releases the provider's connection
 
     async def respond(self, call: UpstreamCall) -> dict[str, Any]:
         """A Responses API call to a route whose provider speaks only OpenAI chat: sent as the
@@ -283,37 +278,27 @@ class Translate:
         """The same, streamed: the provider's chunks made Responses API events by litellm's
         streaming iterator, one event a batch."""
         chat, request = self._responses_chat_call(call)
-        try:
-            response = await litellm.acompletion(**chat)
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        events = LiteLLMCompletionStreamingIterator(
-            model=call.model, litellm_custom_stream_wrapper=response, request_input=call.body["input"],
-            responses_api_request=request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
-            custom_llm_provider=provider_of(self._model(call)))
-        try:
-            async for event in events:
-                data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)  # its event types are enums
-                answer = data.get("response")
-                if isinstance(answer, dict):
-                    answer["id"] = call.made_response_id
-                    if data.get("type") == "response.completed":
-                        # litellm completes every stream: a cut one must not reach the client as done.
-                        if _is_made_up_finish(response):
-                            raise UpstreamError("the provider's stream ended before its answer was finished",
-                                                status=502, code="upstream_stream_cut")
-                        if not _has_provider_usage(response):
-                            call.learned.usage_counted = True  # litellm counted the usage it carries
-                yield [StreamEvent(data=writable(data))]
-        except UpstreamError:
-            raise
-        except pydantic.ValidationError as error:  # litellm's events refused a parameter of the client's
-            raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
-                                kind="invalid_request_error", code="invalid_request") from error
-        except Exception as error:  # boundary, as in complete()
-            raise self._error(error, call) from error
-        finally:
-            await response.aclose()  # as in stream(): releases the provider's connection
+        async with self._chat_stream(chat, call) as response:
+            events = LiteLLMCompletionStreamingIterator(
+                model=call.model, litellm_custom_stream_wrapper=response, request_input=call.body["input"],
+                responses_api_request=request,  # type: ignore[arg-type]  # litellm's TypedDict of these keys
+                custom_llm_provider=provider_of(self._model(call)))
+            try:
+                async for event in events:
+                    data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)  # its types are enums
+                    answer = data.get("response")
+                    if isinstance(answer, dict):
+                        answer["id"] = call.made_response_id
+                        if data.get("type") == "response.completed":
+                            # litellm completes every stream: a cut one must not reach the client as done.
+                            if _is_made_up_finish(response):
+                                raise _stream_cut()
+                            if not _has_provider_usage(response):
+                                call.learned.usage_counted = True  # litellm counted the usage it carries
+                    yield [StreamEvent(data=writable(data))]
+            except pydantic.ValidationError as error:  # litellm's events refused a parameter of the client's
+                raise UpstreamError(f"the request could not be translated for the provider: {error}", status=400,
+                                    kind="invalid_request_error", code="invalid_request") from error
 
     def _responses_chat_call(self, call: UpstreamCall) -> tuple[dict[str, Any], dict[str, Any]]:
         """litellm's keyword arguments for the chat call a Responses API `call` becomes, and the
@@ -412,6 +397,11 @@ class Translate:
             arguments["extra_body"] = extra_body
         arguments.update(messages=call.body["messages"], stream=call.stream)
         return arguments
+
+
+def _stream_cut() -> UpstreamError:
+    return UpstreamError("the provider's stream ended before its answer was finished", status=502,
+                         code="upstream_stream_cut")
 
 
 def _without_made_up_usage(data: dict[str, Any]) -> dict[str, Any]:
