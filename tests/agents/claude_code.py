@@ -23,6 +23,7 @@ from proxy.config.settings import ModelRoute
 from proxy.demo.fake_anthropic import FakeAnthropic
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.edge.server import server_options
+from tests.agents.cli import run_cli
 from tests.conftest import PROVIDER_KEY, Gateway, gateway_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,20 +163,11 @@ async def run_claude(claude: Path, gateway: Gateway, home: Path, cwd: Path,
         "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", **(env or {}),
     }
-    process = await asyncio.create_subprocess_exec(
-        str(claude), "-p", PROMPT, "--model", MODEL, "--allowedTools", allowed_tools, "--output-format", "json",
-        cwd=cwd, env=environment, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
-    except TimeoutError:
-        raise AssertionError(f"claude -p did not finish within {RUN_TIMEOUT_S} s") from None
-    finally:
-        if process.returncode is None:  # timed out, or cancelled by a test that failed first
-            process.kill()
-            await process.wait()
-    assert stdout.strip(), f"claude -p printed nothing (exit {process.returncode}): {stderr.decode()[-2000:]}"
-    return Run(process.returncode or 0, orjson.loads(stdout.splitlines()[-1]), stderr.decode())
+    returncode, stdout, stderr = await run_cli(
+        [str(claude), "-p", PROMPT, "--model", MODEL, "--allowedTools", allowed_tools, "--output-format", "json"],
+        cwd, environment, RUN_TIMEOUT_S)
+    assert stdout.strip(), f"claude -p printed nothing (exit {returncode}): {stderr.decode()[-2000:]}"
+    return Run(returncode, orjson.loads(stdout.splitlines()[-1]), stderr.decode())
 
 
 @contextlib.asynccontextmanager

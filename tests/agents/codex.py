@@ -5,7 +5,6 @@ its own whose config points its one model provider at the gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from capture.knowledge import new_memory
 from policy.rules import parse_policy
 from proxy.appkeys import STORE
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from tests.agents.cli import run_cli
 from tests.conftest import Gateway, make_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,17 +117,7 @@ async def run_codex(codex: Path, gateway: Gateway, home: Path, cwd: Path) -> Run
     (home / "config.toml").write_text(CONFIG.replace("{base_url}", gateway.url + "/v1"))
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "CODEX_HOME": str(home),
                    "LANG": "C.UTF-8", "CTXGATE_TEST_KEY": CALLER_KEY}
-    process = await asyncio.create_subprocess_exec(
-        str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT,
-        cwd=cwd, env=environment, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
-    except TimeoutError:
-        raise AssertionError(f"codex exec did not finish within {RUN_TIMEOUT_S} s") from None
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    returncode, stdout, stderr = await run_cli(
+        [str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT], cwd, environment, RUN_TIMEOUT_S)
     events = [orjson.loads(line) for line in stdout.splitlines() if line.startswith(b"{")]
-    return Run(process.returncode or 0, events, stderr.decode())
+    return Run(returncode, events, stderr.decode())
