@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.targets import ANTHROPIC, ANTHROPIC_TARGETS, CHAT
+from bench.targets import ANTHROPIC, NATIVE_WIRE_TARGETS, CHAT
 
 if TYPE_CHECKING:
     from bench.run import Result
@@ -95,7 +95,7 @@ def _print_side_by_side(run: Run) -> None:
 
 def _print_anthropic(run: Run) -> None:
     """The targets measured on Anthropic Messages, each beside its own OpenAI chat rows."""
-    rows = [(name, wire) for name in ANTHROPIC_TARGETS for wire in (ANTHROPIC, CHAT)
+    rows = [(name, wire) for name in NATIVE_WIRE_TARGETS for wire in (ANTHROPIC, CHAT)
             if run.get(name, "plain", wire=wire) or run.get(name, f"stream{LONG}", wire=wire)]
     if not any(wire == ANTHROPIC for _, wire in rows):
         return
@@ -130,7 +130,7 @@ def _print_ratios(run: Run) -> None:
             parts.append(part)
         if parts:
             print(f"  {name:<17} " + "; ".join(parts))
-    for name in ANTHROPIC_TARGETS:  # against the relay's Anthropic calls, and against its own chat calls
+    for name in NATIVE_WIRE_TARGETS:  # against the relay's Anthropic calls, and against its own chat calls
         parts = []
         for label in ("plain", f"stream{LONG}", f"stream{SHORT}"):
             ours = run.get(name, label, wire=ANTHROPIC)

@@ -39,7 +39,7 @@ import orjson
 
 from bench import report
 from bench.servers import stream_marker
-from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, ANTHROPIC_TARGETS, CHAT, MODEL, ROOT, WORKERS, Target,
+from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, NATIVE_WIRE_TARGETS, CHAT, MODEL, ROOT, WORKERS, Target,
                            prepare)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -76,7 +76,7 @@ class Scenario:
 PLAIN_1, PLAIN_16 = Scenario(False, 1), Scenario(False, 16)
 STREAM200_1, STREAM200_16, STREAM10_16 = Scenario(True, 1, 200), Scenario(True, 16, 200), Scenario(True, 16, 10)
 SCENARIOS = (PLAIN_1, PLAIN_16, STREAM200_1, STREAM200_16, STREAM10_16)
-# Anthropic Messages at C=16 only (for ANTHROPIC_TARGETS): what the native-wire targets are judged on.
+# Anthropic Messages at C=16 only (for NATIVE_WIRE_TARGETS): what the native-wire targets are judged on.
 ANTHROPIC_SCENARIOS = (Scenario(False, 16, wire=ANTHROPIC), Scenario(True, 16, 200, wire=ANTHROPIC),
                        Scenario(True, 16, 10, wire=ANTHROPIC))
 
@@ -84,7 +84,7 @@ ANTHROPIC_SCENARIOS = (Scenario(False, 16, wire=ANTHROPIC), Scenario(True, 16, 2
 def scenarios_for(name: str) -> tuple[Scenario, ...]:
     if name in WORKERS:
         return (PLAIN_16,)
-    return SCENARIOS + (ANTHROPIC_SCENARIOS if name in ANTHROPIC_TARGETS else ())
+    return SCENARIOS + (ANTHROPIC_SCENARIOS if name in NATIVE_WIRE_TARGETS else ())
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctx
        "ctxgate_workers1", "ctxgate_workers2")
 WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
 # The wires a scenario's calls are sent in: OpenAI chat (POST /v1/chat/completions) to every
-# target, Anthropic Messages (POST /v1/messages) to ANTHROPIC_TARGETS only, which keeps
+# target, Anthropic Messages (POST /v1/messages) to NATIVE_WIRE_TARGETS only, which keeps
 # `make bench` within its minutes.
 CHAT, ANTHROPIC = "chat", "anthropic"
-ANTHROPIC_TARGETS = ("passthrough", "ctxgate_policy")
+NATIVE_WIRE_TARGETS = ("passthrough", "ctxgate_policy")
 ANTHROPIC_MODEL = "claude-bench"
 
 
@@ -98,7 +98,7 @@ def ctxgate_config(name: str, upstream_base: str) -> str:
         f"model_list:\n  - model_name: {MODEL}\n    transport: {transport}\n    litellm_params:\n"
         f"      model: openai/fake-model\n      api_base: {upstream_base}\n      api_key: sk-bench\n"
     )
-    if name in ANTHROPIC_TARGETS:  # pinned native, so that a change of default cannot make it measure litellm
+    if name in NATIVE_WIRE_TARGETS:  # pinned native, so that a change of default cannot make it measure litellm
         text += (
             f"  - model_name: {ANTHROPIC_MODEL}\n    transport: native\n    litellm_params:\n"
             f"      model: anthropic/claude-fake\n      api_base: {upstream_base.removesuffix('/v1')}\n"
