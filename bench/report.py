@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.targets import ANTHROPIC, NATIVE_WIRE_TARGETS, CHAT
+from bench.targets import ANTHROPIC, CHAT, NATIVE_WIRE_TARGETS, NATIVE_WIRES, RESPONSES
 
 if TYPE_CHECKING:
     from bench.run import Result
@@ -65,7 +65,7 @@ class Run:
 def print_report(results: list[Result], skipped: dict[str, str]) -> None:
     run = Run(results, skipped)
     _print_side_by_side(run)
-    _print_anthropic(run)
+    _print_native_wires(run)
     _print_ratios(run)
     checks = issue_checks(run)
     print(f"\nthe issue's targets, judged on {JUDGED} (capture on, a 200-rule policy enforcing, context on), C=16:")
@@ -93,14 +93,16 @@ def _print_side_by_side(run: Run) -> None:
               + (f"{chunk:14.4f} ms" if chunk is not None and name != "direct" else f"{'-':>17}"))
 
 
-def _print_anthropic(run: Run) -> None:
-    """The targets measured on Anthropic Messages, each beside its own OpenAI chat rows."""
-    rows = [(name, wire) for name in NATIVE_WIRE_TARGETS for wire in (ANTHROPIC, CHAT)
+def _print_native_wires(run: Run) -> None:
+    """The targets measured on Anthropic Messages and the Responses API, each beside its own
+    OpenAI chat rows."""
+    rows = [(name, wire) for name in NATIVE_WIRE_TARGETS for wire in (*NATIVE_WIRES, CHAT)
             if run.get(name, "plain", wire=wire) or run.get(name, f"stream{LONG}", wire=wire)]
-    if not any(wire == ANTHROPIC for _, wire in rows):
+    if not any(wire in NATIVE_WIRES for _, wire in rows):
         return
     labels = ("plain", f"stream{LONG}", f"stream{SHORT}")
-    print("\nAnthropic Messages (POST /v1/messages) beside OpenAI chat, C=16, CPU ms per request | req/s:")
+    print("\nAnthropic Messages (POST /v1/messages) and the Responses API (POST /v1/responses) beside OpenAI chat, "
+          "C=16, CPU ms per request | req/s:")
     print(f"  {'':<26}" + "".join(f"{label + ' c=16':>22}" for label in labels) + f"{'per extra event':>17}")
     for name, wire in rows:
         cells = []
@@ -130,18 +132,19 @@ def _print_ratios(run: Run) -> None:
             parts.append(part)
         if parts:
             print(f"  {name:<17} " + "; ".join(parts))
-    for name in NATIVE_WIRE_TARGETS:  # against the relay's Anthropic calls, and against its own chat calls
-        parts = []
-        for label in ("plain", f"stream{LONG}", f"stream{SHORT}"):
-            ours = run.get(name, label, wire=ANTHROPIC)
-            if not ours:
-                continue
-            against_chat = f"{_cpu_vs(ours, run.get(name, label))} its chat call's"
-            relay = run.get("passthrough", label, wire=ANTHROPIC)
-            parts.append(f"{label}: cpu " + (against_chat if name == "passthrough" else
-                                             f"{_cpu_vs(ours, relay)}, {against_chat}"))
-        if parts:
-            print(f"  {name:<17} on Anthropic Messages: " + "; ".join(parts))
+    for name in NATIVE_WIRE_TARGETS:  # against the relay's calls on the wire, and against its own chat calls
+        for wire, title in ((ANTHROPIC, "Anthropic Messages"), (RESPONSES, "the Responses API")):
+            parts = []
+            for label in ("plain", f"stream{LONG}", f"stream{SHORT}"):
+                ours = run.get(name, label, wire=wire)
+                if not ours:
+                    continue
+                against_chat = f"{_cpu_vs(ours, run.get(name, label))} its chat call's"
+                relay = run.get("passthrough", label, wire=wire)
+                parts.append(f"{label}: cpu " + (against_chat if name == "passthrough" else
+                                                 f"{_cpu_vs(ours, relay)}, {against_chat}"))
+            if parts:
+                print(f"  {name:<17} on {title}: " + "; ".join(parts))
     guarded, plain = run.get("ctxgate_policy", "plain"), run.get("ctxgate", "plain")
     if guarded and plain:
         print(f"  a 200-rule policy enforced: cpu/req {guarded.cpu_ms_per_request / plain.cpu_ms_per_request:.2f}x "
@@ -178,14 +181,15 @@ def issue_checks(run: Run) -> list[Check]:
         checks.append(_check(run, f"translate path: CPU/request {label} vs bare litellm", f"<= {TRANSLATE_BEFORE:.2f}x",
                              ("ctxgate_translate", "bare_litellm"), translated, lambda x: x <= TRANSLATE_BEFORE,
                              "{:.2f}x"))
-    for label in ("plain", f"stream{LONG}"):
-        native = functools.partial(_cpu_ratio, run, JUDGED, "passthrough", label, ANTHROPIC)
-        shown = "plain" if label == "plain" else f"stream ({LONG} deltas)"
-        checks.append(_check(run, f"Anthropic: CPU/request {shown} vs raw passthrough", "<= 3x",
-                             (JUDGED, "passthrough"), native, lambda x: x <= 3, "{:.2f}x"))
-    checks.append(_check(run, f"Anthropic: CPU per extra streamed event ({SHORT} vs {LONG} deltas)", "<= 0.03ms",
-                         (JUDGED,), lambda: run.per_extra_chunk_ms(JUDGED, ANTHROPIC), lambda x: x <= 0.03,
-                         "{:.4f} ms"))
+    for wire, title in ((ANTHROPIC, "Anthropic"), (RESPONSES, "Responses")):
+        for label in ("plain", f"stream{LONG}"):
+            native = functools.partial(_cpu_ratio, run, JUDGED, "passthrough", label, wire)
+            shown = "plain" if label == "plain" else f"stream ({LONG} deltas)"
+            checks.append(_check(run, f"{title}: CPU/request {shown} vs raw passthrough", "<= 3x",
+                                 (JUDGED, "passthrough"), native, lambda x: x <= 3, "{:.2f}x"))
+        checks.append(_check(run, f"{title}: CPU per extra streamed event ({SHORT} vs {LONG} deltas)", "<= 0.03ms",
+                             (JUDGED,), functools.partial(run.per_extra_chunk_ms, JUDGED, wire), lambda x: x <= 0.03,
+                             "{:.4f} ms"))
     checks.append(_rss_check(run))
     return checks
 

@@ -39,8 +39,8 @@ import orjson
 
 from bench import report
 from bench.servers import stream_marker
-from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, NATIVE_WIRE_TARGETS, CHAT, MODEL, ROOT, WORKERS, Target,
-                           prepare)
+from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, CHAT, MODEL, NATIVE_WIRE_TARGETS, NATIVE_WIRES, RESPONSES,
+                           ROOT, WORKERS, Target, prepare)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -56,7 +56,7 @@ class Scenario:
     stream: bool
     concurrency: int
     deltas: int | None = None  # streams: content deltas per stream; plain calls get the ~60-token answer
-    wire: str = CHAT  # CHAT: POST /v1/chat/completions; ANTHROPIC: POST /v1/messages
+    wire: str = CHAT  # CHAT: POST /v1/chat/completions; ANTHROPIC: POST /v1/messages; RESPONSES: POST /v1/responses
 
     @property
     def label(self) -> str:
@@ -64,27 +64,28 @@ class Scenario:
 
     @property
     def title(self) -> str:
-        """The label, marked `anth.` for Anthropic Messages."""
-        return self.label if self.wire == CHAT else f"anth.{self.label}"
+        """The label, marked `anth.` for Anthropic Messages, `resp.` for the Responses API."""
+        return self.label if self.wire == CHAT else f"{self.wire[:4]}.{self.label}"
 
     @property
     def path(self) -> str:
         """Under /v1, at a target and at the upstream alike."""
-        return "/chat/completions" if self.wire == CHAT else "/messages"
+        return {CHAT: "/chat/completions", ANTHROPIC: "/messages", RESPONSES: "/responses"}[self.wire]
 
 
 PLAIN_1, PLAIN_16 = Scenario(False, 1), Scenario(False, 16)
 STREAM200_1, STREAM200_16, STREAM10_16 = Scenario(True, 1, 200), Scenario(True, 16, 200), Scenario(True, 16, 10)
 SCENARIOS = (PLAIN_1, PLAIN_16, STREAM200_1, STREAM200_16, STREAM10_16)
-# Anthropic Messages at C=16 only (for NATIVE_WIRE_TARGETS): what the native-wire targets are judged on.
-ANTHROPIC_SCENARIOS = (Scenario(False, 16, wire=ANTHROPIC), Scenario(True, 16, 200, wire=ANTHROPIC),
-                       Scenario(True, 16, 10, wire=ANTHROPIC))
+# Anthropic Messages and the Responses API at C=16 only (for NATIVE_WIRE_TARGETS): what the
+# native-wire targets are judged on.
+NATIVE_WIRE_SCENARIOS = tuple(scenario for wire in NATIVE_WIRES for scenario in (
+    Scenario(False, 16, wire=wire), Scenario(True, 16, 200, wire=wire), Scenario(True, 16, 10, wire=wire)))
 
 
 def scenarios_for(name: str) -> tuple[Scenario, ...]:
     if name in WORKERS:
         return (PLAIN_16,)
-    return SCENARIOS + (ANTHROPIC_SCENARIOS if name in NATIVE_WIRE_TARGETS else ())
+    return SCENARIOS + (NATIVE_WIRE_SCENARIOS if name in NATIVE_WIRE_TARGETS else ())
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Result:
     rps: float
     cpu_ms_per_request: float
     upstream_cpu_ms_per_request: float
-    frames: int  # SSE data frames of the last warm-up answer (0 plain): N deltas give N + 3 in chat, N + 6 Anthropic
+    frames: int  # SSE data frames of the last warm-up answer (0 plain): N deltas give N + 3 in chat, N + 6 Anthropic, N + 8 Responses
     rss_mb: float  # resident memory of the target's tree after the measurement
 
 
@@ -179,8 +180,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def payload(scenario: Scenario) -> bytes:
-    """The same question on either wire: OpenAI chat, or Anthropic Messages as the anthropic SDK
-    sends it (the system prompt beside the messages, `max_tokens` required)."""
+    """The same question on every wire: OpenAI chat, Anthropic Messages as the anthropic SDK
+    sends it (the system prompt beside the messages, `max_tokens` required), or the Responses API
+    (the system prompt as `instructions`)."""
     question = "What is the prod VPC CIDR?"
     if scenario.deltas is not None:
         question += " " + stream_marker(scenario.deltas)
@@ -188,6 +190,8 @@ def payload(scenario: Scenario) -> bytes:
     if scenario.wire == ANTHROPIC:
         return orjson.dumps({"model": ANTHROPIC_MODEL, "max_tokens": 1024, "stream": scenario.stream,
                              "system": system, "messages": [{"role": "user", "content": question}]})
+    if scenario.wire == RESPONSES:
+        return orjson.dumps({"model": MODEL, "stream": scenario.stream, "instructions": system, "input": question})
     return orjson.dumps({"model": MODEL, "stream": scenario.stream, "messages": [
         {"role": "system", "content": system}, {"role": "user", "content": question}]})
 

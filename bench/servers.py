@@ -2,7 +2,8 @@
 
 - upstream: the fake provider (zero delay), answering every call with the same reply, or, when
   a request's messages say `(stream of N deltas)`, with a text of exactly N content deltas; in
-  OpenAI chat at `/v1/chat/completions` and in Anthropic Messages at `/v1/messages`;
+  OpenAI chat at `/v1/chat/completions`, in Anthropic Messages at `/v1/messages` and in the
+  Responses API at `/v1/responses`;
 - passthrough: a minimal aiohttp byte relay of both paths, the floor for any Python proxy;
 - bare_litellm: an aiohttp handler that only awaits `litellm.acompletion`, the floor for
   anything that forwards through litellm's default path.
@@ -64,20 +65,23 @@ def upstream_app() -> web.Application:
         fake = sized.get(int(asked[1]), default) if asked else default
         return await fake._chat(request)  # noqa: SLF001 - the fake's handler, reused as it is
 
-    # Anthropic Messages: the same texts, as content_block_delta events of the same sizes
-    # (message_start, ping, the block's start, N deltas, its stop, message_delta, message_stop).
+    # Anthropic Messages and the Responses API: the same texts, as deltas of the same sizes (Anthropic:
+    # message_start, ping, the block's start, N deltas, its stop, message_delta, message_stop;
+    # Responses: created, in_progress, the item and its part added, N deltas, 4 done events, completed).
     replies: dict[int | None, Reply] = {n: Reply(text=delta_text(n), fragment=DELTA_CHARS) for n in STREAM_DELTAS}
     replies[None] = Reply(text=REPLY_TEXT, fragment=REPLY_FRAGMENT)
 
     def reply_for(body: dict[str, Any]) -> Reply:
-        asked = _DELTAS_ASKED.search(orjson.dumps(body.get("messages")))
+        asked = _DELTAS_ASKED.search(orjson.dumps(body.get("messages") or body.get("input")))
         return replies.get(int(asked[1]) if asked else None, replies[None])
 
     anthropic = FakeAnthropic(keep_received=False, respond=reply_for)
+    responses = FakeUpstream(keep_received=False, respond=reply_for)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/messages", anthropic._messages)  # noqa: SLF001 - the fake's handler, reused as it is
+    app.router.add_post("/v1/responses", responses._responses)  # noqa: SLF001 - likewise
     return app
 
 
@@ -103,6 +107,7 @@ def passthrough_app(upstream_base: str) -> web.Application:
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", relay)
     app.router.add_post("/v1/messages", relay)
+    app.router.add_post("/v1/responses", relay)
     return app
 
 

@@ -12,7 +12,8 @@
 | `ctxgate_workers1`, `ctxgate_workers2` | `ctxgate_policy` served with `--workers 1` / `--workers 2` |
 
 `passthrough` and `ctxgate_policy` are measured on Anthropic Messages too (`POST /v1/messages`,
-ctxgate's `claude-bench` route carried natively to the same upstream).
+ctxgate's `claude-bench` route carried natively to the same upstream), and on the Responses API
+(`POST /v1/responses`, the chat route's model, which ctxgate carries natively too).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctx
        "ctxgate_workers1", "ctxgate_workers2")
 WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
 # The wires a scenario's calls are sent in: OpenAI chat (POST /v1/chat/completions) to every
-# target, Anthropic Messages (POST /v1/messages) to NATIVE_WIRE_TARGETS only, which keeps
-# `make bench` within its minutes.
-CHAT, ANTHROPIC = "chat", "anthropic"
+# target; Anthropic Messages (POST /v1/messages) and the Responses API (POST /v1/responses) to
+# NATIVE_WIRE_TARGETS only, which keeps `make bench` within its minutes.
+CHAT, ANTHROPIC, RESPONSES = "chat", "anthropic", "responses"
+NATIVE_WIRES = (ANTHROPIC, RESPONSES)
 NATIVE_WIRE_TARGETS = ("passthrough", "ctxgate_policy")
 ANTHROPIC_MODEL = "claude-bench"
 
