@@ -68,17 +68,8 @@ def identify(request: web.Request, asked: ClientRequest, settings: Settings, key
     outside the key's scope, 429 over the key's rate."""
     bearer = caller_token(request)
     key = caller_key(request, keyring)
-    project = (
-        _checked(request.match_info.get("project"), "the /p/{project} prefix", MAX_NAME)
-        or own_header(request, PROJECT_HEADER, MAX_NAME)
-        or (key.default_project if key else None)
-        or settings.default_project
-    )
+    project = project_of(request, key, settings)
     if key is not None:
-        if not key.allows_project(project):
-            raise Forbidden(f"this key may not use project {project!r}; it may use "
-                            f"{', '.join(sorted(key.projects))} (name one with the /p/{{project}}/v1 prefix "
-                            f"or the {PROJECT_HEADER} header)", code="project_not_allowed")
         if not key.allows_model(asked.model):
             raise Forbidden(f"this key may not use model {asked.model!r}", code="model_not_allowed")
         retry_after = keyring.retry_after_s(key)
@@ -92,6 +83,22 @@ def identify(request: web.Request, asked: ClientRequest, settings: Settings, key
                     agent_id=_agent_header(request, AGENT_ID_HEADER),
                     parent_agent_id=_agent_header(request, PARENT_AGENT_ID_HEADER),
                     bearer_token=None if key else bearer)
+
+
+def project_of(request: web.Request, key: VirtualKey | None, settings: Settings) -> str:
+    """The project a request names (the /p/{project} prefix, the header), else the key's, else
+    the default; 403 for one outside the key's projects."""
+    project = (
+        _checked(request.match_info.get("project"), "the /p/{project} prefix", MAX_NAME)
+        or own_header(request, PROJECT_HEADER, MAX_NAME)
+        or (key.default_project if key else None)
+        or settings.default_project
+    )
+    if key is not None and not key.allows_project(project):
+        raise Forbidden(f"this key may not use project {project!r}; it may use "
+                        f"{', '.join(sorted(key.projects))} (name one with the /p/{{project}}/v1 prefix "
+                        f"or the {PROJECT_HEADER} header)", code="project_not_allowed")
+    return project
 
 
 def session_from(request: web.Request, asked: ClientRequest) -> str | None:
