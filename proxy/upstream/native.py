@@ -58,17 +58,21 @@ class NativeTransport:
 
     async def complete(self, route: NativeRoute, call: UpstreamCall) -> dict[str, Any]:
         async with self._post(route, call) as response:
-            await self._refuse_errors(response, call)
-            try:
-                raw = await response.read()
-            except (aiohttp.ClientError, OSError) as error:
-                raise self._broken(error, call) from error
-            data = _json_object(raw)
-            if data is None:
-                raise UpstreamError(
-                    f"upstream failed: the provider's answer is not a JSON object "
-                    f"({response.content_type or 'no content type'})", status=502, code="upstream_unavailable")
-            return writable(data)
+            return await self._answer(response, call)
+
+    async def _answer(self, response: aiohttp.ClientResponse, call: UpstreamCall) -> dict[str, Any]:
+        """The provider's whole answer: a JSON object, else UpstreamError."""
+        await self._refuse_errors(response, call)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, OSError) as error:
+            raise self._broken(error, call) from error
+        data = _json_object(raw)
+        if data is None:
+            raise UpstreamError(
+                f"upstream failed: the provider's answer is not a JSON object "
+                f"({response.content_type or 'no content type'})", status=502, code="upstream_unavailable")
+        return writable(data)
 
     async def stream(self, route: NativeRoute, call: UpstreamCall) -> AsyncGenerator[list[StreamEvent], None]:
         """Server-sent events in batches, one per network read; `[DONE]` ends it. A stream the
@@ -103,17 +107,23 @@ class NativeTransport:
         body = {**call.body, "model": route.model or call.model}
         if body.get("stream") is None:
             body.pop("stream", None)
-        headers = {**call.headers, "Content-Type": "application/json"}
+        return _Post(self._session.post(endpoint(route.api_base, call.path), data=orjson.dumps(body),
+                                        headers={**self._headers(route, call), "Content-Type": "application/json"},
+                                        timeout=self._timeout(route)), self, call)
+
+    def _headers(self, route: NativeRoute, call: UpstreamCall) -> dict[str, str]:
+        headers = dict(call.headers)
         key = route.api_key or call.client_api_key
         if key:
             name, prefix = call.key_header
             headers[name] = prefix + key
+        return headers
+
+    def _timeout(self, route: NativeRoute) -> aiohttp.ClientTimeout:
         # Per connect and per read, as litellm's (httpx) timeout is: a long stream that keeps
         # coming is not cut at a total.
         limit = route.timeout_s or self.timeout_s
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-        return _Post(self._session.post(endpoint(route.api_base, call.path), data=orjson.dumps(body),
-                                        headers=headers, timeout=timeout), self, call)
+        return aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
 
     async def _refuse_errors(self, response: aiohttp.ClientResponse, call: UpstreamCall) -> None:
         if response.status < 400:
