@@ -26,6 +26,7 @@ from proxy.dialects.openai_completions.dialect import OpenAICompletions
 from proxy.dialects.openai_embeddings.dialect import OpenAIEmbeddings
 from proxy.dialects.openai_responses.dialect import OpenAIResponses
 from proxy.pipeline.models import model_handlers
+from proxy.pipeline.stored_responses import stored_response_handlers
 from proxy.pipeline.count_tokens import count_tokens_handler
 from proxy.pipeline.handler import proxy_handler
 from proxy.pipeline.dialect import Dialect
@@ -60,11 +61,15 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     list_models, get_model = model_handlers(OPENAI_CHAT, {ANTHROPIC_MESSAGES.marker_header: ANTHROPIC_MESSAGES})
+    get_response, list_input_items, delete_response = stored_response_handlers(OPENAI_RESPONSES)
     for prefix in ("", "/p/{project}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", proxy_handler(OPENAI_CHAT))
         app.router.add_post(f"{prefix}/v1/embeddings", proxy_handler(OPENAI_EMBEDDINGS))
         app.router.add_post(f"{prefix}/v1/completions", proxy_handler(OPENAI_COMPLETIONS))
         app.router.add_post(f"{prefix}/v1/responses", proxy_handler(OPENAI_RESPONSES))
+        app.router.add_get(f"{prefix}/v1/responses/{{response_id}}", get_response)
+        app.router.add_get(f"{prefix}/v1/responses/{{response_id}}/input_items", list_input_items)
+        app.router.add_delete(f"{prefix}/v1/responses/{{response_id}}", delete_response)
         app.router.add_post(f"{prefix}/v1/messages", proxy_handler(ANTHROPIC_MESSAGES))
         app.router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens_handler(ANTHROPIC_MESSAGES))
         app.router.add_get(f"{prefix}/v1/models", list_models)

@@ -379,6 +379,24 @@ def _paths() -> dict[str, Schema]:
                              "text/event-stream": {"schema": {"type": "string"}}}},
          **_errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)},
         tag="openai", body=_ref("ResponsesRequest"))
+    response_id = _path("response_id", "The response's id (`resp_ctxgate_...` for one the gateway made).")
+    stored_response = _operation(
+        "A stored response: one the gateway made (translating) from its record, for the project that made it "
+        "and not made with `store: false`; any other id asked of the providers that serve the Responses API "
+        "natively for the models the key may use.",
+        {"200": _json({"type": "object"}, "The response."), **_errors(400, 401, 403, 404, 502, 504)},
+        tag="openai", parameters=[response_id])
+    input_items = _operation(
+        "The input items of a stored response, found as `GET /v1/responses/{response_id}` finds it.",
+        {"200": _json({"type": "object"}, "A list of input items."), **_errors(400, 401, 403, 404, 502, 504)},
+        tag="openai", parameters=[response_id,
+                                  _query("order", {"type": "string", "enum": ["asc", "desc"]}, "Default desc."),
+                                  _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Default 20.")])
+    delete_response = _operation(
+        "Deletes a response the provider stores; one the gateway made is its audit record and is not deleted "
+        "(400 `response_not_deletable`).",
+        {"200": _json({"type": "object"}, "The provider's confirmation."), **_errors(400, 401, 403, 404, 502, 504)},
+        tag="openai", parameters=[response_id])
     messages = _operation(
         "Anthropic Messages (the anthropic SDK, Claude Code), proxied natively to a route whose provider "
         "speaks it, or translated by litellm to one whose provider speaks OpenAI chat: context injected, "
@@ -483,6 +501,13 @@ def _paths() -> dict[str, Schema]:
         "/v1/completions": {"post": completions},
         "/p/{project}/v1/completions": {"post": {**completions, "parameters": [_path("project", "The project.")]}},
         "/v1/responses": {"post": responses},
+        "/v1/responses/{response_id}": {"get": stored_response, "delete": delete_response},
+        "/p/{project}/v1/responses/{response_id}": {
+            "get": {**stored_response, "parameters": [_path("project", "The project."), response_id]},
+            "delete": {**delete_response, "parameters": [_path("project", "The project."), response_id]}},
+        "/v1/responses/{response_id}/input_items": {"get": input_items},
+        "/p/{project}/v1/responses/{response_id}/input_items": {"get": {
+            **input_items, "parameters": [_path("project", "The project."), *input_items["parameters"]]}},
         "/p/{project}/v1/responses": {"post": {**responses, "parameters": [_path("project", "The project.")]}},
         "/v1/embeddings": {"post": embeddings},
         "/p/{project}/v1/embeddings": {"post": {**embeddings, "parameters": [_path("project", "The project.")]}},

@@ -32,6 +32,7 @@ class FakeUpstream:
     calls: int = 0
     default_reply: Reply | None = None  # when nothing is scripted; else echo the last user message
     respond: Callable[[dict[str, Any]], Reply] | None = None  # Responses API, nothing scripted: picks by the body
+    stored: dict[str, tuple[dict[str, Any], Any]] = field(default_factory=dict)  # Responses API: id -> (response, input)
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when a reader hung up
     keep_received: bool = True
     _runner: web.AppRunner | None = None
@@ -52,6 +53,9 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/responses/{response_id}", self._stored_response)
+        app.router.add_get("/v1/responses/{response_id}/input_items", self._stored_input)
+        app.router.add_delete("/v1/responses/{response_id}", self._stored_response)
         app.router.add_get("/v1/models", self._models)
         return app
 
@@ -134,6 +138,8 @@ class FakeUpstream:
         if reply.status != 200:
             return _scripted_error(reply)
         response = response_object(body, reply)
+        if body.get("store") is not False:
+            self.stored[response["id"]] = (response, body["input"])
         if not body.get("stream"):
             return web.json_response(response)
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -147,6 +153,26 @@ class FakeUpstream:
             if number + 1 == reply.hold_after_chunks and reply.hold is not None:
                 await reply.hold.wait()
         return stream
+
+    async def _stored_response(self, request: web.Request) -> web.Response:
+        """A stored response, as OpenAI gives it back (GET) or forgets it (DELETE); 404 for another id."""
+        response_id = request.match_info["response_id"]
+        if response_id not in self.stored:
+            return web.json_response({"error": {"message": f"Response with id '{response_id}' not found.",
+                                                "type": "invalid_request_error", "param": None, "code": None}},
+                                     status=404)
+        if request.method == "DELETE":
+            del self.stored[response_id]
+            return web.json_response({"id": response_id, "object": "response", "deleted": True})
+        return web.json_response(self.stored[response_id][0])
+
+    async def _stored_input(self, request: web.Request) -> web.Response:
+        stored = self.stored.get(request.match_info["response_id"])
+        if stored is None:
+            return await self._stored_response(request)
+        given = stored[1]
+        items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+        return web.json_response({"object": "list", "data": items, "has_more": False})
 
     async def _reply_to(self, unscripted: Callable[[], Reply]) -> Reply:
         """The call counted (for `wait_for_calls`), and its reply: the next scripted one, else `unscripted()`."""

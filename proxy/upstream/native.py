@@ -60,6 +60,15 @@ class NativeTransport:
         async with self._post(route, call) as response:
             return await self._answer(response, call)
 
+    async def fetch(self, route: NativeRoute, call: UpstreamCall, method: str) -> dict[str, Any]:
+        """A GET or DELETE of `call.path` at the provider (a stored response, its input items):
+        the JSON object it answers; its failures as UpstreamError, as for a call."""
+        assert self._session is not None, "the native transport was not started"
+        request = self._session.request(method, endpoint(route.api_base, call.path), headers=self._headers(route, call),
+                                        timeout=self._timeout(route))
+        async with _Post(request, self, call) as response:
+            return await self._answer(response, call)
+
     async def _answer(self, response: aiohttp.ClientResponse, call: UpstreamCall) -> dict[str, Any]:
         """The provider's whole answer: a JSON object, else UpstreamError."""
         await self._refuse_errors(response, call)

@@ -282,3 +282,38 @@ async def test_a_blocked_call_in_an_unusual_stream_never_reaches_the_client(
     assert [item["type"] for item in final] == ["function_call", "message"] and final[0]["name"] == "read_file"
     [record] = await gateway.recorded()
     assert ("delete_stack", "deny") in [(d["tool"], d["action"]) for d in record.tool_decisions]
+
+
+async def test_a_response_is_given_back_by_its_id_and_its_input_items_listed(gateway: Gateway, transport: str) -> None:
+    sdk = gateway.client()
+    gateway.upstream.push(Reply(text="It maps localhost."))
+    made = await sdk.responses.create(model=MODEL, input="What is in /etc/hosts?", instructions="Be terse.")
+    again = await sdk.responses.retrieve(made.id)
+    assert again.id == made.id and again.output_text == "It maps localhost." and again.model == MODEL
+    items = await sdk.responses.input_items.list(made.id)
+    [item] = items.data
+    assert item.role == "user" and "What is in /etc/hosts?" in str(item.content)
+    if transport == "native":  # the provider's to give back and to delete
+        assert gateway.upstream.received[-1].headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
+        await sdk.responses.delete(made.id)
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.retrieve(made.id)
+    else:  # the gateway's record: given back, never deleted
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.responses.delete(made.id)
+        assert refused.value.code == "response_not_deletable"
+        assert (await sdk.responses.retrieve(made.id)).id == made.id
+
+
+async def test_a_response_id_the_caller_may_not_read_is_a_404(gateway: Gateway, transport: str) -> None:
+    sdk = gateway.client()
+    gateway.upstream.push(Reply(text="Noted."), Reply(text="Hello."))
+    unkept = await sdk.responses.create(model=MODEL, input="Remember nothing.", store=False)
+    other = await sdk.with_options(default_headers={"X-Ctxgate-Project": "elsewhere"}).responses.create(
+        model=MODEL, input="Hello.")
+    for response_id in (unkept.id, "resp_unknown", other.id if transport == "translate" else "resp_ctxgate_x"):
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.retrieve(response_id)
+    async with aiohttp.ClientSession() as session:
+        answer = await session.get(gateway.url + "/v1/responses/..%2Fchat%2Fcompletions")
+        assert answer.status == 400 and (await answer.json())["error"]["code"] == "invalid_response_id"

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy.rules import ProjectPolicy
-from proxy.dialects.openai_responses import responses_request
+from capture.records import Interaction
+from proxy.dialects.openai_responses import responses_request, stored
 from proxy.dialects.openai_responses.assembly import completion_text, recorded_reply, usage_of
 from proxy.dialects.openai_responses.gate import ResponsesStreamGate, enforce_response
 from proxy.dialects.openai_responses.relay import ResponsesStreamRelay
@@ -57,3 +58,12 @@ class OpenAIResponses:
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)
+
+    def is_kept(self, record: Interaction) -> bool:
+        return stored.is_kept(record)
+
+    def stored_response(self, record: Interaction) -> dict[str, Any]:
+        return stored.stored_response(record)
+
+    def input_items(self, record: Interaction, order: str, limit: int) -> dict[str, Any]:
+        return stored.input_items(record, order, limit)

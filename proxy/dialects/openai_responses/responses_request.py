@@ -70,13 +70,16 @@ def with_earlier_turns(call: UpstreamCall, earlier: Interaction) -> UpstreamCall
     if isinstance(earlier.params, dict) and earlier.params.get("store") is False:
         raise BadRequest("previous_response_id names a response made with store: false, which is not kept "
                          "to go on from", param="previous_response_id", code="previous_response_not_found")
-    prompt, reply = earlier.prompt, earlier.response
-    given = prompt.get("input") if isinstance(prompt, dict) else None
-    output = reply.get("output") if isinstance(reply, dict) else None
-    items = [_without_pack(item, earlier.context_pack) for item in _items(given if given is not None else [])]
+    output = earlier.response.get("output") if isinstance(earlier.response, dict) else None
     body = {name: value for name, value in call.body.items() if name != "previous_response_id"}
-    body["input"] = [*items, *(output if isinstance(output, list) else ()), *_items(call.body["input"])]
+    body["input"] = [*earlier_items(earlier), *(output if isinstance(output, list) else ()), *_items(call.body["input"])]
     return replace(call, body=body)
+
+
+def earlier_items(record: Interaction) -> list[Any]:
+    """The input items a recorded exchange sent, as the client sent them: its pack left out."""
+    given = record.prompt.get("input") if isinstance(record.prompt, dict) else None
+    return [_without_pack(item, record.context_pack) for item in _items(given if given is not None else [])]
 
 
 def _without_pack(item: Any, pack: str | None) -> Any:
