@@ -225,7 +225,15 @@ def m009_interaction_agent(execute: Execute) -> None:
     execute("ALTER TABLE interactions ADD COLUMN parent_agent_id TEXT")
 
 
+def m010_response_ids(execute: Execute) -> None:
+    """Responses API records are found by the id of the response they hold (a client asks for a
+    stored response, or goes on from one, by that id)."""
+    execute("CREATE INDEX interactions_response_id ON interactions (json_extract(response, '$.id')) "
+            "WHERE wire = 'openai_responses'")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
     m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source, m009_interaction_agent,
+    m010_response_ids,
 )

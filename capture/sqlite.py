@@ -261,6 +261,17 @@ class SQLiteStore:
 
         return await self._run(select)
 
+    async def find_response(self, project: str, response_id: str) -> Interaction | None:
+        # As the index m010 made is written: its expression, and its wire.
+        sql = (f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE wire = 'openai_responses' "
+               "AND json_extract(response, '$.id') = ? AND project = ? ORDER BY created_at DESC, id DESC LIMIT 1")
+
+        def select(db: sqlite3.Connection) -> Interaction | None:
+            row = db.execute(sql, (response_id, project)).fetchone()
+            return None if row is None else _from_row(_COLUMNS, row)
+
+        return await self._run(select)
+
 
     async def list_sessions(
         self, *, projects: frozenset[str] | None = None, client: str | None = None, limit: int = 50

@@ -39,6 +39,10 @@ class Store(Protocol):
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None: ...
 
+    async def find_response(self, project: str, response_id: str) -> Interaction | None:
+        """The latest Responses API record of `project` whose response has the id `response_id`."""
+        ...
+
     async def list_sessions(
         self, *, projects: frozenset[str] | None = None, client: str | None = None, limit: int = 50
     ) -> list[Session]:
