@@ -381,9 +381,9 @@ def _paths() -> dict[str, Schema]:
         tag="openai", body=_ref("ResponsesRequest"))
     response_id = _path("response_id", "The response's id (`resp_ctxgate_...` for one the gateway made).")
     stored_response = _operation(
-        "A stored response: one the gateway made (translating) from its record, for the project that made it "
-        "and not made with `store: false`; any other id asked of the providers that serve the Responses API "
-        "natively for the models the key may use.",
+        "A stored response the gateway has a record of in the caller's project (not made with `store: false`, "
+        "for a model the key may use; else 404): one the gateway made (translating) from its record, any other "
+        "asked of the route of the model that made it.",
         {"200": _json({"type": "object"}, "The response."), **_errors(400, 401, 403, 404, 502, 504)},
         tag="openai", parameters=[response_id])
     input_items = _operation(
@@ -391,7 +391,9 @@ def _paths() -> dict[str, Schema]:
         {"200": _json({"type": "object"}, "A list of input items."), **_errors(400, 401, 403, 404, 502, 504)},
         tag="openai", parameters=[response_id,
                                   _query("order", {"type": "string", "enum": ["asc", "desc"]}, "Default desc."),
-                                  _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Default 20.")])
+                                  _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Default 20."),
+                                  _query("after", {"type": "string"}, "The page after this item."),
+                                  _query("before", {"type": "string"}, "The provider's: the page before this item.")])
     delete_response = _operation(
         "Deletes a response the provider stores; one the gateway made is its audit record and is not deleted "
         "(400 `response_not_deletable`).",

@@ -32,7 +32,8 @@ class FakeUpstream:
     calls: int = 0
     default_reply: Reply | None = None  # when nothing is scripted; else echo the last user message
     respond: Callable[[dict[str, Any]], Reply] | None = None  # Responses API, nothing scripted: picks by the body
-    stored: dict[str, tuple[dict[str, Any], Any]] = field(default_factory=dict)  # Responses API: id -> (response, input)
+    # Responses API: id -> (response, input), kept as `received` is (not with store: false)
+    stored: dict[str, tuple[dict[str, Any], Any]] = field(default_factory=dict)
     streams_cut: asyncio.Event = field(default_factory=asyncio.Event)  # set when a reader hung up
     keep_received: bool = True
     _runner: web.AppRunner | None = None
@@ -138,7 +139,7 @@ class FakeUpstream:
         if reply.status != 200:
             return _scripted_error(reply)
         response = response_object(body, reply)
-        if body.get("store") is not False:
+        if body.get("store") is not False and self.keep_received:
             self.stored[response["id"]] = (response, body["input"])
         if not body.get("stream"):
             return web.json_response(response)
@@ -157,6 +158,7 @@ class FakeUpstream:
     async def _stored_response(self, request: web.Request) -> web.Response:
         """A stored response, as OpenAI gives it back (GET) or forgets it (DELETE); 404 for another id."""
         response_id = request.match_info["response_id"]
+        await self._received_query(request)
         if response_id not in self.stored:
             return web.json_response({"error": {"message": f"Response with id '{response_id}' not found.",
                                                 "type": "invalid_request_error", "param": None, "code": None}},
@@ -170,9 +172,15 @@ class FakeUpstream:
         stored = self.stored.get(request.match_info["response_id"])
         if stored is None:
             return await self._stored_response(request)
+        await self._received_query(request)
         given = stored[1]
         items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
         return web.json_response({"object": "list", "data": items, "has_more": False})
+
+    async def _received_query(self, request: web.Request) -> None:
+        """A GET or DELETE kept as a call is, its query as its body."""
+        if self.keep_received:
+            self.received.append(ReceivedCall(body=dict(request.query), headers=dict(request.headers)))
 
     async def _reply_to(self, unscripted: Callable[[], Reply]) -> Reply:
         """The call counted (for `wait_for_calls`), and its reply: the next scripted one, else `unscripted()`."""

@@ -10,13 +10,13 @@ Both hand the pipeline the same values and raise the same UpstreamError.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from proxy.config.settings import Settings
 from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
-from proxy.edge.errors import BadRequest, UpstreamError
+from proxy.edge.errors import BadRequest
 from proxy.upstream.native import NativeRoute, NativeTransport
 from proxy.upstream.resolver import native_route, route_wire
 from proxy.upstream.translate import Translate
@@ -99,26 +99,16 @@ class Upstream:
             return await self.native.complete(route, call)
         return {"input_tokens": await asyncio.to_thread(self.translate.count_message_tokens, call)}
 
-    async def ask_stored(self, method: str, path: str, client_api_key: str | None,
-                         may_use: Callable[[str], bool]) -> tuple[str, dict[str, Any]] | None:
-        """A stored response's endpoint (`path`: `/responses/{id}` or under it) asked of each
-        provider that serves the Responses API natively for a model the caller `may_use`, once
-        per provider: (that model's name, the answer) of the first that has it; None when none
-        does (all answer 404)."""
-        asked: set[tuple[str, str | None]] = set()
-        for name, route in self._native_routes.items():
-            if route is None or not route.speaks_responses or not may_use(name) \
-                    or (route.api_base, route.api_key) in asked:
-                continue
-            asked.add((route.api_base, route.api_key))
-            call = UpstreamCall(wire=OPENAI_RESPONSES, path=path, model=name, stream=False, body={},
-                                client_api_key=client_api_key)
-            try:
-                return name, await self.native.fetch(route, call, method)
-            except UpstreamError as error:
-                if error.status != 404:
-                    raise
-        return None
+    async def fetch_stored(self, model: str, method: str, path: str, client_api_key: str | None) -> dict[str, Any] | None:
+        """A stored response's endpoint (`path`: `/responses/{id}` or under it) asked of the
+        provider that `model`'s route carries natively, with the key a call to it would carry;
+        None when that route no longer serves the Responses API natively."""
+        route = self._native_routes.get(model)
+        if route is None or not route.speaks_responses:
+            return None
+        call = UpstreamCall(wire=OPENAI_RESPONSES, path=path, model=model, stream=False, body={},
+                            client_api_key=client_api_key)
+        return await self.native.fetch(route, call, method)
 
     def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
         return self.translate.count_tokens(model_name, prompt, completion_text)

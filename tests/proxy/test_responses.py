@@ -290,30 +290,37 @@ async def test_a_response_is_given_back_by_its_id_and_its_input_items_listed(gat
     made = await sdk.responses.create(model=MODEL, input="What is in /etc/hosts?", instructions="Be terse.")
     again = await sdk.responses.retrieve(made.id)
     assert again.id == made.id and again.output_text == "It maps localhost." and again.model == MODEL
-    items = await sdk.responses.input_items.list(made.id)
-    [item] = items.data
+    items = [item async for item in sdk.responses.input_items.list(made.id, limit=1)]
+    [item] = items
     assert item.role == "user" and "What is in /etc/hosts?" in str(item.content)
-    if transport == "native":  # the provider's to give back and to delete
-        assert gateway.upstream.received[-1].headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
+    if transport == "native":  # the provider's to give back and to delete, asked with the route's key
+        asked = gateway.upstream.received[-1]
+        assert asked.headers["Authorization"] == f"Bearer {PROVIDER_KEY}" and asked.body["limit"] == "1"
         await sdk.responses.delete(made.id)
         with pytest.raises(openai.NotFoundError):
             await sdk.responses.retrieve(made.id)
     else:  # the gateway's record: given back, never deleted
+        assert len(gateway.upstream.received) == 1
         with pytest.raises(openai.BadRequestError) as refused:
             await sdk.responses.delete(made.id)
         assert refused.value.code == "response_not_deletable"
         assert (await sdk.responses.retrieve(made.id)).id == made.id
 
 
-async def test_a_response_id_the_caller_may_not_read_is_a_404(gateway: Gateway, transport: str) -> None:
+async def test_a_response_id_the_caller_may_not_read_is_a_404(gateway: Gateway) -> None:
     sdk = gateway.client()
     gateway.upstream.push(Reply(text="Noted."), Reply(text="Hello."))
     unkept = await sdk.responses.create(model=MODEL, input="Remember nothing.", store=False)
     other = await sdk.with_options(default_headers={"X-Ctxgate-Project": "elsewhere"}).responses.create(
         model=MODEL, input="Hello.")
-    for response_id in (unkept.id, "resp_unknown", other.id if transport == "translate" else "resp_ctxgate_x"):
+    asked = len(gateway.upstream.received)
+    for response_id in (unkept.id, "resp_unknown", other.id):  # another project's, on either transport
         with pytest.raises(openai.NotFoundError):
             await sdk.responses.retrieve(response_id)
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.delete(response_id)
+    assert len(gateway.upstream.received) == asked  # nothing asked of the provider
     async with aiohttp.ClientSession() as session:
-        answer = await session.get(gateway.url + "/v1/responses/..%2Fchat%2Fcompletions")
-        assert answer.status == 400 and (await answer.json())["error"]["code"] == "invalid_response_id"
+        for path in ("..%2Fchat%2Fcompletions", "resp_1/input_items?limit=0", "resp_1/input_items?after=..%2Fx"):
+            answer = await session.get(gateway.url + "/v1/responses/" + path)
+            assert answer.status in (400, 404) and (await answer.json())["error"]["message"], path

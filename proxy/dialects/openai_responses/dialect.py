@@ -65,5 +65,5 @@ class OpenAIResponses:
     def stored_response(self, record: Interaction) -> dict[str, Any]:
         return stored.stored_response(record)
 
-    def input_items(self, record: Interaction, order: str, limit: int) -> dict[str, Any]:
-        return stored.input_items(record, order, limit)
+    def input_items(self, record: Interaction, order: str, limit: int, after: str | None) -> dict[str, Any]:
+        return stored.input_items(record, order, limit, after)

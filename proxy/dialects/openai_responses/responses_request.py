@@ -79,7 +79,7 @@ def with_earlier_turns(call: UpstreamCall, earlier: Interaction) -> UpstreamCall
 def earlier_items(record: Interaction) -> list[Any]:
     """The input items a recorded exchange sent, as the client sent them: its pack left out."""
     given = record.prompt.get("input") if isinstance(record.prompt, dict) else None
-    return [_without_pack(item, record.context_pack) for item in _items(given if given is not None else [])]
+    return [_without_pack(item, record.context_pack) for item in _items(given if isinstance(given, (str, list)) else [])]
 
 
 def _without_pack(item: Any, pack: str | None) -> Any:

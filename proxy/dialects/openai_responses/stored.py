@@ -20,15 +20,15 @@ def stored_response(record: Interaction) -> dict[str, Any]:
     client's name, the instructions and the usage as recorded."""
     reply = record.response if isinstance(record.response, dict) else {}
     prompt = record.prompt if isinstance(record.prompt, dict) else {}
+    params = record.params if isinstance(record.params, dict) else {}
     created = datetime.strptime(record.created_at, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
     response: dict[str, Any] = {
         "id": reply.get("id"), "object": "response", "created_at": int(created.timestamp()),
         "status": reply.get("status"), "model": record.model, "instructions": prompt.get("instructions"),
-        "output": reply.get("output") or [], "store": True,
-        "previous_response_id": (record.params or {}).get("previous_response_id"),
+        "output": reply.get("output") if isinstance(reply.get("output"), list) else [], "store": True,
+        "previous_response_id": params.get("previous_response_id"),
+        "incomplete_details": reply.get("incomplete_details"), "error": reply.get("error"),
     }
-    for key in ("incomplete_details", "error"):
-        response[key] = reply.get(key)
     if record.prompt_tokens is not None and record.completion_tokens is not None:
         response["usage"] = {
             "input_tokens": record.prompt_tokens, "output_tokens": record.completion_tokens,
@@ -38,13 +38,16 @@ def stored_response(record: Interaction) -> dict[str, Any]:
     return response
 
 
-def input_items(record: Interaction, order: str, limit: int) -> dict[str, Any]:
+def input_items(record: Interaction, order: str, limit: int, after: str | None) -> dict[str, Any]:
     """The input items the response answered (the pack left out), as a page in `order`
-    (`desc`: newest first, the API's default), at most `limit`."""
-    items = earlier_items(record)
+    (`desc`: newest first, the API's default) of at most `limit`, from the item after the one
+    whose id is `after` (none left when no item has it)."""
+    items = [item for item in earlier_items(record) if isinstance(item, dict)]
     if order != "asc":
         items.reverse()
+    if after is not None:
+        at = next((i for i, item in enumerate(items) if item.get("id") == after), len(items) - 1)
+        items = items[at + 1:]
     page = items[:limit]
-    ids = [item.get("id") for item in page if isinstance(item, dict)]
-    return {"object": "list", "data": page, "first_id": ids[0] if ids else None,
-            "last_id": ids[-1] if ids else None, "has_more": len(items) > limit}
+    return {"object": "list", "data": page, "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None, "has_more": len(items) > limit}
