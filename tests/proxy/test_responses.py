@@ -324,3 +324,41 @@ async def test_a_response_id_the_caller_may_not_read_is_a_404(gateway: Gateway) 
         for path in ("..%2Fchat%2Fcompletions", "resp_1/input_items?limit=0", "resp_1/input_items?after=..%2Fx"):
             answer = await session.get(gateway.url + "/v1/responses/" + path)
             assert answer.status in (400, 404) and (await answer.json())["error"]["message"], path
+
+
+NAMESPACE = {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+    {"type": "function", "name": "list_agents", "parameters": {"type": "object", "properties": {}}},
+    {"type": "function", "name": "delete_agent", "parameters": {"type": "object", "properties": {}}},
+]}
+PATCH = {"type": "custom", "name": "apply_patch", "description": "Applies a patch."}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_nested_and_custom_tools_are_screened_and_decided_by_their_own_names(
+    gateway: Gateway, transport: str, stream: bool
+) -> None:
+    patch = "*** Begin Patch\n*** End Patch"
+    if transport == "native":
+        calls = (ToolCall("list_agents", "{}", id="call_list", namespace="multi_agent_v1"),
+                 ToolCall("delete_agent", "{}", id="call_delete", namespace="multi_agent_v1"),
+                 ToolCall("apply_patch", patch, id="call_patch", type="custom"))
+    else:  # a chat provider sees litellm's functions: nested names qualified, the custom tool's input an argument
+        calls = (ToolCall("multi_agent_v1__list_agents", "{}", id="call_list"),
+                 ToolCall("multi_agent_v1__delete_agent", "{}", id="call_delete"),
+                 ToolCall("apply_patch", orjson.dumps({"input": patch}).decode(), id="call_patch"))
+    gateway.upstream.push(Reply(fragment=4, tool_calls=calls))
+    asked = gateway.client().responses.create(model=MODEL, input="Tidy up", tools=[NAMESPACE, PATCH], stream=stream)
+    response = (await collect(await asked))[1] if stream else await asked
+    offered = sent_to_provider(gateway)["tools"]
+    if transport == "native":
+        assert offered == [{**NAMESPACE, "tools": NAMESPACE["tools"][:1]}, PATCH]  # the blocked one taken out of it
+    else:
+        assert [tool["function"]["name"] for tool in offered] == ["multi_agent_v1__list_agents", "apply_patch"]
+    calls = [(item.type, item.name) for item in response.output if item.type != "message"]
+    assert calls == [("function_call", "list_agents"), ("custom_tool_call", "apply_patch")]
+    assert response.output[1].type == "message" and "delete_agent" in response.output[1].content[0].text
+    [record] = await gateway.recorded()
+    # On translate, litellm names a call back only for a tool it was given: the blocked one keeps its chat name.
+    refused = "delete_agent" if transport == "native" else "multi_agent_v1__delete_agent"
+    assert [(d["tool"], d["action"]) for d in record.tool_decisions] == [
+        ("list_agents", "allow"), (refused, "deny"), ("apply_patch", "allow")]
