@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from capture.approvals import Approval, ApprovalStatus
 from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expression, query_terms
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
+from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
 from capture.store import RecordRejected, StoreUnavailable
 
 T = TypeVar("T")
@@ -29,19 +30,9 @@ RECENT_SEARCHES = 128  # results kept for reuse: each holds up to 2 x limit memo
 # through this store is seen at once; written by another process (a worker, the CLI), within this.
 KNOWLEDGE_VERSION_TTL_S = 0.5
 
-_COLUMNS = (
-    "id", "created_at", "project", "session_id", "client", "model", "status", "error",
-    "prompt", "params", "response", "memories_used", "chunks_used", "context_pack",
-    "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "wire",
-    "usage_source", "cache_read_tokens", "cache_creation_tokens", "agent_id", "parent_agent_id",
-)
-_LIST_COLUMNS = frozenset({"memories_used", "chunks_used", "tool_decisions"})
-_NULLABLE_JSON_COLUMNS = frozenset({"params", "response"})
-_JSON_COLUMNS = _LIST_COLUMNS | _NULLABLE_JSON_COLUMNS | {"prompt"}
-_SUMMARY_COLUMNS = tuple(c for c in _COLUMNS if c not in {"prompt", "params", "response", "context_pack"})
 _INSERT = (
-    f"INSERT INTO interactions ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO interactions ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -78,46 +69,6 @@ def _in_projects(projects: frozenset[str] | None) -> tuple[str, list[str]]:
     if not projects:
         return "1 = 0", []
     return f"COALESCE(project, '') IN ({', '.join('?' for _ in projects)})", sorted(projects)
-
-
-def _session_totals(stored: Iterable[Interaction]) -> list[tuple[Any, ...]]:
-    """One `_UPSERT_SESSION` row per session of `stored`: an agent's batch is mostly one session,
-    and one upsert of its sums costs a fraction of one per record."""
-    totals: dict[tuple[str, str], list[Any]] = {}
-    for interaction in stored:
-        if interaction.session_id is None:
-            continue
-        key = (interaction.project or "", interaction.session_id)
-        at, prompt, completion = interaction.created_at, interaction.prompt_tokens or 0, interaction.completion_tokens or 0
-        total = totals.get(key)
-        if total is None:
-            totals[key] = [*key, interaction.client, at, at, 1, prompt, completion]
-        else:
-            total[3], total[4] = min(total[3], at), max(total[4], at)
-            total[5] += 1
-            total[6] += prompt
-            total[7] += completion
-    return [tuple(total) for total in totals.values()]
-
-
-def _row_values(interaction: Interaction) -> tuple[Any, ...]:
-    values = []
-    for column in _COLUMNS:
-        value = getattr(interaction, column)
-        if column in _JSON_COLUMNS and not (value is None and column in _NULLABLE_JSON_COLUMNS):
-            value = orjson.dumps(value).decode()
-        values.append(value)
-    return tuple(values)
-
-
-def _from_row(columns: Sequence[str], row: Sequence[Any]) -> Interaction:
-    fields: dict[str, Any] = {}
-    for column, value in zip(columns, row):
-        if column in _JSON_COLUMNS and value is not None:
-            value = orjson.loads(value)
-        fields[column] = tuple(value) if column in _LIST_COLUMNS else value
-    fields.setdefault("prompt", None)
-    return Interaction(**fields)
 
 
 class SQLiteStore:
@@ -211,12 +162,12 @@ class SQLiteStore:
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
         def insert(db: sqlite3.Connection) -> None:
             try:
-                rows = [_row_values(interaction) for interaction in batch]  # serialised off the loop too
+                rows = [row_values(interaction) for interaction in batch]  # serialised off the loop too
                 with _transaction(db):
                     # Only a row actually inserted counts towards its session: a replayed spool
                     # line that is already stored must not count twice.
                     stored = [interaction for interaction, row in zip(batch, rows) if db.execute(_INSERT, row).rowcount]
-                    db.executemany(_UPSERT_SESSION, _session_totals(stored))
+                    db.executemany(_UPSERT_SESSION, session_totals(stored))
             # JSON that orjson cannot write (TypeError), text that is not UTF-8 (ValueError), an
             # integer past SQLite's 64 bits (OverflowError), a value of a type it cannot bind.
             except (TypeError, ValueError, OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError) as error:
@@ -242,33 +193,33 @@ class SQLiteStore:
             args.extend(project_args)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
-            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM interactions {where} "
+            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM interactions {where} "
             "ORDER BY created_at DESC, id DESC LIMIT ?"
         )
         args.append(query.limit)
 
         def select(db: sqlite3.Connection) -> list[Interaction]:
-            return [_from_row(_SUMMARY_COLUMNS, row) for row in db.execute(sql, args)]
+            return [from_row(SUMMARY_COLUMNS, row) for row in db.execute(sql, args)]
 
         return await self._run(select)
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE id = ?"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM interactions WHERE id = ?"
 
         def select(db: sqlite3.Connection) -> Interaction | None:
             row = db.execute(sql, (interaction_id,)).fetchone()
-            return None if row is None else _from_row(_COLUMNS, row)
+            return None if row is None else from_row(COLUMNS, row)
 
         return await self._run(select)
 
     async def find_response(self, project: str, response_id: str) -> Interaction | None:
         # As the index m010 made is written: its expression, and its wire.
-        sql = (f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE wire = 'openai_responses' "
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM interactions WHERE wire = 'openai_responses' "
                "AND json_extract(response, '$.id') = ? AND project = ? ORDER BY created_at DESC, id DESC LIMIT 1")
 
         def select(db: sqlite3.Connection) -> Interaction | None:
             row = db.execute(sql, (response_id, project)).fetchone()
-            return None if row is None else _from_row(_COLUMNS, row)
+            return None if row is None else from_row(COLUMNS, row)
 
         return await self._run(select)
 
@@ -303,11 +254,11 @@ class SQLiteStore:
         return await self._run(select)
 
     async def session_interactions(self, project: str, session_id: str, limit: int = 500) -> list[Interaction]:
-        sql = (f"SELECT {', '.join(_COLUMNS)} FROM interactions WHERE session_id = ? AND COALESCE(project, '') = ? "
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM interactions WHERE session_id = ? AND COALESCE(project, '') = ? "
                "ORDER BY created_at, id LIMIT ?")
 
         def select(db: sqlite3.Connection) -> list[Interaction]:
-            return [_from_row(_COLUMNS, row) for row in db.execute(sql, (session_id, project, limit))]
+            return [from_row(COLUMNS, row) for row in db.execute(sql, (session_id, project, limit))]
 
         return await self._run(select)
 
