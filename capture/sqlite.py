@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,14 +19,11 @@ from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expressi
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
+from capture.search_cache import SearchCache
 from capture.store import RecordRejected, StoreUnavailable
 
 T = TypeVar("T")
 READERS = 2  # connections (and threads) for context searches
-RECENT_SEARCHES = 128  # results kept for reuse: each holds up to 2 x limit memories and chunks
-# How long a knowledge version read stands for searches on the event loop. Knowledge written
-# through this store is seen at once; written by another process (a worker, the CLI), within this.
-KNOWLEDGE_VERSION_TTL_S = 0.5
 
 _INSERT = (
     f"INSERT INTO interactions ({', '.join(COLUMNS)}) "
@@ -87,8 +82,7 @@ class SQLiteStore:
         self._read_executor = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ctxgate-sqlite-read")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._version_reader: sqlite3.Connection | None = None  # used on the event loop only
-        self._version_read: tuple[int, float] | None = None  # (version, monotonic time read)
-        self._recent = _RecentSearches(RECENT_SEARCHES)
+        self._searches = SearchCache()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -304,7 +298,7 @@ class SQLiteStore:
         try:
             await self._run(insert)
         finally:  # even when the caller is cancelled once the thread has committed
-            self._version_read = None
+            self._searches.forget_version()
 
     async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
         where, args = ("WHERE project = ?", [project]) if project else ("", [])
@@ -332,13 +326,13 @@ class SQLiteStore:
         try:
             return await self._run(delete)
         finally:
-            self._version_read = None
+            self._searches.forget_version()
 
     async def search_knowledge(self, project: str, text: str, limit: int) -> tuple[list[Scored], list[Scored]]:
         asked_now = (project, text, limit, MATCH_BUDGET)
         version_now = self._knowledge_version()
         if version_now is not None:
-            recent = self._recent.get(asked_now, version_now)
+            recent = self._searches.get(asked_now, version_now)
             if recent is not None:  # an agent's tool loop, or a project with no knowledge: no thread hop
                 return list(recent[0]), list(recent[1])
 
@@ -347,12 +341,12 @@ class SQLiteStore:
             # older version, which no later search asks for.
             version = db.execute("SELECT version FROM knowledge_version").fetchone()[0]
             asked = (project, text, limit, MATCH_BUDGET)
-            found = self._recent.get(asked, version)
+            found = self._searches.get(asked, version)
             if found is None:
                 terms = query_terms(_words(db, text))
                 found = (tuple(_search(db, _MEMORIES, project, terms, limit)),
                          tuple(_search(db, _CHUNKS, project, terms, limit)))
-                self._recent.put(asked, version, found)
+                self._searches.put(asked, version, found)
             return list(found[0]), list(found[1])
 
         return await self._read(search)
@@ -362,20 +356,18 @@ class SQLiteStore:
         thread: one row of a page every search reads, in WAL mode beside any writer, where the
         hop to a reader thread cost about 0.18 ms of CPU on every request. It never waits (no
         busy timeout): None when the database is busy, and the search's thread reads it. A read
-        stands for KNOWLEDGE_VERSION_TTL_S: each takes file locks (system calls), on every request."""
-        now = time.monotonic()
-        if self._version_read is not None and now - self._version_read[1] < KNOWLEDGE_VERSION_TTL_S:
-            return self._version_read[0]
-        if self._version_reader is None:
-            return None
+        stands for the cache's TTL: each takes file locks (system calls), on every request."""
+        version = self._searches.fresh_version()
+        if version is not None or self._version_reader is None:
+            return version
         try:
             row = self._version_reader.execute("SELECT version FROM knowledge_version").fetchone()
         except sqlite3.Error:
             return None
         if not row:
             return None
-        self._version_read = (int(row[0]), now)
-        return self._version_read[0]
+        self._searches.saw_version(int(row[0]))
+        return int(row[0])
 
     async def mark_memories_used(self, memory_ids: Sequence[str], used_at: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -423,7 +415,7 @@ class SQLiteStore:
         try:
             return await self._run(replace)
         finally:
-            self._version_read = None
+            self._searches.forget_version()
 
     async def insert_approval(self, approval: Approval) -> None:
         values = approval.as_dict()
@@ -538,35 +530,6 @@ class _Index:
 _MEMORIES = _Index.over("memories", "bm25(memories_fts) * t.confidence", "NULL",
                         "t.project = :project AND t.status = 'active'")
 _CHUNKS = _Index.over("chunks", "bm25(chunks_fts)", "t.source_path", "t.project = :project")
-
-
-_Asked = tuple[str, str, int, int]  # project, text, limit, MATCH_BUDGET: all the results depend on
-_Found = tuple[tuple[Scored, ...], tuple[Scored, ...]]
-
-
-class _RecentSearches:
-    """The results of recent searches, reused while the knowledge version they were found at
-    stands: an agent's tool loop asks again and again with the same latest user turn."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._found: OrderedDict[_Asked, tuple[int, _Found]] = OrderedDict()
-        self._lock = threading.Lock()  # the reader threads share it
-
-    def get(self, key: _Asked, version: int) -> _Found | None:
-        with self._lock:
-            entry = self._found.get(key)
-            if entry is None or entry[0] != version:
-                return None
-            self._found.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: _Asked, version: int, found: _Found) -> None:
-        with self._lock:
-            self._found[key] = (version, found)
-            self._found.move_to_end(key)
-            while len(self._found) > self._size:
-                self._found.popitem(last=False)
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import capture.search_cache
 import capture.sqlite
 from capture.knowledge import new_memory
 from capture.migrations import MIGRATIONS
@@ -103,7 +104,7 @@ async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
 
 async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A request's context search must not queue behind a capture batch or an ingest transaction.
-    monkeypatch.setattr(capture.sqlite, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
+    monkeypatch.setattr(capture.search_cache, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
     store = SQLiteStore(str(tmp_path / "x.db"))
     await store.open()
     await store.add_memory(new_memory("atmos", "The prod VPC CIDR is 10.0.0.0/16"))
@@ -130,7 +131,7 @@ async def test_a_context_search_does_not_wait_behind_a_long_write(tmp_path: Path
 async def test_knowledge_written_elsewhere_is_found_within_the_version_ttl_and_here_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(capture.sqlite, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
+    monkeypatch.setattr(capture.search_cache, "KNOWLEDGE_VERSION_TTL_S", SHORT_TTL_S)
     here, elsewhere = SQLiteStore(str(tmp_path / "x.db")), SQLiteStore(str(tmp_path / "x.db"))  # two processes
     await here.open()
     await elsewhere.open()

@@ -237,12 +237,13 @@ async def test_a_common_word_still_finds_a_projects_rows_behind_another_projects
 async def test_a_repeated_question_is_answered_from_recent_searches_until_the_knowledge_changes(
     store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import capture.search_cache
     import capture.sqlite
 
     searches = []
     search = capture.sqlite._search
     monkeypatch.setattr(capture.sqlite, "_search", lambda *args: searches.append(args[1]) or search(*args))
-    monkeypatch.setattr(capture.sqlite, "KNOWLEDGE_VERSION_TTL_S", 0.05)  # outlived below in 0.1 s, not 1 s
+    monkeypatch.setattr(capture.search_cache, "KNOWLEDGE_VERSION_TTL_S", 0.05)  # outlived below in 0.1 s, not 1 s
     ours = new_memory("atmos", CIDR)
     await store.add_memory(ours)
     question = "What CIDR does the prod VPC use?"
@@ -256,7 +257,7 @@ async def test_a_repeated_question_is_answered_from_recent_searches_until_the_kn
         other_process.execute("UPDATE memories SET status = 'archived' WHERE id = ?", (ours.id,))
     found, _ = await store.search_knowledge("atmos", question, 5)
     assert [m.id for m in found] == [ours.id] and len(searches) == 2  # the version read stands a moment
-    await asyncio.sleep(2 * capture.sqlite.KNOWLEDGE_VERSION_TTL_S)
+    await asyncio.sleep(2 * capture.search_cache.KNOWLEDGE_VERSION_TTL_S)
     found, _ = await store.search_knowledge("atmos", question, 5)
     assert found == [] and len(searches) == 4
     await store.mark_memories_used([ours.id], "2026-11-22 10:00:00")  # counting a use changes no result
