@@ -17,6 +17,7 @@ import orjson
 from capture.approvals import Approval, ApprovalStatus
 from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expression, query_terms
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
+from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
 from capture.search_cache import SearchCache
@@ -83,6 +84,7 @@ class SQLiteStore:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._version_reader: sqlite3.Connection | None = None  # used on the event loop only
         self._searches = SearchCache()
+        self._rates = LocalRates()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -146,6 +148,9 @@ class SQLiteStore:
             self._version_reader = None
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
+
+    def pool_usage(self) -> None:
+        return None
 
     async def ping(self) -> bool:
         try:
@@ -495,6 +500,12 @@ class SQLiteStore:
             return frozenset(tool for (tool,) in rows)
 
         return await self._run(select)
+
+    def watch_approvals(self, on_decided: Callable[[str], None]) -> bool:
+        return False  # another process (`ctxgate approvals`, a worker) writes the file: only a poll sees it
+
+    async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
+        return self._rates.take(bucket, per_minute)  # workers sharing a file count apart
 
 
 _APPROVAL_COLUMNS = Approval.__slots__

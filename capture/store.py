@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from capture.approvals import Approval, ApprovalStatus
@@ -29,6 +29,9 @@ class Store(Protocol):
 
     async def ping(self) -> bool:
         """True when the backend answers a trivial query."""
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        """(connections in use, connections open) of a pooled backend; None for one without a pool."""
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
         """Insert all of `batch` in one transaction; ids already stored are skipped. Raises
@@ -103,3 +106,11 @@ class Store(Protocol):
 
     async def allowed_always(self, project: str) -> frozenset[str]:
         """Tools a person allowed always for `project`."""
+
+    def watch_approvals(self, on_decided: Callable[[str], None]) -> bool:
+        """Have `on_decided(approval_id)` called whenever an approval is decided, by any process
+        using this store. False when the backend cannot tell: the caller polls instead."""
+
+    async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
+        """Count a call against `bucket`'s `per_minute` calls: None when it may go now, else the
+        seconds to wait. A shared store counts for every process that uses it."""

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,11 +92,10 @@ def _parse_key(entry: Any, where: str) -> VirtualKey:
 
 
 class KeyRing:
-    """Looks keys up by their digest, in constant time per configured key, and meters them."""
+    """Looks keys up by their digest, in constant time per configured key."""
 
     def __init__(self, keys: tuple[VirtualKey, ...]) -> None:
         self.keys = keys
-        self._buckets: dict[str, _Bucket] = {}
 
     @property
     def is_open(self) -> bool:
@@ -113,32 +110,3 @@ class KeyRing:
             if hmac.compare_digest(presented_digest, key.sha256.encode()):
                 found = key
         return found
-
-    def retry_after_s(self, key: VirtualKey) -> int | None:
-        """None when the call may go now (and it is counted); else seconds to wait."""
-        if key.rpm is None:
-            return None
-        bucket = self._buckets.setdefault(key.sha256, _Bucket(capacity=key.rpm))
-        return bucket.take()
-
-
-@dataclass(slots=True)
-class _Bucket:
-    """A token bucket: `capacity` calls per minute, refilled continuously."""
-
-    capacity: int
-    tokens: float = field(init=False)
-    updated: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.tokens = float(self.capacity)
-
-    def take(self) -> int | None:
-        now = time.monotonic()
-        rate = self.capacity / 60.0
-        self.tokens = min(float(self.capacity), self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return None
-        return max(1, math.ceil((1.0 - self.tokens) / rate))

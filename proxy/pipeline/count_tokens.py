@@ -12,13 +12,13 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from proxy.appkeys import KEYRING, SETTINGS, UPSTREAM
+from proxy.appkeys import KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.edge.bodies import read_json
 from proxy.edge.errors import ERROR_BODY
 from proxy.edge.wire import json_response
 from proxy.pipeline.dialect import Dialect
 from proxy.pipeline.handler import ensure_model_reachable
-from proxy.pipeline.identity import identify
+from proxy.pipeline.identity import hold_to_rate, identify
 
 PATH = "/v1/messages/count_tokens"  # the provider's endpoint, under a route's api_base
 
@@ -37,6 +37,7 @@ async def count_tokens(request: web.Request, dialect: Dialect) -> web.Response:
     request[ERROR_BODY] = dialect.error_body
     asked = dialect.parse(await read_json(request), request.headers)
     identity = identify(request, asked, settings, app[KEYRING])
+    await hold_to_rate(app[STORE], identity.key)
     ensure_model_reachable(asked, identity, settings)
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
     call = replace(dialect.prepare(asked, None, policy, identity.bearer_token), path=PATH)

@@ -25,7 +25,7 @@ from proxy.pipeline.dialect import (
     ClientRequest, Continuation, Dialect, StreamRelay, UpstreamCall, interaction_of_made_response,
 )
 from proxy.pipeline.exchange import Exchange, Outcome, Stage
-from proxy.pipeline.identity import Identity, identify
+from proxy.pipeline.identity import Identity, hold_to_rate, identify
 from proxy.pipeline.tool_guard import ToolGuard
 from proxy.upstream.seam import Upstream
 
@@ -52,6 +52,7 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     started = time.perf_counter_ns()
     settings = app[SETTINGS]
     identity = exchange.identity = identify(request, asked, settings, app[KEYRING])
+    await hold_to_rate(app[STORE], identity.key)
     ensure_model_reachable(asked, identity, settings)
     pack = exchange.pack = await pack_context(request, asked, identity, settings)
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from capture.store import Store
 from proxy.pipeline.dialect import ClientRequest
 from proxy.edge.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized
 from proxy.config.keys import KeyRing, VirtualKey
@@ -65,17 +66,13 @@ def caller_key(request: web.Request, keyring: KeyRing) -> VirtualKey | None:
 
 def identify(request: web.Request, asked: ClientRequest, settings: Settings, keyring: KeyRing) -> Identity:
     """Raises 401 without a valid key (when keys are configured), 403 for a project or model
-    outside the key's scope, 429 over the key's rate."""
+    outside the key's scope."""
     bearer = caller_token(request)
     key = caller_key(request, keyring)
     project = project_of(request, key, settings)
     if key is not None:
         if not key.allows_model(asked.model):
             raise Forbidden(f"this key may not use model {asked.model!r}", code="model_not_allowed")
-        retry_after = keyring.retry_after_s(key)
-        if retry_after is not None:
-            raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
-                                  retry_after_s=retry_after, code="rate_limited")
     client = own_header(request, CLIENT_HEADER, MAX_NAME) or (
         key.client if key else short_user_agent(request.headers.get("User-Agent")))
     session_id = session_from(request, asked) or infer_session_id(project, client, asked.conversation_start)
@@ -185,3 +182,14 @@ def infer_session_id(project: str, client: str, conversation_start: tuple[Any, A
     system, first_user = conversation_start
     digest = hashlib.sha256(repr((project, client, system, first_user)).encode()).hexdigest()
     return f"s_{digest[:24]}"
+
+
+async def hold_to_rate(store: Store, key: VirtualKey | None) -> None:
+    """429 over the key's calls per minute, as the store counts them: across every replica on a
+    shared store."""
+    if key is None or key.rpm is None:
+        return
+    retry_after = await store.take_rate_token(key.sha256, key.rpm)
+    if retry_after is not None:
+        raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
+                              retry_after_s=retry_after, code="rate_limited")

@@ -22,7 +22,7 @@ from proxy.config.keys import VirtualKey
 from proxy.edge.errors import ERROR_BODY, BadRequest, GatewayError, NotFound, TooManyRequests
 from proxy.edge.wire import json_response
 from proxy.pipeline.dialect import interaction_of_made_response
-from proxy.pipeline.identity import caller_key, caller_token, project_of
+from proxy.pipeline.identity import caller_key, caller_token, hold_to_rate, project_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}")  # a response's or an item's
@@ -92,9 +92,7 @@ async def _recorded(request: web.Request, dialect: StoredResponses) -> _Found:
     keyring = request.app[KEYRING]
     key = caller_key(request, keyring)
     project = project_of(request, key, request.app[SETTINGS])
-    if key is not None and (retry_after := keyring.retry_after_s(key)) is not None:
-        raise TooManyRequests(f"rate limit of {key.rpm} requests per minute reached for this key",
-                              retry_after_s=retry_after, code="rate_limited")
+    await hold_to_rate(request.app[STORE], key)
     record = await request.app[STORE].find_response(project, response_id)
     model = record.model if record is not None else None
     if record is None or model is None or not dialect.is_kept(record) \
