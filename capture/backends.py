@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from capture.postgres import PostgresStore
 from capture.sqlite import SQLiteStore
 from capture.store import Store, StoreUnavailable
 
@@ -13,12 +14,17 @@ def sqlite_path(url: str) -> str | None:
     return None if "://" in url else url
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def open_store(url: str) -> Store:
     """A store for `url`: a file path, `sqlite:///path`, or `postgresql://...`."""
+    if url.startswith(POSTGRES_SCHEMES):
+        return PostgresStore(url)
     path = sqlite_path(url)
     if path is None:
         raise StoreUnavailable(
-            f"no store for {url.partition('://')[0]}:// URLs in this version; use a SQLite file path or "
-            "sqlite:///path (PostgreSQL is not available yet)"
+            f"no store for {url.partition('://')[0]}:// URLs; use a SQLite file path, sqlite:///path or "
+            "postgresql://user:password@host:port/database"
         )
     return SQLiteStore(path)

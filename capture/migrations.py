@@ -1,7 +1,8 @@
 """Ordered, named, additive schema migrations. Never edit one that has shipped: add the next.
 
-Each migration takes an `execute(sql)` callable so the same statements serve every backend;
-the SQL sticks to what SQLite and PostgreSQL share.
+Each migration takes an `execute(sql)` callable. Where SQLite and PostgreSQL share the SQL, one
+body serves both; where they differ (column widths, full text, triggers), `POSTGRES_BODIES`
+holds PostgreSQL's body under the same name, so both backends record the same migrations.
 """
 
 from __future__ import annotations
@@ -232,8 +233,171 @@ def m010_response_ids(execute: Execute) -> None:
             "WHERE wire = 'openai_responses'")
 
 
+def m011_rate_buckets(execute: Execute) -> None:
+    """Each virtual key's calls per minute, counted where every replica counts them (a token
+    bucket: `tokens` left at `updated_at`, in seconds since the epoch). SQLite's single process
+    counts in memory and leaves the table empty."""
+    execute(
+        """
+        CREATE TABLE rate_buckets (
+            bucket TEXT PRIMARY KEY,
+            tokens DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
     m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source, m009_interaction_agent,
-    m010_response_ids,
+    m010_response_ids, m011_rate_buckets,
 )
+
+
+# PostgreSQL's bodies, where they differ. Counts are BIGINT (INTEGER is 32 bits there, and a
+# record holds counts up to 2**63 - 1), times DOUBLE PRECISION (REAL is 4 bytes there).
+# Timestamps stay TEXT in the one sortable form every backend and the API share.
+
+# The text search configuration of the full-text columns: words split by PostgreSQL's parser
+# and lowercased, no stemming and no stop words (as SQLite's unicode61, but accents are kept:
+# `unaccent` is an extension a team's database may not have).
+TEXT_SEARCH_CONFIG = "simple"
+
+
+def _pg_m001_interactions(execute: Execute) -> None:
+    execute(
+        """
+        CREATE TABLE interactions (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            project TEXT,
+            session_id TEXT,
+            client TEXT,
+            model TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            prompt TEXT NOT NULL,
+            params TEXT,
+            response TEXT,
+            memories_used TEXT NOT NULL DEFAULT '[]',
+            chunks_used TEXT NOT NULL DEFAULT '[]',
+            context_pack TEXT,
+            tool_decisions TEXT NOT NULL DEFAULT '[]',
+            prompt_tokens BIGINT,
+            completion_tokens BIGINT,
+            latency_ms DOUBLE PRECISION,
+            ttft_ms DOUBLE PRECISION
+        )
+        """
+    )
+    for column in ("session_id", "project", "client", "created_at"):
+        execute(f"CREATE INDEX ix_interactions_{column} ON interactions ({column})")
+
+
+def _pg_m003_sessions(execute: Execute) -> None:
+    statements: list[str] = []
+    m003_sessions(statements.append)
+    for statement in statements:
+        execute(statement.replace("INTEGER", "BIGINT"))
+
+
+def _pg_m004_context(execute: Execute) -> None:
+    """Memories and chunks, each with a generated tsvector column and a GIN index over it."""
+    execute(
+        f"""
+        CREATE TABLE memories (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            type TEXT NOT NULL,
+            content TEXT NOT NULL,
+            confidence DOUBLE PRECISION NOT NULL,
+            status TEXT NOT NULL,
+            token_count BIGINT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            use_count BIGINT NOT NULL DEFAULT 0,
+            last_used_at TEXT,
+            words TSVECTOR GENERATED ALWAYS AS (to_tsvector('{TEXT_SEARCH_CONFIG}', content)) STORED
+        )
+        """
+    )
+    execute("CREATE INDEX ix_memories_project ON memories (project, status)")
+    execute(
+        """
+        CREATE TABLE sources (
+            project TEXT NOT NULL,
+            path TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            chunk_count BIGINT NOT NULL,
+            ingested_at TEXT NOT NULL,
+            PRIMARY KEY (project, path)
+        )
+        """
+    )
+    execute(
+        f"""
+        CREATE TABLE chunks (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            ordinal BIGINT NOT NULL,
+            content TEXT NOT NULL,
+            token_count BIGINT NOT NULL,
+            words TSVECTOR GENERATED ALWAYS AS (to_tsvector('{TEXT_SEARCH_CONFIG}', content)) STORED
+        )
+        """
+    )
+    execute("CREATE INDEX ix_chunks_source ON chunks (project, source_path)")
+    for table in ("memories", "chunks"):
+        execute(f"CREATE INDEX {table}_words ON {table} USING GIN (words)")
+
+
+def _pg_m005_no_vocabulary_tables(execute: Execute) -> None:
+    """PostgreSQL never had them."""
+
+
+def _pg_m006_knowledge_version(execute: Execute) -> None:
+    """As SQLite's, with the bump as a trigger function run once per statement."""
+    execute("CREATE TABLE knowledge_version (version BIGINT NOT NULL)")
+    execute("INSERT INTO knowledge_version (version) VALUES (0)")
+    execute(
+        """
+        CREATE FUNCTION bump_knowledge_version() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE knowledge_version SET version = version + 1;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    bump = "FOR EACH STATEMENT EXECUTE FUNCTION bump_knowledge_version()"
+    execute(f"CREATE TRIGGER memories_version AFTER INSERT OR DELETE OR UPDATE OF project, content, confidence, "
+            f"status, token_count ON memories {bump}")
+    execute(f"CREATE TRIGGER chunks_version AFTER INSERT OR DELETE OR UPDATE ON chunks {bump}")
+
+
+def _pg_m008_interaction_usage_source(execute: Execute) -> None:
+    execute("ALTER TABLE interactions ADD COLUMN usage_source TEXT")
+    execute("ALTER TABLE interactions ADD COLUMN cache_read_tokens BIGINT")
+    execute("ALTER TABLE interactions ADD COLUMN cache_creation_tokens BIGINT")
+
+
+def _pg_m010_response_ids(execute: Execute) -> None:
+    """The response's id in a column of its own, written with the record: an index on the
+    text parsed as jsonb would fail the insert of a response holding `\u0000`, which jsonb
+    refuses and the record keeps."""
+    execute("ALTER TABLE interactions ADD COLUMN response_id TEXT")
+    execute("CREATE INDEX interactions_response_id ON interactions (project, response_id) "
+            "WHERE wire = 'openai_responses'")
+
+
+POSTGRES_BODIES: dict[str, Callable[[Execute], None]] = {
+    "m001_interactions": _pg_m001_interactions,
+    "m003_sessions": _pg_m003_sessions,
+    "m004_context": _pg_m004_context,
+    "m005_no_vocabulary_tables": _pg_m005_no_vocabulary_tables,
+    "m006_knowledge_version": _pg_m006_knowledge_version,
+    "m008_interaction_usage_source": _pg_m008_interaction_usage_source,
+    "m010_response_ids": _pg_m010_response_ids,
+}

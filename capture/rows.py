@@ -51,7 +51,7 @@ def row_values(interaction: Interaction) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def from_row(columns: Sequence[str], row: Sequence[Any]) -> Interaction:
+def from_row(columns: Sequence[str], row: Iterable[Any]) -> Interaction:
     fields: dict[str, Any] = {}
     for column, value in zip(columns, row):
         if column in JSON_COLUMNS and value is not None:

@@ -7,17 +7,21 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 import asyncio  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import asyncpg  # noqa: E402
 import openai  # noqa: E402
 import pytest  # noqa: E402
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
+from capture.postgres import PostgresStore  # noqa: E402
 from capture.sqlite import SQLiteStore  # noqa: E402
+from capture.store import Store  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.appkeys import CAPTURE_WRITER, STORE  # noqa: E402
 from proxy.demo.fake_upstream import FakeUpstream  # noqa: E402
@@ -33,6 +37,48 @@ MODEL = "gpt-test"
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     """A fresh SQLite store, open for the test."""
     opened = SQLiteStore(str(tmp_path / "db"))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+# The PostgreSQL server the tests make their databases on; trust auth, as on the dev machine.
+POSTGRES_SERVER = os.environ.get("CTXGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """The URL of a fresh database on the test PostgreSQL server, dropped after the test. With
+    no server the test is skipped, saying why, except under CI=true, where it fails."""
+    try:
+        admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        reason = f"no PostgreSQL server at {POSTGRES_SERVER} ({type(error).__name__}: {error})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI runs every store test on PostgreSQL")
+        pytest.skip(reason + "; set CTXGATE_TEST_POSTGRES to run the PostgreSQL store tests")
+    name = f"ctxgate_test_{uuid.uuid4().hex[:16]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_SERVER.rpartition("/")[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store's URL on each backend: every test that takes it runs on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ctxgate.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def any_store(store_url: str) -> AsyncIterator[Store]:
+    """A fresh store, open for the test, on each backend in turn."""
+    opened: Store = PostgresStore(store_url) if store_url.startswith("postgresql://") else SQLiteStore(store_url)
     await opened.open()
     yield opened
     await opened.close()

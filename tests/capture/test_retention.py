@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from capture.approvals import Approval, ApprovalStatus
 from capture.records import Interaction, InteractionQuery, new_interaction_id
 from capture.sqlite import SQLiteStore
+from capture.store import Store
 
 
 def interaction(created_at: str, session_id: str | None, tokens: int = 1) -> Interaction:
@@ -18,9 +18,7 @@ def interaction(created_at: str, session_id: str | None, tokens: int = 1) -> Int
                        project="atmos", prompt_tokens=tokens, completion_tokens=tokens)
 
 
-async def seeded(path: Path) -> SQLiteStore:
-    store = SQLiteStore(str(path))
-    await store.open()
+async def seeded(store: Store) -> Store:
     old_days = [f"2026-01-0{d} 10:00:00" for d in range(1, 6)]
     batch = [interaction(day, f"old-{n}") for n, day in enumerate(old_days)]
     batch += [interaction("2026-01-01 09:00:00", "old-0"), interaction("2026-03-01 10:00:00", "new-0")]
@@ -40,8 +38,8 @@ async def seeded(path: Path) -> SQLiteStore:
 CUTOFF = "2026-02-01 00:00:00"
 
 
-async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> None:
-    store = await seeded(tmp_path / "db")
+async def test_deletes_exactly_what_is_older_than_the_cutoff(any_store: Store) -> None:
+    store = await seeded(any_store)
     before = {s.id: s for s in await store.list_sessions(limit=100)}
     assert before["old-0"].interaction_count == 2 and before["straddles"].interaction_count == 2
 
@@ -53,28 +51,27 @@ async def test_deletes_exactly_what_is_older_than_the_cutoff(tmp_path: Path) -> 
     assert (after["straddles"].interaction_count, after["straddles"].first_at) == (1, "2026-03-02 10:00:00")
     assert after["straddles"].prompt_tokens == 1
     assert len(await store.session_interactions("atmos", "straddles")) == 1
-    await store.close()
-    db = sqlite3.connect(tmp_path / "db")
-    assert db.execute("SELECT count(*) FROM interactions").fetchone() == (4,)
-    assert sorted(db.execute("SELECT id FROM approvals").fetchall()) == [("a-new",), ("a-waiting",)]
+    assert len(await store.list_interactions(InteractionQuery(limit=500))) == 4
+    assert sorted(a.id for a in await store.list_approvals()) == ["a-new", "a-waiting"]
 
 
-async def test_nothing_older_means_nothing_deleted(tmp_path: Path) -> None:
-    store = await seeded(tmp_path / "db")
+async def test_nothing_older_means_nothing_deleted(any_store: Store) -> None:
+    store = await seeded(any_store)
     before = await store.list_interactions(InteractionQuery(limit=500))
     sessions = await store.list_sessions(limit=100)
     result = await store.delete_older_than("2025-01-01 00:00:00")
     assert (result.sessions, result.interactions, result.approvals) == (0, 0, 0)
     assert await store.list_interactions(InteractionQuery(limit=500)) == before  # and so it is
     assert await store.list_sessions(limit=100) == sessions
-    await store.close()
 
 
 def test_sessions_clean_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from proxy.cli.commands import main
 
     async def seed() -> None:
-        await (await seeded(tmp_path / "db")).close()
+        store = SQLiteStore(str(tmp_path / "db"))
+        await store.open()
+        await (await seeded(store)).close()
 
     asyncio.run(seed())
     assert main(["sessions", "clean", "--older-than", "30d", "--db", str(tmp_path / "db")]) == 0
@@ -86,7 +83,9 @@ def test_sessions_list_and_show_from_the_cli(tmp_path: Path, capsys: pytest.Capt
     from proxy.cli.commands import main
 
     async def seed() -> None:
-        await (await seeded(tmp_path / "db")).close()
+        store = SQLiteStore(str(tmp_path / "db"))
+        await store.open()
+        await (await seeded(store)).close()
 
     asyncio.run(seed())
     assert main(["sessions", "list", "--db", str(tmp_path / "db")]) == 0

@@ -1,4 +1,5 @@
-"""The SQLite store: schema by recorded migrations, round trips, and the `since` string shape."""
+"""The store: schema by recorded migrations, round trips (on both backends where marked by
+`any_store`), and the `since` string shape."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from capture.knowledge import new_memory
 from capture.migrations import MIGRATIONS
 from capture.records import Interaction, InteractionQuery, new_interaction_id
 from capture.sqlite import SQLiteStore
+from capture.store import Store
 
 SHORT_TTL_S = 0.05  # the knowledge-version TTL these tests run with, so that outliving it is quick
 
@@ -50,9 +52,8 @@ async def test_created_at_is_stored_as_the_same_string_the_api_returns(tmp_path:
     assert raw == ("2026-05-01 09:00:00",)
 
 
-async def test_reinserting_a_stored_id_changes_nothing(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "x.db"))
-    await store.open()
+async def test_reinserting_a_stored_id_changes_nothing(any_store: Store) -> None:
+    store = any_store
     record = interaction(prompt="original")
     await store.insert_interactions([record])
     await store.insert_interactions([record, interaction(prompt="other")])
@@ -60,12 +61,10 @@ async def test_reinserting_a_stored_id_changes_nothing(tmp_path: Path) -> None:
     assert len(found) == 2
     stored = await store.get_interaction(record.id)
     assert stored is not None and stored.prompt == "original"
-    await store.close()
 
 
-async def test_a_batch_counts_each_stored_record_once_towards_its_session(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "x.db"))
-    await store.open()
+async def test_a_batch_counts_each_stored_record_once_towards_its_session(any_store: Store) -> None:
+    store = any_store
     replayed = interaction(session_id="s-1", project="atmos", client="claude-cli/2", created_at="2026-05-01 09:05:00",
                            prompt_tokens=100, completion_tokens=10)
     await store.insert_interactions([replayed])
@@ -80,7 +79,6 @@ async def test_a_batch_counts_each_stored_record_once_towards_its_session(tmp_pa
         interaction(session_id=None, project="atmos", prompt_tokens=50),
     ])
     sessions = {s.project: s for s in await store.get_sessions("s-1")}
-    await store.close()
     atmos = sessions["atmos"]
     assert (atmos.interaction_count, atmos.prompt_tokens, atmos.completion_tokens) == (3, 110, 11)
     assert (atmos.first_at, atmos.last_at, atmos.client) == ("2026-05-01 09:00:00", "2026-05-01 09:07:00", "claude-cli/2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from capture.approvals import ApprovalStatus
-from capture.sqlite import SQLiteStore
+from capture.store import Store
 from proxy.pipeline.approvals import ApprovalBook
 
 CALL: dict[str, Any] = {"project": "p", "session_id": "s", "tool": "Bash", "call_id": "toolu_1",
@@ -20,10 +20,10 @@ async def ask_and_leave(book: ApprovalBook, interaction_id: str) -> str:
     return approval.id
 
 
-async def test_an_answer_given_while_nobody_waited_goes_to_the_call_sent_again_once(store: SQLiteStore) -> None:
-    book = ApprovalBook(store)
+async def test_an_answer_given_while_nobody_waited_goes_to_the_call_sent_again_once(any_store: Store) -> None:
+    book = ApprovalBook(any_store)
     first = await ask_and_leave(book, "i1")
-    assert (await store.get_approval(first)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
+    assert (await any_store.get_approval(first)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
     await book.decide(first, approve=True, decided_by="alice")  # the client is between two re-sends
 
     again = await book.request(**CALL, interaction_id="i2", timeout_s=30)
@@ -36,8 +36,8 @@ async def test_an_answer_given_while_nobody_waited_goes_to_the_call_sent_again_o
     book.close()
 
 
-async def test_a_deny_given_while_nobody_waited_refuses_the_call_sent_again(store: SQLiteStore) -> None:
-    book = ApprovalBook(store)
+async def test_a_deny_given_while_nobody_waited_refuses_the_call_sent_again(any_store: Store) -> None:
+    book = ApprovalBook(any_store)
     first = await ask_and_leave(book, "i1")
     await book.decide(first, approve=False, decided_by="alice")
     again = await book.request(**CALL, interaction_id="i2", timeout_s=30)
@@ -46,8 +46,8 @@ async def test_a_deny_given_while_nobody_waited_refuses_the_call_sent_again(stor
     book.close()
 
 
-async def test_another_sessions_same_call_is_asked_anew(store: SQLiteStore) -> None:
-    book = ApprovalBook(store)
+async def test_another_sessions_same_call_is_asked_anew(any_store: Store) -> None:
+    book = ApprovalBook(any_store)
     first = await ask_and_leave(book, "i1")
     other = await book.request(**{**CALL, "session_id": "other"}, interaction_id="i2", timeout_s=30)
     assert other.id != first and book.requested_total == 2
