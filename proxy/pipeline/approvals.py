@@ -1,7 +1,9 @@
 """The approval book: tool calls waiting for a person, and the wait itself.
 
 A decision arrives through the HTTP API of this process (which wakes the waiter at once) or
-through `ctxgate approvals` in another process, writing to the store (which the waiter polls).
+through another process, writing to the store: another replica on PostgreSQL, whose decision
+the store announces (LISTEN/NOTIFY) and which wakes the waiter at once too, or `ctxgate
+approvals` and other workers on a SQLite file, which the waiter polls.
 A timeout, the gateway stopping or the client leaving resolve to deny: nothing waits forever.
 
 A client that leaves does not withdraw the question: agents re-send a call they lost (Claude
@@ -28,6 +30,9 @@ from capture.store import Store, StoreUnavailable
 log = structlog.get_logger("ctxgate.policy")
 
 STORE_POLL_S = 0.5
+# On a store that announces decisions, the store is still asked this often: a decision made
+# while the announcing connection was down is found all the same.
+ANNOUNCED_POLL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class ApprovalBook:
         # a person who answers it before the client comes back answers the call it re-sends.
         self._unclaimed: dict[tuple[str, str | None, str, str | None], str] = {}
         self._closing = False
+        self._poll_s = ANNOUNCED_POLL_S if store.watch_approvals(self._heard) else STORE_POLL_S
 
     async def wait_requested(self, count: int, *, joined: int = 0) -> None:
         """Until at least `count` approvals have been requested since start, and `joined` asks
@@ -132,7 +138,7 @@ class ApprovalBook:
                 if keepalive is not None and now >= next_keepalive:
                     await keepalive()
                     next_keepalive = now + keepalive_every_s
-                pause = min(STORE_POLL_S, max(0.0, started + timeout_s - now), max(0.0, next_keepalive - now))
+                pause = min(self._poll_s, max(0.0, started + timeout_s - now), max(0.0, next_keepalive - now))
                 try:
                     await asyncio.wait_for(waker.wait(), pause)
                 except TimeoutError:
@@ -155,6 +161,12 @@ class ApprovalBook:
         if waker is not None:
             waker.set()
         return decided
+
+    def _heard(self, approval_id: str) -> None:
+        """Another process decided `approval_id`: its waiters here look at once."""
+        waker = self._wakers.get(approval_id)
+        if waker is not None:
+            waker.set()
 
     def close(self) -> None:
         """The gateway is stopping: every waiter resolves to deny now; approvals whose waiters
