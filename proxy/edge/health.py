@@ -68,7 +68,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     require_metrics_access(request)
-    text = request.app[METRICS].render(request.app[CAPTURE_WRITER])
+    text = request.app[METRICS].render(request.app[CAPTURE_WRITER], request.app[STORE])
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"})
 
 

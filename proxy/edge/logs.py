@@ -186,7 +186,7 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
             fields = exchange.log_fields()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         route = request.match_info.route.resource
-        request.app[METRICS].observe(route.canonical if route else "unmatched", status, latency_ms)
+        request.app[METRICS].observe(route.canonical if route else "unmatched", status, latency_ms, exchange)
         log.info(
             "request_completed",
             method=request.method,

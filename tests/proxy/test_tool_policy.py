@@ -367,3 +367,22 @@ async def test_the_legacy_functions_api_is_refused_under_a_policy(guarded: Gatew
         )
     assert caught.value.body["code"] == "legacy_functions_refused"  # type: ignore[index]
     assert guarded.upstream.received == []
+
+
+async def test_metrics_count_calls_by_model_their_tokens_first_tokens_and_tool_decisions(guarded: Gateway) -> None:
+    guarded.upstream.push(Reply(tool_calls=(DESTROY,)))
+    await ask(guarded, stream=True)
+    guarded.upstream.push(Reply(tool_calls=(DESCRIBE,)))
+    await ask(guarded, stream=False)
+    await guarded.recorded(at_least=2)
+    async with aiohttp.ClientSession(headers=ADMIN) as session, session.get(guarded.url + "/metrics") as answer:
+        text = await answer.text()
+    lines = set(text.splitlines())
+    assert f'ctxgate_model_calls_total{{model="{MODEL}",route="/v1/chat/completions",status="200"}} 2' in lines
+    assert f'ctxgate_model_call_latency_ms_count{{model="{MODEL}"}} 2' in lines
+    assert f'ctxgate_time_to_first_token_ms_count{{model="{MODEL}"}} 1' in lines  # the streamed one
+    assert 'ctxgate_tool_decisions_total{action="deny",decided_by="policy"} 1' in lines
+    assert 'ctxgate_tool_decisions_total{action="allow",decided_by="policy"} 1' in lines
+    # Those the provider reported: a stream without usage is counted later, off the request path.
+    prompt_tokens = sum(r.prompt_tokens for r in await guarded.recorded(at_least=2) if r.usage_source == "provider")
+    assert f'ctxgate_tokens_total{{model="{MODEL}",kind="prompt"}} {prompt_tokens}' in lines
