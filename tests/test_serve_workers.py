@@ -20,7 +20,7 @@ import pytest
 
 from capture.approvals import ApprovalStatus
 from capture.records import InteractionQuery
-from capture.sqlite import SQLiteStore
+from capture.backends import open_store
 from proxy.config.settings import ConfigError, load_settings
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.edge.workers import usable_cpus, worker_count
@@ -36,12 +36,14 @@ TOOLS: Any = [{"type": "function", "function": {"name": "deploy", "parameters": 
 class Gateway:
     """`ctxgate serve --workers 2` on a free port, its stdout read line by line as it comes."""
 
-    def __init__(self, tmp_path: Path, upstream: FakeUpstream) -> None:
-        self.db = tmp_path / "gw.db"
-        self.config = tmp_path / "ctxgate.yaml"
+    def __init__(self, tmp_path: Path, upstream: FakeUpstream, *, store_url: str | None = None, name: str = "gw",
+                 config: str = "") -> None:
+        self.store_url = store_url or str(tmp_path / f"{name}.db")
+        self.config = tmp_path / f"{name}.yaml"
         self.config.write_text(
             "server: {port: 0}\n"
-            f"store: {{url: {self.db}}}\n"
+            f"store: {{url: '{self.store_url}', spool_dir: '{tmp_path / (name + '.spool')}'}}\n"
+            f"{config}"
             "model_list:\n"
             "  - model_name: gpt-test\n"
             f"    litellm_params: {{model: openai/fake-model, api_base: '{upstream.base_url}', api_key: sk-upstream}}\n"
@@ -53,10 +55,10 @@ class Gateway:
         self._arrived = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, workers: int = 2) -> dict[str, Any]:
+    async def start(self, workers: int = 2, **env: str) -> dict[str, Any]:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.cli.commands", "serve", "--config", str(self.config),
-            "--workers", str(workers), cwd=self.config.parent, env=serve_env(CTXGATE_ADMIN_KEY=ADMIN_KEY),
+            "--workers", str(workers), cwd=self.config.parent, env=serve_env(CTXGATE_ADMIN_KEY=ADMIN_KEY, **env),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         self._reader = asyncio.create_task(self._read())
         return await self.line(lambda r: r["event"] == "gateway_started")
@@ -109,7 +111,7 @@ class Gateway:
         return await self.ended()
 
     async def recorded(self) -> list[Any]:
-        store = SQLiteStore(str(self.db))
+        store = open_store(self.store_url)
         await store.open()
         try:
             summaries = await store.list_interactions(InteractionQuery(limit=500))
