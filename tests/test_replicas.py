@@ -202,3 +202,23 @@ async def test_an_outage_of_the_database_mid_load_loses_no_call_and_stores_each_
     await db.close()
     markers = sorted(prompt.split('"content":"')[1].split('"')[0] for prompt in prompts)
     assert markers == sorted(sent) and len(sent) == 120  # each call stored, and exactly once
+
+
+async def test_a_database_password_is_neither_on_a_workers_command_line_nor_in_the_logs(
+    tmp_path: Path, upstream: FakeUpstream, postgres_url: str
+) -> None:
+    password = "pg-password-never-shown-7d1e"  # trust auth takes any: only where it shows matters
+    with_password = postgres_url.replace("://postgres@", f"://postgres:{password}@")
+    assert password in with_password
+    replica = Gateway(tmp_path, upstream, store_url=with_password, name="secret")
+    started = await replica.start(workers=2)
+    try:
+        answer = await client_of(replica, "sk-any").chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "Echo: hi"
+        for pid in started["worker_pids"]:
+            assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+    finally:
+        assert await replica.stop() == 0, replica.errors.decode()
+    assert password not in str(replica.records) and password not in replica.errors.decode()
+    assert len(await replica.recorded()) == 1

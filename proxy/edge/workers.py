@@ -144,7 +144,10 @@ class _Supervisor:
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._command(index, theirs.fileno()), stdin=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
+                *self._command(index, theirs.fileno()), stdin=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                # In the environment, not the command line: a PostgreSQL URL holds a password,
+                # and any user of the machine can read a process's command line.
+                env={**os.environ, "CTXGATE_DB": self.settings.store_url})
         except BaseException:
             ours.close()
             raise
@@ -155,11 +158,11 @@ class _Supervisor:
 
     def _command(self, index: int, fd: int) -> list[str]:
         """`ctxgate serve` again, with what this process resolved: the same config file, the
-        port as bound (port 0 was made a real one), the same store. The rest (keys, models,
-        policy) the worker reads from the same file and environment."""
+        port as bound (port 0 was made a real one); the same store comes in CTXGATE_DB. The rest
+        (keys, models, policy) the worker reads from the same file and environment."""
         settings = self.settings
         command = [sys.executable, "-m", "proxy.cli.commands", "serve", "--host", settings.host, "--port", str(self.port),
-                   "--db", settings.store_url, "--log-format", settings.log_format,
+                   "--log-format", settings.log_format,
                    "--worker-index", str(index), "--worker-fd", str(fd)]
         if self.config.path is not None:
             command += ["--config", str(self.config.path)]
