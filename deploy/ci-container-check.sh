@@ -4,11 +4,13 @@
 #   2. verify-dockerfile.sh: the image built with podman, run, non-root, serving /healthz, its
 #      HEALTHCHECK passing;
 #   3. one chat call through a container of that image to a fake provider on the host: the
-#      answer checked, the provider's record of the call checked, the interaction recorded, and
-#      the container stopped cleanly by SIGTERM.
+#      answer checked, the provider's record of the call checked, the interaction recorded in
+#      PostgreSQL (a database of its own on the host's server, dropped after; SQLite when there
+#      is no server, except under CI=true), and the container stopped cleanly by SIGTERM.
 # env: VERIFY_DOCKERFILE  default ../shared/tools/verify-dockerfile.sh, beside the repository;
 #                         missing: a skip, or a failure when CI=true
 #      GATEWAY_PORT (18090), FAKE_PORT (18091): host ports for the call's container and provider
+#      CTXGATE_TEST_POSTGRES: the PostgreSQL server, as for the tests (postgresql://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,6 +53,8 @@ unscheduled() { grep -v 'unable to get systemd connection' >&2 || true; }
 
 work=$(mktemp -d)
 fake_pid=
+database=
+PG_SERVER=${CTXGATE_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432/postgres}
 cleanup() {
   local status=$?
   if ((status)) && podman container exists "$CTR" 2>/dev/null; then
@@ -58,6 +62,9 @@ cleanup() {
     podman logs "$CTR" 2>&1 | tail -n 30 >&2 || true
   fi
   podman rm -f -t 2 "$CTR" >/dev/null 2>&1 || true
+  if [[ -n $database ]]; then
+    psql -q "$PG_SERVER" -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   if [[ -n $fake_pid ]]; then
     kill "$fake_pid" 2>/dev/null || true
     wait "$fake_pid" 2>/dev/null || true
@@ -121,9 +128,21 @@ log "fake provider on 127.0.0.1:$FAKE_PORT"
 
 # Host network: the gateway reaches the fake on the host's loopback. A read-only root
 # filesystem, as deploy/kubernetes runs it: only /data (the image's volume) and /tmp are written.
+# The store: PostgreSQL, as a team runs the image.
+store_env=()
+if psql -q "$PG_SERVER" -c "SELECT 1" >/dev/null 2>&1; then
+  database=ctxgate_ci_container_$RANDOM$RANDOM
+  psql -q "$PG_SERVER" -c "CREATE DATABASE \"$database\"" >/dev/null
+  store_env=(-e "CTXGATE_DB=${PG_SERVER%/*}/$database")
+  log "store: PostgreSQL database $database"
+else
+  [[ ${CI:-} == true ]] && fail "no PostgreSQL at $PG_SERVER: CI runs the container on PostgreSQL"
+  log "store: SQLite in /data (no PostgreSQL at $PG_SERVER)"
+fi
+
 podman run -d --name "$CTR" --network host --read-only \
   -e CTXGATE_HOST=127.0.0.1 -e CTXGATE_PORT="$GATEWAY_PORT" -e CTXGATE_WORKERS=1 \
-  -e CI_PROVIDER_KEY="$provider_key" \
+  -e CI_PROVIDER_KEY="$provider_key" "${store_env[@]}" \
   -v "$work/ctxgate.yaml:/data/ctxgate.yaml:ro" \
   "$IMG" >/dev/null 2> >(unscheduled)
 deadline=$((SECONDS + 90))
@@ -182,7 +201,7 @@ assert record["status"] == "ok", record["status"]
 assert record["model"] == "ci-model", record["model"]
 assert sys.argv[2] in json.dumps(record["response"]), record["response"]
 PY
-log "interaction $interaction recorded"
+log "interaction $interaction recorded${database:+ in PostgreSQL}"
 
 # SIGTERM to the gateway as PID 1: it drains and exits 0, well before podman's SIGKILL.
 podman stop -t 30 "$CTR" >/dev/null 2> >(unscheduled)
