@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capture.approvals import Approval
-from capture.sqlite import SQLiteStore
+from capture.backends import open_store
 from proxy.cli.commands import main
 
 CONFIG = """
@@ -51,12 +51,12 @@ def test_policy_check_without_a_policy_says_observe_only(tmp_path: Path, capsys:
     assert "observe-only" in capsys.readouterr().out
 
 
-def seed_pending(db: Path, expires_at: str = "2999-01-01 00:00:00") -> Approval:
+def seed_pending(db: Path | str, expires_at: str = "2999-01-01 00:00:00") -> Approval:
     approval = Approval(id="ap-1", created_at="2026-05-01 10:00:00", expires_at=expires_at,
                         project="atmos", tool="file_edit", arguments='{"path": "/srv/x"}', reason="needs a person")
 
     async def insert() -> None:
-        store = SQLiteStore(str(db))
+        store = open_store(str(db))
         await store.open()
         await store.insert_approval(approval)
         await store.close()
@@ -65,8 +65,8 @@ def seed_pending(db: Path, expires_at: str = "2999-01-01 00:00:00") -> Approval:
     return approval
 
 
-def test_approvals_list_then_approve_always(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "db"
+def test_approvals_list_then_approve_always(tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = store_url  # on each backend: `--db postgresql://...` from any machine that reaches the database
     seed_pending(db)
     assert main(["approvals", "list", "--json", "--db", str(db)]) == 0
     [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

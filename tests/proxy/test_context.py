@@ -17,6 +17,7 @@ from capture.ingest import Document, ingest
 from capture.knowledge import new_memory, query_terms
 from capture.migrations import TOKENIZER
 from capture.sqlite import SQLiteStore
+from capture.store import Store
 from proxy.appkeys import STORE
 from proxy.pipeline.context import ITEM_OVERHEAD_TOKENS, build_pack, render
 from proxy.demo.fake_upstream import FakeUpstream
@@ -119,7 +120,8 @@ async def test_documents_ingested_over_http_reach_the_model_with_their_chunk_ids
 
 
 
-async def test_the_budget_is_respected_at_the_boundary(store: SQLiteStore) -> None:
+async def test_the_budget_is_respected_at_the_boundary(any_store: Store) -> None:
+    store = any_store
     facts = [f"Subnet {n} of the prod VPC is 10.0.{n}.0/24" for n in range(4)]
     for fact in facts:
         await store.add_memory(new_memory("atmos", fact))
@@ -135,7 +137,8 @@ async def test_the_budget_is_respected_at_the_boundary(store: SQLiteStore) -> No
     assert pack.tokens <= exact
 
 
-async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(store: SQLiteStore) -> None:
+async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(any_store: Store) -> None:
+    store = any_store
     first = Document.of("docs/vpc.md", "# VPC\n\nThe prod VPC peers with shared services.")
     assert (await ingest(store, "atmos", [first])).as_dict() == {"ingested": 1, "unchanged": 0, "skipped": 0, "chunks": 1}
     assert (await ingest(store, "atmos", [first])).as_dict() == {"ingested": 0, "unchanged": 1, "skipped": 0, "chunks": 0}
@@ -151,8 +154,9 @@ async def test_reingesting_unchanged_changes_nothing_and_changed_replaces(store:
 
 
 async def test_a_large_ingest_is_written_in_batches_and_an_unchanged_one_is_not_rechunked(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = any_store
     import capture.ingest
 
     monkeypatch.setattr(capture.ingest, "BATCH_BYTES", 200)
@@ -185,10 +189,16 @@ HOSTILE = ['"', 'say "hi', "*", "OR", "NEAR(a b)", "a AND (b", "-x", "col:val", 
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-async def test_hostile_query_text_never_errors(store: SQLiteStore, text: str) -> None:
+async def test_hostile_query_text_never_errors(any_store: Store, text: str) -> None:
+    store = any_store
     await store.add_memory(new_memory("atmos", "日本語 and plain words about the VPC"))
     pack = await build_pack(store, "atmos", text, 1500)
     assert pack is None or pack.memories
+
+
+# SQLite only from here to the preview test: these encode SQLite's search (its FTS5 tokenizer,
+# its MATCH_BUDGET planner, its reader threads). PostgreSQL splits words with its own parser and
+# plans by its statistics; what both must do alike is in tests/capture/test_store_backends.py.
 
 
 def indexed_words(text: str) -> list[str]:
