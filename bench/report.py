@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 JUDGED = "ctxgate_policy"
 SIDE_BY_SIDE = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy",
-                "ctxgate_translate", "ctxgate_workers1", "ctxgate_workers2")
+                "ctxgate_translate", "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres")
 LABELS = (("plain", 1), ("plain", 16), ("stream200", 1), ("stream200", 16), ("stream10", 16))
 SHORT, LONG = 10, 200  # content deltas per stream of the two stream scenarios
 TRANSLATE_BEFORE = 1.30  # ctxgate_translate's CPU/req against bare litellm's, quiet machine, 2026-11-30
@@ -177,6 +177,10 @@ def issue_checks(run: Run) -> list[Check]:
                lambda: _rps_ratio(run, "ctxgate_workers2", "ctxgate_workers1"), lambda x: x >= 1.7, "{:.2f}x"),
     ]
     for label in ("plain", f"stream{LONG}"):
+        on_postgres = functools.partial(_rps_ratio, run, "ctxgate_postgres", JUDGED, label)
+        checks.append(_check(run, f"req/s {label} on PostgreSQL vs on SQLite", ">= 0.85x", ("ctxgate_postgres", JUDGED),
+                             on_postgres, lambda x: x >= 0.85, "{:.2f}x"))
+    for label in ("plain", f"stream{LONG}"):
         translated = functools.partial(_cpu_ratio, run, "ctxgate_translate", "bare_litellm", label)
         checks.append(_check(run, f"translate path: CPU/request {label} vs bare litellm", f"<= {TRANSLATE_BEFORE:.2f}x",
                              ("ctxgate_translate", "bare_litellm"), translated, lambda x: x <= TRANSLATE_BEFORE,
@@ -208,8 +212,8 @@ def _cpu_ratio(run: Run, ours: str, base: str, label: str, wire: str = CHAT) -> 
     return a.cpu_ms_per_request / b.cpu_ms_per_request if a and b and b.cpu_ms_per_request else None
 
 
-def _rps_ratio(run: Run, ours: str, base: str) -> float | None:
-    a, b = run.get(ours, "plain"), run.get(base, "plain")
+def _rps_ratio(run: Run, ours: str, base: str, label: str = "plain") -> float | None:
+    a, b = run.get(ours, label), run.get(base, label)
     return a.rps / b.rps if a and b else None
 
 

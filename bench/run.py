@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,7 @@ import orjson
 from bench import report
 from bench.servers import stream_marker
 from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, CHAT, MODEL, NATIVE_WIRE_TARGETS, NATIVE_WIRES, RESPONSES,
-                           ROOT, WORKERS, Target, prepare)
+                           ROOT, WORKERS, Target, prepare, stored_interactions)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -283,8 +281,7 @@ def run_target(target: Target, port: int, upstream_base: str, upstream_pid: int,
         if process is not None:
             stop(process)
     if target.db is not None:
-        with contextlib.closing(sqlite3.connect(target.db)) as db:
-            (stored,) = db.execute("SELECT count(*) FROM interactions").fetchone()
+        stored = stored_interactions(target.db)
         print(f"{target.name} recorded {stored} of {sent} interactions", flush=True)
         if stored != sent:
             raise TargetFailed(f"capture lost interactions: {stored} stored of {sent} answered")

@@ -10,6 +10,7 @@
 | `ctxgate_policy` | the same, enforcing the 200-rule policy of `bench/policy.py`: the issue's configuration |
 | `ctxgate_translate` | `ctxgate` with the route pinned to `transport: translate` (through litellm) |
 | `ctxgate_workers1`, `ctxgate_workers2` | `ctxgate_policy` served with `--workers 1` / `--workers 2` |
+| `ctxgate_postgres` | `ctxgate_policy` on a PostgreSQL store (a database of its own, dropped after) |
 
 `passthrough` and `ctxgate_policy` are measured on Anthropic Messages too (`POST /v1/messages`,
 ctxgate's `claude-bench` route carried natively to the same upstream), and on the Responses API
@@ -18,13 +19,18 @@ ctxgate's `claude-bench` route carried natively to the same upstream), and on th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 from bench import litellm_proxy
@@ -33,7 +39,7 @@ from bench.policy import big_policy
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy", "ctxgate_translate",
-       "ctxgate_workers1", "ctxgate_workers2")
+       "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres")
 WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
 # The wires a scenario's calls are sent in: OpenAI chat (POST /v1/chat/completions) to every
 # target; Anthropic Messages (POST /v1/messages) and the Responses API (POST /v1/responses) to
@@ -51,7 +57,7 @@ class Target:
     name: str
     command: list[str] | None
     env: dict[str, str] = field(default_factory=dict)
-    db: Path | None = None  # ctxgate: the store whose rows are counted once it has stopped
+    db: str | None = None  # ctxgate: the store whose rows are counted once it has stopped (a path or a URL)
 
     @property
     def is_ctxgate(self) -> bool:
@@ -82,9 +88,14 @@ def prepare(name: str, workdir: Path, upstream_base: str, port: int) -> Target |
             return "`ctxgate serve --help` lists no --workers flag (not in this checkout yet)"
         config = workdir / f"{name}.yaml"
         config.write_text(ctxgate_config(name, upstream_base))
-        db = workdir / f"{name}.db"
+        db = str(workdir / f"{name}.db")
+        if name == "ctxgate_postgres":
+            made = make_database()
+            if made is None:
+                return f"no PostgreSQL server at {POSTGRES_SERVER} (set CTXGATE_BENCH_POSTGRES)"
+            db = made
         command = [python, "-m", "proxy.cli.commands", "serve", "--config", str(config), "--port", str(port),
-                   "--db", str(db), *extra]
+                   "--db", db, *extra]
         return Target(name, command, base_env, db)
     return f"unknown target {name!r} (known: {', '.join(ALL)})"
 
@@ -107,7 +118,7 @@ def ctxgate_config(name: str, upstream_base: str) -> str:
             "      api_key: sk-bench\n"
         )
     text += "context:\n  enabled: true\n"
-    if name == "ctxgate_policy" or name in WORKERS:  # enforcing a 200-rule policy (bench/policy.py)
+    if name in ("ctxgate_policy", "ctxgate_postgres") or name in WORKERS:  # a 200-rule policy (bench/policy.py)
         text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
     return text
 
@@ -117,3 +128,47 @@ def has_workers_flag() -> bool:
     done = subprocess.run([sys.executable, "-m", "proxy.cli.commands", "serve", "--help"], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     return "--workers" in done.stdout
+
+
+POSTGRES_SERVER = os.environ.get("CTXGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def make_database() -> str | None:
+    """A fresh database on the PostgreSQL server, its URL; None when the server cannot be reached."""
+    name = f"ctxgate_bench_{uuid.uuid4().hex[:12]}"
+
+    async def make() -> None:
+        admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(make())
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return None
+    return POSTGRES_SERVER.rpartition("/")[0] + "/" + name
+
+
+def stored_interactions(db: str) -> int:
+    """The interactions a stopped target's store holds; a PostgreSQL database is dropped once counted."""
+    if not db.startswith("postgresql://"):
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM interactions").fetchone()
+            return int(count)
+
+    async def count_and_drop() -> int:
+        connection = await asyncpg.connect(db)
+        try:
+            count = await connection.fetchval("SELECT count(*) FROM interactions")
+        finally:
+            await connection.close()
+        admin = await asyncpg.connect(POSTGRES_SERVER)
+        try:
+            await admin.execute(f'DROP DATABASE "{db.rpartition("/")[2]}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        return int(count)
+
+    return asyncio.run(count_and_drop())

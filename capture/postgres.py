@@ -197,8 +197,13 @@ class PostgresStore:
         return size - self._pool.get_idle_size(), size
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
+        def as_columns() -> list[list[Any]]:
+            return [list(column) for column in zip(*(_insert_row(interaction) for interaction in batch))]
+
         try:
-            columns = [list(column) for column in zip(*(_insert_row(interaction) for interaction in batch))]
+            # Serialised off the event loop, as SQLite's writer thread does: a batch of agent
+            # turns is megabytes of JSON, and requests are served meanwhile.
+            columns = await asyncio.to_thread(as_columns)
         except _REJECTED as error:
             raise RecordRejected(f"{type(error).__name__}: {error}") from error
         if not columns:
