@@ -110,11 +110,14 @@ async def test_calls_spread_over_both_replicas_are_all_recorded_once_after_both_
 
 class Relay:
     """A TCP relay between a gateway and PostgreSQL, which the test takes down and brings back:
-    down, it refuses connections and cuts the ones it carried."""
+    down, it refuses connections and cuts the ones it carried; frozen, it keeps them and
+    carries nothing, as a network that drops packets silently."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self._server: asyncio.Server | None = None
         self._carried: set[asyncio.StreamWriter] = set()
 
@@ -140,6 +143,7 @@ class Relay:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
+                    await self.flowing.wait()
                     sink.write(data)
                     await sink.drain()
             sink.transport.abort()
@@ -222,3 +226,40 @@ async def test_a_database_password_is_neither_on_a_workers_command_line_nor_in_t
         assert await replica.stop() == 0, replica.errors.decode()
     assert password not in str(replica.records) and password not in replica.errors.decode()
     assert len(await replica.recorded()) == 1
+
+
+async def test_a_database_that_stops_answering_holds_no_call_up(
+    tmp_path: Path, upstream: FakeUpstream, postgres_url: str
+) -> None:
+    """Frozen, the database takes connections and answers nothing: each call goes on without
+    its context search after a short wait (not the 30 s a query may take), the calls after it
+    without asking, and every record is stored once it answers again."""
+    server_port = int(postgres_url.rpartition(":")[2].partition("/")[0])
+    relay = Relay(server_port)
+    await relay.up()
+    replica = Gateway(tmp_path, upstream, store_url=postgres_url.replace(f":{server_port}/", f":{relay.port}/"),
+                      name="frozen")
+    await replica.start(workers=1)
+    client = client_of(replica)
+    try:
+        relay.flowing.clear()
+        waits = []
+        for n in range(6):
+            started = time.monotonic()
+            answer = await client.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": f"frozen-{n} about the vpc"}])
+            waits.append(time.monotonic() - started)
+            assert answer.choices[0].message.content == f"Echo: frozen-{n} about the vpc"
+        assert max(waits) < 5 and sorted(waits)[len(waits) // 2] < 0.5, waits  # one short wait, then none
+        assert (await health(replica))["status"] == "degraded"
+        relay.flowing.set()
+        assert await replica.stop() == 0, replica.errors.decode()
+    finally:
+        relay.flowing.set()
+        if replica.process is not None and replica.process.returncode is None:
+            replica.process.kill()
+        await relay.down()
+    db = await asyncpg.connect(postgres_url)
+    prompts = sorted(row[0] for row in await db.fetch("SELECT prompt FROM interactions"))
+    await db.close()
+    assert len(prompts) == 6 and all(f"frozen-{n}" in prompts[n] for n in range(6))

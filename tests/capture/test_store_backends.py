@@ -231,3 +231,50 @@ async def test_an_unreachable_database_is_unavailable_and_its_password_never_sho
         await store.open()
     assert "hunter2-secret" not in str(raised.value) and "ctxgate:***@127.0.0.1:1" in str(raised.value)
     assert not await store.ping()
+
+
+async def test_the_word_counts_searches_are_planned_by_follow_inserts_and_deletes(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    first, second = new_memory("atmos", "Rotate the vault token"), new_memory("atmos", "The vault seals at night")
+    for memory in (first, second):
+        await store.add_memory(memory)
+    await store.replace_sources("atmos", [Source("a.md", "h1", (Chunk("c1", "atmos", "a.md", 0, "vault vault runbook", 3),))])
+    db = await asyncpg.connect(postgres_url)
+
+    async def counts() -> dict[tuple[str, str], int]:
+        rows = await db.fetch("SELECT kind, word, rows FROM word_counts WHERE word IN ('', 'vault', 'token', 'runbook')")
+        return {(kind, word): count for kind, word, count in rows}
+
+    assert await counts() == {("memories", ""): 2, ("memories", "vault"): 2, ("memories", "token"): 1,
+                              ("chunks", ""): 1, ("chunks", "vault"): 1, ("chunks", "runbook"): 1}
+    await store.delete_memory(first.id)
+    await store.replace_sources("atmos", [Source("a.md", "h2", (Chunk("c2", "atmos", "a.md", 0, "new text", 2),))])
+    after = await counts()
+    await db.close()
+    await store.close()
+    assert after == {("memories", ""): 1, ("memories", "vault"): 1, ("memories", "token"): 0,
+                     ("chunks", ""): 1, ("chunks", "vault"): 0, ("chunks", "runbook"): 0}
+
+
+async def test_a_common_word_still_finds_a_projects_rows_past_its_bound(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MATCH_BUDGET matches only the first are ranked: another project's older rows
+    never take the place of the project's own, and the rarest words are the ones searched."""
+    import capture.postgres
+    import capture.sqlite
+
+    for module in (capture.postgres, capture.sqlite):
+        monkeypatch.setattr(module, "MATCH_BUDGET", 3)
+    names = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+    for name in names:
+        await any_store.add_memory(new_memory("web", f"Deploy step {name} of the web frontend"))
+    ours = new_memory("atmos", "Deploy the billing service with the blue-green script")
+    await any_store.add_memory(ours)
+    found, _ = await any_store.search_knowledge("atmos", "deploy", 5)
+    assert [m.id for m in found] == [ours.id]
+    found, _ = await any_store.search_knowledge("web", "deploy frontend step", 5)
+    assert len(found) == 3  # the first MATCH_BUDGET of the matches ranked
+    found, _ = await any_store.search_knowledge("web", "deploy frontend step juliet", 5)
+    assert [m.content for m in found] == ["Deploy step juliet of the web frontend"]  # the rarest word, alone
