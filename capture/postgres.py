@@ -26,7 +26,7 @@ from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
 from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
 from capture.search_cache import SearchCache
-from capture.store import RecordRejected, StoreUnavailable
+from capture.store import RecordRejected, StoreUnavailable, shown_url
 
 log = structlog.get_logger("ctxgate.store")
 T = TypeVar("T")
@@ -143,16 +143,16 @@ class PostgresStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.shown_url = _without_password(url)
+        self.shown_url = shown_url(url)
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._search_pool: asyncpg.Pool[asyncpg.Record] | None = None
-        self._unreachable_until = 0.0  # monotonic: before it, the request path does not ask
+        self._paused_until: dict[int, float] = {}  # by pool: the request path does not ask before (monotonic)
         self._abandoned: set[asyncio.Future[Any]] = set()  # request-path queries given up on, cleaning up
         self._added: dict[str, int] = {}  # rows added to a knowledge table since this store analyzed it
         self._analyzed_rows: dict[str, int] = {}  # its rows then
         self._searches = SearchCache()
         self._local_rates = LocalRates()  # while the database cannot count
-        self._approval_watchers: list[Callable[[str], None]] = []
+        self._approval_watchers: list[Callable[[str | None], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -170,34 +170,44 @@ class PostgresStore:
 
     async def _on_request_path(self, work: Callable[[Connection], Awaitable[T]], *, searching: bool = False) -> T:
         """`work` for a request waiting on it: within HOT_PATH_TIMEOUT_S, and not at all for
-        HOT_PATH_PAUSE_S after the database could not be reached. A search runs on the search
-        pool."""
+        HOT_PATH_PAUSE_S after its pool could not reach the database. A search runs on the
+        search pool, a rate count on the main one: each pauses on its own."""
         pool = self._search_pool if searching else self._pool
         if pool is None:
             raise StoreUnavailable(f"store {self.shown_url} is not open")
-        if time.monotonic() < self._unreachable_until:
+        if time.monotonic() < self._paused_until.get(id(pool), 0.0):
             raise StoreUnavailable(f"postgresql {self.shown_url}: unreachable a moment ago; not asked again yet")
 
         async def bounded() -> T:
             async with pool.acquire() as db:
                 return await work(db)
 
-        # Not wait_for: it waits for the cancelled query to let go of its connection, which on
-        # a silent network takes the whole command timeout. The request goes on at once; the
-        # query is cancelled and cleans up behind it.
-        task = asyncio.ensure_future(bounded())
-        done, _ = await asyncio.wait({task}, timeout=HOT_PATH_TIMEOUT_S)
         try:
+            return await self._abandoning(bounded(), HOT_PATH_TIMEOUT_S)
+        except _UNAVAILABLE as error:
+            # Unreachable, or silent (a query unanswered for a second): not an error PostgreSQL gave.
+            if not isinstance(error, asyncpg.PostgresError) or isinstance(error, asyncpg.PostgresConnectionError):
+                self._paused_until[id(pool)] = time.monotonic() + HOT_PATH_PAUSE_S
+            raise self._unavailable(error) from error
+
+    async def _abandoning(self, work: Awaitable[T], timeout_s: float) -> T:
+        """`work`'s result, or TimeoutError after `timeout_s`. Not wait_for: it waits for the
+        cancelled query to let go of its connection, which on a silent network takes the whole
+        command timeout; here the caller goes on at once and the query cleans up behind it."""
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except asyncio.CancelledError:  # the caller went away: the query goes too, behind it
+            done = set()
+            raise
+        finally:
             if not done:
                 self._abandoned.add(task)
                 task.add_done_callback(_forget_outcome(self._abandoned))
                 task.cancel()
-                raise TimeoutError(f"no answer within {HOT_PATH_TIMEOUT_S} s")
-            return task.result()
-        except _UNAVAILABLE as error:
-            if not isinstance(error, asyncpg.PostgresError) or isinstance(error, asyncpg.PostgresConnectionError):
-                self._unreachable_until = time.monotonic() + HOT_PATH_PAUSE_S
-            raise self._unavailable(error) from error
+        if not done:
+            raise TimeoutError(f"no answer within {timeout_s} s")
+        return task.result()
 
     async def _in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         async def transact(db: Connection) -> T:
@@ -214,13 +224,13 @@ class PostgresStore:
             self._search_pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=SEARCH_POOL_MAX, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S)
-        except (*_UNAVAILABLE, ValueError) as error:  # ValueError: a URL asyncpg cannot read
-            raise self._unavailable(error) from error
-        try:
             await self._call(_migrate)
         except StoreUnavailable:
             await self.close()
             raise
+        except (*_UNAVAILABLE, ValueError) as error:  # ValueError: a URL asyncpg cannot read
+            await self.close()
+            raise self._unavailable(error) from error
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -236,7 +246,7 @@ class PostgresStore:
 
     async def ping(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self._call(lambda db: db.fetchval("SELECT 1")), PING_TIMEOUT_S) == 1)
+            return bool(await self._abandoning(self._call(lambda db: db.fetchval("SELECT 1")), PING_TIMEOUT_S) == 1)
         except (StoreUnavailable, TimeoutError):
             return False
 
@@ -247,6 +257,11 @@ class PostgresStore:
         return size - sum(pool.get_idle_size() for pool in pools), size
 
     async def insert_interactions(self, batch: Sequence[Interaction]) -> None:
+        firsts: dict[str, Interaction] = {}
+        for interaction in batch:  # an id twice in a batch: its first, as a row per statement stores it
+            firsts.setdefault(interaction.id, interaction)
+        batch = list(firsts.values())
+
         def as_columns() -> list[list[Any]]:
             return [list(column) for column in zip(*(_insert_row(interaction) for interaction in batch))]
 
@@ -347,7 +362,13 @@ class PostgresStore:
                                         "WHERE created_at < $1 AND status <> 'pending' LIMIT $2)")
                 sessions = await drain("DELETE FROM sessions WHERE (project, id) IN "
                                        "(SELECT project, id FROM sessions WHERE last_at < $1 LIMIT $2)")
-                await db.execute(_RECOUNT_STRADDLING, cutoff)
+                async with db.transaction():
+                    # Locked first, in the order capture upserts them: a capture batch adding to
+                    # one of them meanwhile waits, then adds to the recount (a recount from a
+                    # snapshot taken before its commit would write back the older totals).
+                    await db.execute("SELECT 1 FROM sessions WHERE first_at < $1 ORDER BY project, id FOR UPDATE",
+                                     cutoff)
+                    await db.execute(_RECOUNT_STRADDLING, cutoff)
                 return CleanupResult(sessions=sessions, interactions=interactions, approvals=approvals)
             finally:
                 await db.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
@@ -378,7 +399,11 @@ class PostgresStore:
             await db.execute(f"ANALYZE {table}")
             return int(await db.fetchval("SELECT rows FROM word_counts WHERE kind = $1 AND word = ''", table) or 0)
 
-        self._analyzed_rows[table] = await self._call(analyze)
+        try:
+            self._analyzed_rows[table] = await self._call(analyze)
+        except StoreUnavailable as error:  # what was written is stored: only the statistics wait
+            log.warning("statistics_not_refreshed", table=table, error=str(error))
+            return
         self._added[table] = 0
 
     async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
@@ -409,13 +434,15 @@ class PostgresStore:
             if recent is not None:  # an agent's tool loop: no round trip
                 return list(recent[0]), list(recent[1])
 
+        writes_before = self._searches.writes
+
         async def search(db: Connection) -> tuple[list[Scored], list[Scored]]:
             # Read first: knowledge changed during the search files these results under the
             # older version, which no later search asks for.
             planning = await db.fetch(_PLANNING, _searchable(text))
             totals = next(row for row in planning if row[0] == "")  # a word is never empty
             version = int(totals[1])
-            self._searches.saw_version(version)
+            self._searches.saw_version(version, writes_before)
             found = self._searches.get(asked, version)
             if found is None:
                 terms = query_terms(row[0] for row in planning if row[0])
@@ -442,6 +469,9 @@ class PostgresStore:
         latest = list({source.path: source for source in sources}.values())  # a path given twice: its last
 
         async def replace(db: Connection) -> list[Source]:
+            # Knowledge writers take the version row first (the triggers' order, see m004): an
+            # ingest of the same documents at once then finds these stored, and changes nothing.
+            await db.execute("SELECT version FROM knowledge_version FOR UPDATE")
             stored = {path: content_hash for path, content_hash in await db.fetch(
                 "SELECT path, content_hash FROM sources WHERE project = $1 AND path = ANY($2::text[])",
                 project, [source.path for source in latest])}
@@ -536,7 +566,7 @@ class PostgresStore:
         rows = await self._call(lambda db: db.fetch("SELECT tool FROM tool_allowances WHERE project = $1", project))
         return frozenset(tool for (tool,) in rows)
 
-    def watch_approvals(self, on_decided: Callable[[str], None]) -> bool:
+    def watch_approvals(self, on_decided: Callable[[str | None], None]) -> bool:
         self._approval_watchers.append(on_decided)
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="ctxgate-approval-listener")
@@ -548,12 +578,14 @@ class PostgresStore:
 
     async def _listen(self) -> None:
         """A connection of its own LISTENs for decisions, reconnecting with backoff when it is
-        lost (the approval book polls meanwhile, as for a store that cannot notify)."""
+        lost; the approval book asks the store every ANNOUNCED_POLL_S meanwhile, and once the
+        connection is back every watcher is told to look (`None`): a decision may have been
+        made while nobody listened."""
         delay = 0.2
+        reconnected = False
 
         def heard(_: object, __: int, ___: str, approval_id: object) -> None:
-            for watcher in self._approval_watchers:
-                watcher(str(approval_id))
+            self._tell_watchers(str(approval_id))
 
         while True:
             try:
@@ -568,6 +600,9 @@ class PostgresStore:
             try:
                 await db.add_listener(APPROVALS_CHANNEL, heard)
                 self._listening.set()
+                if reconnected:
+                    self._tell_watchers(None)
+                reconnected = True
                 delay = 0.2
                 while not lost.is_set() and not db.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -575,11 +610,16 @@ class PostgresStore:
                     if not lost.is_set():  # a silent network drop is found by asking
                         await db.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)
             except _UNAVAILABLE as error:
-                log.warning("approval_listener_lost", error=str(self._unavailable(error)))
+                log.warning("approval_listener_lost", error=str(self._unavailable(error)), retry_in_s=delay)
+                await asyncio.sleep(delay)  # connected but refused LISTEN (a standby): not at once again
+                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
             finally:
                 self._listening.clear()
-                with contextlib.suppress(*_UNAVAILABLE):
-                    await asyncio.wait_for(db.close(), PING_TIMEOUT_S)
+                db.terminate()  # closing politely could wait on a silent network
+
+    def _tell_watchers(self, approval_id: str | None) -> None:
+        for watcher in self._approval_watchers:
+            watcher(approval_id)
 
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
         try:
@@ -753,12 +793,3 @@ def _approval_from_row(row: Iterable[Any]) -> Approval:
 async def _get_approval(db: Connection, approval_id: str) -> Approval | None:
     row = await db.fetchrow(f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals WHERE id = $1", approval_id)
     return None if row is None else _approval_from_row(row)
-
-
-def _without_password(url: str) -> str:
-    """The URL as it may be logged and shown."""
-    scheme, separator, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{separator}{credentials.partition(':')[0]}:***@{location}"

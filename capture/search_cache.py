@@ -33,6 +33,7 @@ class SearchCache:
         self._found: OrderedDict[Asked, tuple[int, Found]] = OrderedDict()
         self._lock = threading.Lock()  # a backend's reader threads share it
         self._version_read: tuple[int, float] | None = None  # (version, monotonic time read)
+        self.writes = 0  # knowledge writes through this process: a read begun before one is stale
 
     def fresh_version(self) -> int | None:
         """The version last read, while it stands; None once it is older than the TTL or forgotten."""
@@ -41,12 +42,16 @@ class SearchCache:
             return None
         return read[0]
 
-    def saw_version(self, version: int) -> None:
-        self._version_read = (version, time.monotonic())
+    def saw_version(self, version: int, writes_before: int | None = None) -> None:
+        """`writes_before`: `writes` when the read began, if it awaited: a write since makes it
+        stale, and it is not kept."""
+        if writes_before is None or writes_before == self.writes:
+            self._version_read = (version, time.monotonic())
 
     def forget_version(self) -> None:
         """Knowledge changed through this process: the next search reads the version again."""
         self._version_read = None
+        self.writes += 1
 
     def get(self, asked: Asked, version: int) -> Found | None:
         with self._lock:

@@ -501,7 +501,7 @@ class SQLiteStore:
 
         return await self._run(select)
 
-    def watch_approvals(self, on_decided: Callable[[str], None]) -> bool:
+    def watch_approvals(self, on_decided: Callable[[str | None], None]) -> bool:
         return False  # another process (`ctxgate approvals`, a worker) writes the file: only a poll sees it
 
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:

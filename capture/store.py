@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from capture.approvals import Approval, ApprovalStatus
 from capture.knowledge import Memory, Scored, Source
@@ -17,6 +18,23 @@ class StoreUnavailable(RuntimeError):
 class RecordRejected(ValueError):
     """The backend works but cannot store this record as it is (a value it cannot represent):
     retrying will not help, and other records are not affected."""
+
+
+def shown_url(url: str) -> str:
+    """A store URL as it may be logged and shown: its password masked, in the user part
+    (`user:pass@host`) and in the query (`?password=`), which libpq both reads."""
+    if "://" not in url:
+        return url  # a SQLite path
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = parts.query
+    if query:
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
+                          safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Store(Protocol):
@@ -107,9 +125,11 @@ class Store(Protocol):
     async def allowed_always(self, project: str) -> frozenset[str]:
         """Tools a person allowed always for `project`."""
 
-    def watch_approvals(self, on_decided: Callable[[str], None]) -> bool:
+    def watch_approvals(self, on_decided: Callable[[str | None], None]) -> bool:
         """Have `on_decided(approval_id)` called whenever an approval is decided, by any process
-        using this store. False when the backend cannot tell: the caller polls instead."""
+        using this store, and `on_decided(None)` when decisions may have gone unannounced (the
+        backend lost its way of hearing them for a while): look at every approval waited on.
+        False when the backend cannot tell: the caller polls instead."""
 
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
         """Count a call against `bucket`'s `per_minute` calls: None when it may go now, else the

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from capture.store import shown_url
 from proxy.edge.logs import configure_logging
 from proxy.config.settings import ConfigSource, Settings
 from proxy.edge.wire import error_envelope, json_response
@@ -138,7 +139,7 @@ def started_fields(settings: Settings, port: int, config: ConfigSource) -> dict[
         "port": port,
         "config": str(config.path) if config.path else None,
         "config_from": config.chosen_by,
-        "store": _store_label(settings.store_url),
+        "store": shown_url(settings.store_url),
         "models": [route.model_name for route in settings.models],
     }
 
@@ -241,11 +242,3 @@ class _RequestHandler(RequestHandler):
                                                 "invalid_request_error", code="bad_http_request"), status=status)
         response.force_close()
         return response
-
-
-def _store_label(url: str) -> str:
-    """The store URL without credentials, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return url

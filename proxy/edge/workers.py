@@ -6,7 +6,8 @@ running `ctxgate serve` again (never a fork: by then an event loop, threads or l
 be in the copy). Each worker binds its own SO_REUSEPORT socket on the port, so the kernel
 spreads connections over the workers, and runs the app as a single `serve` does, with its own
 capture writer (its own spool segment). What must hold across workers goes through the store:
-an approval decided through one worker is seen by the worker holding the call, which polls it.
+an approval decided through one worker is seen by the worker holding the call (which polls a
+SQLite file, and hears PostgreSQL announce it).
 
 Each worker gets one end of a socket pair (`server.WorkerLink`). It writes `serving` on it once it serves, and the
 end of file on it means the supervisor is gone (even killed with SIGKILL): the worker then

@@ -30,8 +30,8 @@ from capture.store import Store, StoreUnavailable
 log = structlog.get_logger("ctxgate.policy")
 
 STORE_POLL_S = 0.5
-# On a store that announces decisions, the store is still asked this often: a decision made
-# while the announcing connection was down is found all the same.
+# On a store that announces decisions, the store is still read this often: a backstop for an
+# announcement lost. Whether the client is gone is still seen every STORE_POLL_S.
 ANNOUNCED_POLL_S = 5.0
 
 
@@ -118,9 +118,14 @@ class ApprovalBook:
         waker = self._wakers.setdefault(approval.id, asyncio.Event())
         self._waiting[approval.id] = self._waiting.get(approval.id, 0) + 1
         next_keepalive = started + keepalive_every_s
+        next_read = started  # the store is read when woken, else every self._poll_s
+        current: Approval | None = approval
         try:
             while True:
-                current = await self.store.get_approval(approval.id)
+                if waker.is_set() or time.monotonic() >= next_read:
+                    waker.clear()
+                    current = await self.store.get_approval(approval.id)
+                    next_read = time.monotonic() + self._poll_s
                 if current is not None and current.status is not ApprovalStatus.PENDING:
                     return self._resolved(current, started)
                 now = time.monotonic()
@@ -138,12 +143,11 @@ class ApprovalBook:
                 if keepalive is not None and now >= next_keepalive:
                     await keepalive()
                     next_keepalive = now + keepalive_every_s
-                pause = min(self._poll_s, max(0.0, started + timeout_s - now), max(0.0, next_keepalive - now))
-                try:
+                # Woken by a decision; else each STORE_POLL_S to see whether the client is gone.
+                pause = min(STORE_POLL_S, max(0.0, next_read - now), max(0.0, started + timeout_s - now),
+                            max(0.0, next_keepalive - now))
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waker.wait(), pause)
-                except TimeoutError:
-                    pass
-                waker.clear()
         except (ConnectionResetError, asyncio.CancelledError):
             self._leave(approval)
             raise
@@ -162,11 +166,13 @@ class ApprovalBook:
             waker.set()
         return decided
 
-    def _heard(self, approval_id: str) -> None:
-        """Another process decided `approval_id`: its waiters here look at once."""
-        waker = self._wakers.get(approval_id)
-        if waker is not None:
-            waker.set()
+    def _heard(self, approval_id: str | None) -> None:
+        """Another process decided `approval_id` (None: any may have been): its waiters here
+        look at once."""
+        wakers = self._wakers.values() if approval_id is None else [self._wakers.get(approval_id)]
+        for waker in wakers:
+            if waker is not None:
+                waker.set()
 
     def close(self) -> None:
         """The gateway is stopping: every waiter resolves to deny now; approvals whose waiters

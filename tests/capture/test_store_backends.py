@@ -14,7 +14,8 @@ from capture.knowledge import Chunk, MemoryStatus, Source, new_memory
 from capture.migrations import MIGRATIONS
 from capture.postgres import RETENTION_LOCK, PostgresStore
 from capture.records import Interaction, InteractionQuery, new_interaction_id
-from capture.store import RecordRejected, Store, StoreUnavailable
+from capture.backends import open_store
+from capture.store import RecordRejected, Store, StoreUnavailable, shown_url
 
 
 def interaction(**fields: Any) -> Interaction:
@@ -74,6 +75,34 @@ async def test_a_batch_holding_a_record_the_store_cannot_hold_is_refused_whole(a
         await any_store.insert_interactions([interaction(model="\ud800")])  # a lone surrogate is not text
     await any_store.insert_interactions([fine, interaction(model="gpt\u0000x")])  # a NUL in plain text: kept
     assert len(await any_store.list_interactions(InteractionQuery())) == 2
+
+
+async def test_an_id_twice_in_one_batch_is_stored_and_counted_once(any_store: Store) -> None:
+    twice = interaction(session_id="s1", prompt_tokens=5)
+    await any_store.insert_interactions([twice, twice, interaction(session_id="s1", prompt_tokens=1)])
+    (session,) = await any_store.get_sessions("s1")
+    assert (session.interaction_count, session.prompt_tokens) == (2, 6)
+
+
+async def test_two_ingests_of_the_same_documents_at_once_both_succeed(store_url: str) -> None:
+    stores = [open_store(store_url), open_store(store_url)]  # two replicas, or the CLI beside a gateway
+    for store in stores:
+        await store.open()
+    sources = [Source(f"doc{n}.md", f"h{n}", (Chunk(f"ch_{n}", "atmos", f"doc{n}.md", 0, f"text {n}", 2),))
+               for n in range(50)]
+    changed = await asyncio.gather(*(store.replace_sources("atmos", sources) for store in stores))
+    hashes = await stores[0].source_hashes("atmos")
+    for store in stores:
+        await store.close()
+    assert sorted(len(c) for c in changed) == [0, 50] and len(hashes) == 50  # the second found them stored
+
+
+def test_a_store_url_is_shown_without_its_password() -> None:
+    assert shown_url("postgresql://u:p@ss@db:5432/ctxgate") == "postgresql://u:***@db:5432/ctxgate"
+    assert shown_url("postgresql://db/ctxgate?user=u&password=s%40cret&sslmode=require") == \
+        "postgresql://db/ctxgate?user=u&password=***&sslmode=require"
+    assert shown_url("postgresql://u@db/ctxgate") == "postgresql://u@db/ctxgate"
+    assert shown_url("/data/ctxgate.db") == "/data/ctxgate.db"
 
 
 async def test_sessions_are_counted_listed_and_limited_to_projects(any_store: Store) -> None:
@@ -196,6 +225,7 @@ async def test_a_decision_on_one_replica_is_heard_on_another_at_once(postgres_ur
     await deciding.decide_approval("a1", ApprovalStatus.APPROVED, "alice")
     assert await asyncio.wait_for(heard.get(), 1.0) == "a1"
     await deciding.decide_approval("a1", ApprovalStatus.DENIED, "bob")  # changes nothing: announces nothing
+    await asyncio.sleep(0.3)  # what it would have announced has arrived by now
     await holding.close()
     await deciding.close()
     assert heard.empty()
