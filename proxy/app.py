@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(declared_models=frozenset(route.model_name for route in settings.models))
     app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
     app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _retention])

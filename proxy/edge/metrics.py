@@ -13,7 +13,7 @@ from capture.writer import CaptureWriter
 from proxy.pipeline.exchange import Exchange
 
 _BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
-MAX_MODELS = 100  # model labels kept; past that, calls are counted under "other"
+UNDECLARED = "undeclared"  # the label of every model not in model_list: callers name those
 # A person takes seconds to minutes to decide.
 _APPROVAL_BUCKETS_MS = (1000, 5000, 15000, 30000, 60000, 120000, 300000, 600000)
 
@@ -48,6 +48,7 @@ class Histogram:
 
 @dataclass(slots=True)
 class Metrics:
+    declared_models: frozenset[str] = frozenset()  # model_list's names: the only model labels
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=lambda: Histogram(_BUCKETS_MS))
     calls: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (model, route, status)
@@ -78,11 +79,9 @@ class Metrics:
                 self.approval_wait.observe(decision.wait_ms)
 
     def _model_label(self, model: str) -> str:
-        """Callers name models (an open gateway forwards any name): the labels are bounded."""
-        label = _label(model)
-        if label in self.call_latency or len(self.call_latency) < MAX_MODELS:
-            return label
-        return "other"
+        """A declared model's name; any other (an open gateway forwards whatever a caller names,
+        of any length) counts under one label, so callers cannot grow the metrics."""
+        return _label(model) if model in self.declared_models else UNDECLARED
 
     def render(self, writer: CaptureWriter, store: Store) -> str:
         lines = [
@@ -98,7 +97,8 @@ class Metrics:
         for (model, route, status), count in sorted(self.calls.items()):
             lines.append(f'ctxgate_model_calls_total{{model="{model}",route="{route}",status="{status}"}} {count}')
         for name, meaning, histograms in (
-            ("ctxgate_model_call_latency_ms", "Time to answer a call forwarded to a model, in milliseconds.",
+            ("ctxgate_model_call_latency_ms", "Time to answer a call forwarded to a model, in milliseconds "
+             "(with any wait for a person's approval of its tool calls).",
              self.call_latency),
             ("ctxgate_time_to_first_token_ms", "Time to the first streamed event of a model's answer, in milliseconds.",
              self.ttft),

@@ -37,8 +37,8 @@ async def count_tokens(request: web.Request, dialect: Dialect) -> web.Response:
     request[ERROR_BODY] = dialect.error_body
     asked = dialect.parse(await read_json(request), request.headers)
     identity = identify(request, asked, settings, app[KEYRING])
-    await hold_to_rate(app[STORE], identity.key)
     ensure_model_reachable(asked, identity, settings)
+    await hold_to_rate(app[STORE], identity.key)  # a call refused before is not counted
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
     call = replace(dialect.prepare(asked, None, policy, identity.bearer_token), path=PATH)
     app[UPSTREAM].transport_for(call)  # a model no transport carries is refused as for a call

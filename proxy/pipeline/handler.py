@@ -52,8 +52,8 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     started = time.perf_counter_ns()
     settings = app[SETTINGS]
     identity = exchange.identity = identify(request, asked, settings, app[KEYRING])
-    await hold_to_rate(app[STORE], identity.key)
     ensure_model_reachable(asked, identity, settings)
+    await hold_to_rate(app[STORE], identity.key)  # a call refused before is not counted
     pack = exchange.pack = await pack_context(request, asked, identity, settings)
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
     call = exchange.call = dialect.prepare(asked, pack, policy, identity.bearer_token)

@@ -84,3 +84,26 @@ async def test_healthz_fails_when_neither_store_nor_spool_takes_records(
     assert "the store refuses writes: disk full" in body["reasons"] and body["capture"]["pending"] == 1
     status, text, _ = await get(gateway, "/livez")
     assert status == 200
+
+
+def test_a_model_not_in_model_list_is_counted_under_one_label_whatever_its_name() -> None:
+    from capture.writer import CaptureWriter
+    from proxy.edge.metrics import Metrics
+    from proxy.pipeline.dialect import UpstreamCall
+    from proxy.pipeline.exchange import Exchange
+
+    metrics = Metrics(declared_models=frozenset({MODEL}))
+    for model in (MODEL, "x" * 200_000, 'evil"}\nctxgate_fake 1', MODEL):  # an open gateway forwards any name
+        exchange = Exchange(call=UpstreamCall(wire="openai_chat", path="/chat/completions", model=model, stream=False,
+                                              body={}))
+        metrics.observe("/v1/chat/completions", 200, 5.0, exchange)
+
+    class NoStore:
+        def pool_usage(self) -> None:
+            return None
+
+    text = metrics.render(CaptureWriter(NoStore(), spool=None), NoStore())  # type: ignore[arg-type]
+    calls = [line for line in text.splitlines() if line.startswith("ctxgate_model_calls_total{")]
+    assert calls == [f'ctxgate_model_calls_total{{model="{MODEL}",route="/v1/chat/completions",status="200"}} 2',
+                     'ctxgate_model_calls_total{model="undeclared",route="/v1/chat/completions",status="200"} 2']
+    assert len(text) < 20_000 and "ctxgate_fake" not in text
