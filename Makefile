@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The real agent CLIs tests/agents drives through the gateway, pinned in package-lock.json.
 AGENTS := node_modules/.agents-installed
 
-.PHONY: demo test typecheck bench serve agents
+.PHONY: demo test typecheck bench bench-store serve agents
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ BENCH_ARGS ?=
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.litellm_proxy
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The stores side by side (SQLite and the PostgreSQL at $CTXGATE_BENCH_POSTGRES, default the
+# local server; each run makes and drops a database of its own): capture throughput, and context
+# packs at 10k and 100k chunks with the planted-chunk check (about 10 minutes).
+bench-store: $(INSTALLED)
+	$(BIN)/python -m bench.capture --postgres $${CTXGATE_BENCH_POSTGRES:-postgresql://postgres@127.0.0.1:5432/postgres}
+	$(BIN)/python -m bench.context --chunks 10000 100000 --ingest-mb 0 \
+		--postgres $${CTXGATE_BENCH_POSTGRES:-postgresql://postgres@127.0.0.1:5432/postgres}
 
 # Serves with $CTXGATE_CONFIG, else ./ctxgate.yaml if there is one, else the embedded defaults.
 serve: $(INSTALLED)

@@ -55,7 +55,7 @@ def records(count: int, seed: int = 7) -> list[Interaction]:
 async def rate(store: Store, batch: list[Interaction]) -> float:
     """Interactions a second, from the first submit to the last stored."""
     await store.open()
-    writer = CaptureWriter(store, spool=None)
+    writer = CaptureWriter(store, spool=None, max_pending=len(batch) + 1)  # all of them queued, none dropped
     await writer.start()
     try:
         started = time.perf_counter()

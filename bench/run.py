@@ -38,7 +38,7 @@ import orjson
 from bench import report
 from bench.servers import stream_marker
 from bench.targets import (ALL, ANTHROPIC, ANTHROPIC_MODEL, CHAT, MODEL, NATIVE_WIRE_TARGETS, NATIVE_WIRES, RESPONSES,
-                           ROOT, WORKERS, Target, prepare, stored_interactions)
+                           ROOT, WORKERS, Target, drop_database, prepare, stored_interactions)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -365,6 +365,8 @@ def main() -> None:
                 except TargetFailed as error:
                     failed[name] = f"{error} (log: {round_dir / (name + '.log')})"
                     print(f"{name}: FAILED: {failed[name]}", flush=True)
+                finally:
+                    drop_database(target.db)
     finally:
         stop(upstream)
     print(f"\nmeasured in {time.monotonic() - began:.0f} s; each figure below is the median of {rounds} round(s)")

@@ -87,7 +87,9 @@ def prepare(name: str, workdir: Path, upstream_base: str, port: int) -> Target |
         if name in WORKERS and not extra:
             return "`ctxgate serve --help` lists no --workers flag (not in this checkout yet)"
         config = workdir / f"{name}.yaml"
-        config.write_text(ctxgate_config(name, upstream_base))
+        # The spool in the round's own directory: a PostgreSQL store's default is ./ctxgate-spool,
+        # which every round would share (and replay from).
+        config.write_text(ctxgate_config(name, upstream_base) + f"store: {{spool_dir: '{workdir / name}.spool'}}\n")
         db = str(workdir / f"{name}.db")
         if name == "ctxgate_postgres":
             made = make_database()
@@ -152,23 +154,32 @@ def make_database() -> str | None:
 
 
 def stored_interactions(db: str) -> int:
-    """The interactions a stopped target's store holds; a PostgreSQL database is dropped once counted."""
+    """The interactions a stopped target's store holds."""
     if not db.startswith("postgresql://"):
         with contextlib.closing(sqlite3.connect(db)) as connection:
             (count,) = connection.execute("SELECT count(*) FROM interactions").fetchone()
             return int(count)
 
-    async def count_and_drop() -> int:
+    async def count() -> int:
         connection = await asyncpg.connect(db)
         try:
-            count = await connection.fetchval("SELECT count(*) FROM interactions")
+            return int(await connection.fetchval("SELECT count(*) FROM interactions"))
         finally:
             await connection.close()
+
+    return asyncio.run(count())
+
+
+def drop_database(db: str | None) -> None:
+    """A target's PostgreSQL database, dropped (a SQLite file goes with the work directory)."""
+    if db is None or not db.startswith("postgresql://"):
+        return
+
+    async def drop() -> None:
         admin = await asyncpg.connect(POSTGRES_SERVER)
         try:
-            await admin.execute(f'DROP DATABASE "{db.rpartition("/")[2]}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db.rpartition("/")[2]}" WITH (FORCE)')
         finally:
             await admin.close()
-        return int(count)
 
-    return asyncio.run(count_and_drop())
+    asyncio.run(drop())
