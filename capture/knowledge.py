@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -81,6 +81,19 @@ def query_terms(words: Iterable[str]) -> list[str]:
     bound on the cost of a huge prompt)."""
     kept = {w for w in words if w not in _STOPWORDS and (len(w) > 1 or not w.isascii())}
     return sorted(kept, key=lambda w: (-len(w), w))[:MAX_QUERY_TERMS]
+
+
+def rarest_within(by_rarity: Sequence[str], counts: Mapping[str, int], budget: int) -> list[str]:
+    """The rarest of the words (`by_rarity`: rarest first) whose rows, as `counts` has them,
+    add up to at most `budget`: what a search looks for when its words are rare enough."""
+    chosen: list[str] = []
+    matched = 0
+    for word in by_rarity:
+        if matched + counts[word] > budget:
+            break
+        chosen.append(word)
+        matched += counts[word]
+    return chosen
 
 
 def fts_expression(terms: list[str], required_together: bool = False) -> str:

@@ -265,41 +265,15 @@ MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
 TEXT_SEARCH_CONFIG = "simple"
 
 
-def _pg_m001_interactions(execute: Execute) -> None:
-    execute(
-        """
-        CREATE TABLE interactions (
-            id TEXT PRIMARY KEY,
-            created_at TEXT NOT NULL,
-            project TEXT,
-            session_id TEXT,
-            client TEXT,
-            model TEXT,
-            status TEXT NOT NULL,
-            error TEXT,
-            prompt TEXT NOT NULL,
-            params TEXT,
-            response TEXT,
-            memories_used TEXT NOT NULL DEFAULT '[]',
-            chunks_used TEXT NOT NULL DEFAULT '[]',
-            context_pack TEXT,
-            tool_decisions TEXT NOT NULL DEFAULT '[]',
-            prompt_tokens BIGINT,
-            completion_tokens BIGINT,
-            latency_ms DOUBLE PRECISION,
-            ttft_ms DOUBLE PRECISION
-        )
-        """
-    )
-    for column in ("session_id", "project", "client", "created_at"):
-        execute(f"CREATE INDEX ix_interactions_{column} ON interactions ({column})")
+def _widened(migration: Callable[[Execute], None]) -> Callable[[Execute], None]:
+    """`migration` with PostgreSQL's widths: BIGINT for INTEGER, DOUBLE PRECISION for REAL."""
+    def body(execute: Execute) -> None:
+        statements: list[str] = []
+        migration(statements.append)
+        for statement in statements:
+            execute(statement.replace("INTEGER", "BIGINT").replace(" REAL", " DOUBLE PRECISION"))
 
-
-def _pg_m003_sessions(execute: Execute) -> None:
-    statements: list[str] = []
-    m003_sessions(statements.append)
-    for statement in statements:
-        execute(statement.replace("INTEGER", "BIGINT"))
+    return body
 
 
 def _pg_m004_context(execute: Execute) -> None:
@@ -430,12 +404,6 @@ def _pg_m006_knowledge_version(execute: Execute) -> None:
     execute(f"CREATE TRIGGER chunks_version AFTER INSERT OR DELETE OR UPDATE ON chunks {bump}")
 
 
-def _pg_m008_interaction_usage_source(execute: Execute) -> None:
-    execute("ALTER TABLE interactions ADD COLUMN usage_source TEXT")
-    execute("ALTER TABLE interactions ADD COLUMN cache_read_tokens BIGINT")
-    execute("ALTER TABLE interactions ADD COLUMN cache_creation_tokens BIGINT")
-
-
 def _pg_m010_response_ids(execute: Execute) -> None:
     """The response's id in a column of its own, written with the record: an index on the
     text parsed as jsonb would fail the insert of a response holding `\u0000`, which jsonb
@@ -446,11 +414,11 @@ def _pg_m010_response_ids(execute: Execute) -> None:
 
 
 POSTGRES_BODIES: dict[str, Callable[[Execute], None]] = {
-    "m001_interactions": _pg_m001_interactions,
-    "m003_sessions": _pg_m003_sessions,
+    "m001_interactions": _widened(m001_interactions),
+    "m003_sessions": _widened(m003_sessions),
     "m004_context": _pg_m004_context,
     "m005_no_vocabulary_tables": _pg_m005_no_vocabulary_tables,
     "m006_knowledge_version": _pg_m006_knowledge_version,
-    "m008_interaction_usage_source": _pg_m008_interaction_usage_source,
+    "m008_interaction_usage_source": _widened(m008_interaction_usage_source),
     "m010_response_ids": _pg_m010_response_ids,
 }

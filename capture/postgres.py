@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,11 +20,12 @@ import asyncpg.exceptions
 import structlog
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.knowledge import Memory, MemoryStatus, Scored, Source, query_terms
+from capture.knowledge import Memory, Scored, Source, query_terms, rarest_within
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, POSTGRES_BODIES, TEXT_SEARCH_CONFIG
 from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
-from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
+from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row,
+                          from_row, memory_from_row, row_values, session_totals)
 from capture.search_cache import SearchCache
 from capture.store import RecordRejected, StoreUnavailable, shown_url
 
@@ -133,8 +134,6 @@ FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('{TEXT_SEARCH_CONFIG}', $1)
 LEFT JOIN word_counts m ON m.kind = 'memories' AND m.word = q.word
 LEFT JOIN word_counts c ON c.kind = 'chunks' AND c.word = q.word
 """
-_APPROVAL_COLUMNS = Approval.__slots__
-_MEMORY_COLUMNS = Memory.__slots__
 _SESSION_COLUMNS = Session.__slots__
 
 
@@ -410,14 +409,14 @@ class PostgresStore:
         where = _Where()
         if project:
             where.add("project = {}", project)
-        sql = (f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories {where.sql} "
+        sql = (f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories {where.sql} "
                f"ORDER BY created_at DESC, id DESC LIMIT {where.arg(limit)}")
-        return [_memory_from_row(row) for row in await self._call(lambda db: db.fetch(sql, *where.args))]
+        return [memory_from_row(row) for row in await self._call(lambda db: db.fetch(sql, *where.args))]
 
     async def get_memory(self, memory_id: str) -> Memory | None:
-        sql = f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories WHERE id = $1"
+        sql = f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE id = $1"
         row = await self._call(lambda db: db.fetchrow(sql, memory_id))
-        return None if row is None else _memory_from_row(row)
+        return None if row is None else memory_from_row(row)
 
     async def delete_memory(self, memory_id: str) -> bool:
         try:
@@ -523,9 +522,9 @@ class PostgresStore:
         if status:
             where.add("status = {}", str(status))
         where.in_projects(projects)
-        sql = (f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals {where.sql} "
+        sql = (f"SELECT {', '.join(APPROVAL_COLUMNS)} FROM approvals {where.sql} "
                f"ORDER BY created_at, id LIMIT {where.arg(limit)}")
-        return [_approval_from_row(row) for row in await self._call(lambda db: db.fetch(sql, *where.args))]
+        return [approval_from_row(row) for row in await self._call(lambda db: db.fetch(sql, *where.args))]
 
     async def decide_approval(
         self, approval_id: str, status: ApprovalStatus, decided_by: str, *, always: bool = False
@@ -700,14 +699,8 @@ def _plan(terms: list[str], counts: dict[str, int], rows: int) -> _Plan:
     if counts[present[0]] > MATCH_BUDGET:
         searched = telling[:3] or tuple(present[:1])
         return _Plan(searched, len(searched) > 1, True, telling or searched)
-    chosen: list[str] = []
-    matched = 0
-    for term in present:
-        if matched + counts[term] > MATCH_BUDGET:
-            break
-        chosen.append(term)
-        matched += counts[term]
-    return _Plan(tuple(chosen), False, False, telling or tuple(chosen))
+    chosen = tuple(rarest_within(present, counts, MATCH_BUDGET))
+    return _Plan(chosen, False, False, telling or chosen)
 
 
 async def _search(db: Connection, project: str, plans: dict[str, _Plan], limit: int) -> tuple[list[Scored], list[Scored]]:
@@ -777,19 +770,10 @@ def _insert_row(interaction: Interaction) -> tuple[Any, ...]:
     return (*values, response_id)
 
 
-def _memory_from_row(row: Iterable[Any]) -> Memory:
-    fields = dict(zip(_MEMORY_COLUMNS, row))
-    fields["status"] = MemoryStatus(fields["status"])
-    return Memory(**fields)
 
 
-def _approval_from_row(row: Iterable[Any]) -> Approval:
-    fields = dict(zip(_APPROVAL_COLUMNS, row))
-    fields["status"] = ApprovalStatus(fields["status"])
-    fields["always"] = bool(fields["always"])
-    return Approval(**fields)
 
 
 async def _get_approval(db: Connection, approval_id: str) -> Approval | None:
-    row = await db.fetchrow(f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals WHERE id = $1", approval_id)
-    return None if row is None else _approval_from_row(row)
+    row = await db.fetchrow(f"SELECT {', '.join(APPROVAL_COLUMNS)} FROM approvals WHERE id = $1", approval_id)
+    return None if row is None else approval_from_row(row)

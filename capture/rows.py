@@ -1,4 +1,4 @@
-"""Interaction records as table rows: the columns, and the mapping both ways, for every backend."""
+"""Records as table rows: the columns, and the mapping both ways, for every backend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from capture.approvals import Approval, ApprovalStatus
+from capture.knowledge import Memory, MemoryStatus
 from capture.records import Interaction
 
 COLUMNS = (
@@ -59,3 +61,20 @@ def from_row(columns: Sequence[str], row: Iterable[Any]) -> Interaction:
         fields[column] = tuple(value) if column in LIST_COLUMNS else value
     fields.setdefault("prompt", None)
     return Interaction(**fields)
+
+
+MEMORY_COLUMNS = Memory.__slots__
+APPROVAL_COLUMNS = Approval.__slots__
+
+
+def memory_from_row(row: Iterable[Any]) -> Memory:
+    fields = dict(zip(MEMORY_COLUMNS, row))
+    fields["status"] = MemoryStatus(fields["status"])
+    return Memory(**fields)
+
+
+def approval_from_row(row: Iterable[Any]) -> Approval:
+    fields = dict(zip(APPROVAL_COLUMNS, row))
+    fields["status"] = ApprovalStatus(fields["status"])
+    fields["always"] = bool(fields["always"])
+    return Approval(**fields)

@@ -10,16 +10,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 
 from capture.approvals import Approval, ApprovalStatus
-from capture.knowledge import Memory, MemoryStatus, Scored, Source, fts_expression, query_terms
+from capture.knowledge import Memory, Scored, Source, fts_expression, query_terms, rarest_within
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
-from capture.rows import COLUMNS, SUMMARY_COLUMNS, from_row, row_values, session_totals
+from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row,
+                          from_row, memory_from_row, row_values, session_totals)
 from capture.search_cache import SearchCache
 from capture.store import RecordRejected, StoreUnavailable
 
@@ -307,19 +308,19 @@ class SQLiteStore:
 
     async def list_memories(self, project: str | None = None, limit: int = 100) -> list[Memory]:
         where, args = ("WHERE project = ?", [project]) if project else ("", [])
-        sql = f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories {where} ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql = f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories {where} ORDER BY created_at DESC, id DESC LIMIT ?"
 
         def select(db: sqlite3.Connection) -> list[Memory]:
-            return [_memory_from_row(row) for row in db.execute(sql, (*args, limit))]
+            return [memory_from_row(row) for row in db.execute(sql, (*args, limit))]
 
         return await self._run(select)
 
     async def get_memory(self, memory_id: str) -> Memory | None:
-        sql = f"SELECT {', '.join(_MEMORY_COLUMNS)} FROM memories WHERE id = ?"
+        sql = f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE id = ?"
 
         def select(db: sqlite3.Connection) -> Memory | None:
             row = db.execute(sql, (memory_id,)).fetchone()
-            return None if row is None else _memory_from_row(row)
+            return None if row is None else memory_from_row(row)
 
         return await self._run(select)
 
@@ -448,10 +449,10 @@ class SQLiteStore:
             clauses.append(clause)
             args.extend(project_args)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals {where} ORDER BY created_at, id LIMIT ?"
+        sql = f"SELECT {', '.join(APPROVAL_COLUMNS)} FROM approvals {where} ORDER BY created_at, id LIMIT ?"
 
         def select(db: sqlite3.Connection) -> list[Approval]:
-            return [_approval_from_row(row) for row in db.execute(sql, (*args, limit))]
+            return [approval_from_row(row) for row in db.execute(sql, (*args, limit))]
 
         return await self._run(select)
 
@@ -508,8 +509,6 @@ class SQLiteStore:
         return self._rates.take(bucket, per_minute)  # workers sharing a file count apart
 
 
-_APPROVAL_COLUMNS = Approval.__slots__
-_MEMORY_COLUMNS = Memory.__slots__
 
 MATCH_BUDGET = 300  # rows a search may score: bm25() over the matching rows is the cost of a search
 _NO_ROWID_BEYOND = 2**63 - 1
@@ -600,14 +599,7 @@ def _plan(db: sqlite3.Connection, index: _Index, terms: list[str]) -> tuple[list
         # In more than half the rows a word weighs nothing in bm25, and checking it costs the most.
         telling = [t for t in present if density[t] <= 0.5] or present[:1]
         return telling[:3], len(telling) > 1, True
-    chosen: list[str] = []
-    matched = 0
-    for term in present:
-        if matched + counts[term] > MATCH_BUDGET:
-            break
-        chosen.append(term)
-        matched += counts[term]
-    return chosen, False, False
+    return rarest_within(present, counts, MATCH_BUDGET), False, False
 
 
 def _ranked(db: sqlite3.Connection, index: _Index, project: str, query: str, bounded: bool, limit: int) -> list[Scored]:
@@ -620,24 +612,15 @@ def _ranked(db: sqlite3.Connection, index: _Index, project: str, query: str, bou
     return [Scored(i, content, tokens, -rank, source) for i, content, tokens, rank, source in rows]
 
 
-def _memory_from_row(row: Sequence[Any]) -> Memory:
-    fields = dict(zip(_MEMORY_COLUMNS, row))
-    fields["status"] = MemoryStatus(fields["status"])
-    return Memory(**fields)
 
 
-def _approval_from_row(row: Sequence[Any]) -> Approval:
-    fields = dict(zip(_APPROVAL_COLUMNS, row))
-    fields["status"] = ApprovalStatus(fields["status"])
-    fields["always"] = bool(fields["always"])
-    return Approval(**fields)
 
 
 def _get_approval(db: sqlite3.Connection, approval_id: str) -> Approval | None:
     row = db.execute(
-        f"SELECT {', '.join(_APPROVAL_COLUMNS)} FROM approvals WHERE id = ?", (approval_id,)
+        f"SELECT {', '.join(APPROVAL_COLUMNS)} FROM approvals WHERE id = ?", (approval_id,)
     ).fetchone()
-    return None if row is None else _approval_from_row(row)
+    return None if row is None else approval_from_row(row)
 
 
 class _transaction:
