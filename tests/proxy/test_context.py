@@ -228,22 +228,6 @@ async def test_any_text_makes_a_valid_query_and_finds_itself(
         assert text.strip() in [m.content for m in found]
 
 
-async def test_a_common_word_still_finds_a_projects_rows_behind_another_projects_older_ones(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import capture.sqlite
-
-    monkeypatch.setattr(capture.sqlite, "MATCH_BUDGET", 3)  # past this, only the first matches are ranked
-    for n in range(10):
-        await store.add_memory(new_memory("web", f"Deploy step {n} of the web frontend"))
-    ours = new_memory("atmos", "Deploy the billing service with the blue-green script")
-    await store.add_memory(ours)
-    found, _ = await store.search_knowledge("atmos", "deploy", 5)
-    assert [m.id for m in found] == [ours.id]
-    found, _ = await store.search_knowledge("web", "deploy frontend", 5)
-    assert len(found) == 3  # the first MATCH_BUDGET of the matches are ranked
-
-
 async def test_a_repeated_question_is_answered_from_recent_searches_until_the_knowledge_changes(
     store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
