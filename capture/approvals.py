@@ -31,6 +31,9 @@ class Approval:
     decided_by: str | None = None
     decided_at: str | None = None
     always: bool = False
+    # What the person deciding is shown (JSON, made by the gateway when it asks): the client,
+    # the last turns of the conversation and the context pack the call came from.
+    context: Any = None
 
     def is_decided_as(self, status: ApprovalStatus, decided_by: str) -> bool:
         """Whether it now stands as `status` by `decided_by`: false when someone else (or the

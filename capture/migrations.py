@@ -248,10 +248,19 @@ def m011_rate_buckets(execute: Execute) -> None:
     )
 
 
+def m012_operator_page(execute: Execute) -> None:
+    """What the operator's page shows and needs: the conversation and pack an approval was asked
+    in (JSON), each record's pack scores by item id (JSON), and secrets the gateway makes for
+    itself once and every replica shares (the page's login signatures)."""
+    execute("ALTER TABLE approvals ADD COLUMN context TEXT")
+    execute("ALTER TABLE interactions ADD COLUMN context_scores TEXT")
+    execute("CREATE TABLE gateway_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
     m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source, m009_interaction_agent,
-    m010_response_ids, m011_rate_buckets,
+    m010_response_ids, m011_rate_buckets, m012_operator_page,
 )
 
 

@@ -9,6 +9,7 @@ retention take advisory locks, so replicas starting or cleaning at once do not c
 from __future__ import annotations
 
 import asyncio
+import secrets
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from capture.knowledge import Memory, Scored, Source, query_terms, rarest_within
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, POSTGRES_BODIES, TEXT_SEARCH_CONFIG
 from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
-from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row,
+from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row, approval_values,
                           from_row, memory_from_row, row_values, session_totals)
 from capture.search_cache import SearchCache
 from capture.store import RecordRejected, StoreUnavailable, shown_url
@@ -290,12 +291,14 @@ class PostgresStore:
         if query.limit == 0:
             return []
         where = _Where()
-        for column in ("project", "session_id", "client"):
+        for column in ("project", "session_id", "client", "status", "model"):
             value = getattr(query, column)
             if value is not None:
                 where.add(f"{column} = {{}}", value)
         if query.since is not None:
             where.add("created_at >= {}", query.since)
+        if query.before is not None:
+            where.add("(created_at, id) < (SELECT created_at, id FROM interactions WHERE id = {})", query.before)
         where.in_projects(query.projects)
         sql = (f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM interactions {where.sql} "
                f"ORDER BY created_at DESC, id DESC LIMIT {where.arg(query.limit)}")
@@ -505,12 +508,16 @@ class PostgresStore:
         return changed
 
     async def insert_approval(self, approval: Approval) -> None:
-        values = approval.as_dict()
-        values["always"] = int(approval.always)
+        values = approval_values(approval)
         sql = (f"INSERT INTO approvals ({', '.join(values)}) "
                f"VALUES ({', '.join(f'${n}' for n in range(1, len(values) + 1))})")
-        await self._call(lambda db: db.execute(sql, *(str(v) if isinstance(v, ApprovalStatus) else v
-                                                      for v in values.values())))
+
+        async def insert(db: Connection) -> None:
+            await db.execute(sql, *values.values())
+            # Delivered at commit: every replica's operator page shows it at once.
+            await db.execute("SELECT pg_notify($1, $2)", APPROVALS_CHANNEL, approval.id)
+
+        await self._in_transaction(insert)
 
     async def get_approval(self, approval_id: str) -> Approval | None:
         return await self._call(lambda db: _get_approval(db, approval_id))
@@ -631,6 +638,16 @@ class PostgresStore:
             return await self._on_request_path(take)
         except StoreUnavailable:  # calls go on while the database is away, counted here meanwhile
             return self._local_rates.take(bucket, per_minute)
+
+    async def shared_secret(self, name: str) -> str:
+        made = secrets.token_hex(32)
+
+        async def keep(db: Connection) -> str:
+            await db.execute("INSERT INTO gateway_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                             name, made)
+            return str(await db.fetchval("SELECT value FROM gateway_secrets WHERE name = $1", name))
+
+        return await self._in_transaction(keep)
 
 
 async def _migrate(db: Connection) -> None:

@@ -112,6 +112,7 @@ class Interaction:
     cache_creation_tokens: int | None = None  # prompt tokens the provider wrote to its cache
     agent_id: str | None = None  # the sub-agent within the session that made the call (Claude Code's)
     parent_agent_id: str | None = None  # the agent that started that sub-agent
+    context_scores: JSON = None  # {memory or chunk id: its score} of the pack, when there was one
 
     def as_dict(self) -> dict[str, Any]:
         """The full record as the API returns it."""
@@ -141,12 +142,13 @@ class Interaction:
             "cache_creation_tokens": self.cache_creation_tokens,
             "agent_id": self.agent_id,
             "parent_agent_id": self.parent_agent_id,
+            "context_scores": self.context_scores,
         }
 
     def summary(self) -> dict[str, Any]:
         """The list form: everything but the full prompt, response and pack text."""
         full = self.as_dict()
-        for heavy in ("prompt", "params", "response", "context_pack", "tool_decisions"):
+        for heavy in ("prompt", "params", "response", "context_pack", "tool_decisions", "context_scores"):
             del full[heavy]
         full["tool_decision_count"] = len(self.tool_decisions)
         return full
@@ -171,7 +173,7 @@ _OPTIONAL_NUMBER = ("prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms
 _OPTIONAL_INTEGER = ("cache_read_tokens", "cache_creation_tokens")
 _OPTIONAL_ID_LISTS = ("memories_used", "chunks_used")
 _ACCEPTED = {
-    "prompt", "response", "params", "tool_decisions", "created_at", "usage_source",
+    "prompt", "response", "params", "tool_decisions", "created_at", "usage_source", "context_scores",
     *_OPTIONAL_TEXT, *_OPTIONAL_NUMBER, *_OPTIONAL_INTEGER, *_OPTIONAL_ID_LISTS,
 }
 
@@ -220,6 +222,10 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
     decisions = payload.get("tool_decisions") or []
     if not isinstance(decisions, list):
         raise InvalidRecord("tool_decisions", "tool_decisions must be a list")
+    scores = payload.get("context_scores")
+    if scores is not None and not (isinstance(scores, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values())):
+        raise InvalidRecord("context_scores", "context_scores must be an object of id: score")
     created_at = payload.get("created_at")
     if created_at is not None and not isinstance(created_at, str):
         raise InvalidRecord("created_at", "created_at must be a string")
@@ -249,6 +255,7 @@ def interaction_from_payload(payload: dict[str, Any]) -> Interaction:
         cache_creation_tokens=values["cache_creation_tokens"],
         agent_id=values["agent_id"],
         parent_agent_id=values["parent_agent_id"],
+        context_scores=scores,
     )
 
 
@@ -262,6 +269,9 @@ class InteractionQuery:
     since: str | None = None
     limit: int = LIST_LIMIT_DEFAULT
     projects: frozenset[str] | None = None  # the projects a reader may see; None: all
+    status: str | None = None
+    model: str | None = None
+    before: str | None = None  # an interaction id: the records listed after it (the next page)
 
     @classmethod
     def build(
@@ -273,6 +283,9 @@ class InteractionQuery:
         since: str | None = None,
         limit: int | str | None = None,
         projects: frozenset[str] | None = None,
+        status: str | None = None,
+        model: str | None = None,
+        before: str | None = None,
     ) -> InteractionQuery:
         """Validate raw filter values (from a query string or the CLI); caps `limit` at 500."""
         if limit is None or limit == "":
@@ -291,6 +304,9 @@ class InteractionQuery:
             since=parse_since(since) if since else None,
             limit=min(count, LIST_LIMIT_CAP),
             projects=projects,
+            status=status or None,
+            model=model or None,
+            before=before or None,
         )
 
 

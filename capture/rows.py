@@ -16,11 +16,13 @@ COLUMNS = (
     "prompt", "params", "response", "memories_used", "chunks_used", "context_pack",
     "tool_decisions", "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "wire",
     "usage_source", "cache_read_tokens", "cache_creation_tokens", "agent_id", "parent_agent_id",
+    "context_scores",
 )
 LIST_COLUMNS = frozenset({"memories_used", "chunks_used", "tool_decisions"})
-NULLABLE_JSON_COLUMNS = frozenset({"params", "response"})
+NULLABLE_JSON_COLUMNS = frozenset({"params", "response", "context_scores"})
 JSON_COLUMNS = LIST_COLUMNS | NULLABLE_JSON_COLUMNS | {"prompt"}
-SUMMARY_COLUMNS = tuple(c for c in COLUMNS if c not in {"prompt", "params", "response", "context_pack"})
+SUMMARY_COLUMNS = tuple(c for c in COLUMNS if c not in {"prompt", "params", "response", "context_pack",
+                                                         "context_scores"})
 
 
 def session_totals(stored: Iterable[Interaction]) -> list[tuple[Any, ...]]:
@@ -73,8 +75,19 @@ def memory_from_row(row: Iterable[Any]) -> Memory:
     return Memory(**fields)
 
 
+def approval_values(approval: Approval) -> dict[str, Any]:
+    """The approval's columns and values as stored."""
+    values = approval.as_dict()
+    values["status"] = str(approval.status)
+    values["always"] = int(approval.always)
+    values["context"] = None if approval.context is None else orjson.dumps(approval.context).decode()
+    return values
+
+
 def approval_from_row(row: Iterable[Any]) -> Approval:
     fields = dict(zip(APPROVAL_COLUMNS, row))
     fields["status"] = ApprovalStatus(fields["status"])
     fields["always"] = bool(fields["always"])
+    if fields["context"] is not None:
+        fields["context"] = orjson.loads(fields["context"])
     return Approval(**fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import queue
 import sqlite3
 import time
@@ -19,7 +20,7 @@ from capture.knowledge import Memory, Scored, Source, fts_expression, query_term
 from capture.migrations import MIGRATIONS, MIGRATIONS_TABLE, TOKENIZER
 from capture.rates import LocalRates
 from capture.records import CleanupResult, Interaction, InteractionQuery, Session, now_timestamp
-from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row,
+from capture.rows import (APPROVAL_COLUMNS, COLUMNS, MEMORY_COLUMNS, SUMMARY_COLUMNS, approval_from_row, approval_values,
                           from_row, memory_from_row, row_values, session_totals)
 from capture.search_cache import SearchCache
 from capture.store import RecordRejected, StoreUnavailable
@@ -179,7 +180,7 @@ class SQLiteStore:
         if query.limit == 0:
             return []
         clauses, args = [], []
-        for column in ("project", "session_id", "client"):
+        for column in ("project", "session_id", "client", "status", "model"):
             value = getattr(query, column)
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -187,6 +188,9 @@ class SQLiteStore:
         if query.since is not None:
             clauses.append("created_at >= ?")
             args.append(query.since)
+        if query.before is not None:
+            clauses.append("(created_at, id) < (SELECT created_at, id FROM interactions WHERE id = ?)")
+            args.append(query.before)
         clause, project_args = _in_projects(query.projects)
         if clause:
             clauses.append(clause)
@@ -424,7 +428,7 @@ class SQLiteStore:
             self._searches.forget_version()
 
     async def insert_approval(self, approval: Approval) -> None:
-        values = approval.as_dict()
+        values = approval_values(approval)
         columns = ", ".join(values)
         sql = f"INSERT INTO approvals ({columns}) VALUES ({', '.join('?' for _ in values)})"
 
@@ -507,6 +511,17 @@ class SQLiteStore:
 
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
         return self._rates.take(bucket, per_minute)  # workers sharing a file count apart
+
+    async def shared_secret(self, name: str) -> str:
+        made = secrets.token_hex(32)
+
+        def keep(db: sqlite3.Connection) -> str:
+            with _transaction(db):
+                db.execute("INSERT INTO gateway_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                           (name, made))
+                return str(db.execute("SELECT value FROM gateway_secrets WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._run(keep)
 
 
 

@@ -126,7 +126,7 @@ class Store(Protocol):
         """Tools a person allowed always for `project`."""
 
     def watch_approvals(self, on_decided: Callable[[str | None], None]) -> bool:
-        """Have `on_decided(approval_id)` called whenever an approval is decided, by any process
+        """Have `on_decided(approval_id)` called whenever an approval is asked or decided, by any process
         using this store, and `on_decided(None)` when decisions may have gone unannounced (the
         backend lost its way of hearing them for a while): look at every approval waited on.
         False when the backend cannot tell: the caller polls instead."""
@@ -134,3 +134,7 @@ class Store(Protocol):
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
         """Count a call against `bucket`'s `per_minute` calls: None when it may go now, else the
         seconds to wait. A shared store counts for every process that uses it."""
+
+    async def shared_secret(self, name: str) -> str:
+        """A random secret made once under `name` (64 hex digits), the same for every process
+        using this store: what the operator page signs its logins with."""

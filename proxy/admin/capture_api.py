@@ -33,6 +33,9 @@ async def list_interactions(request: web.Request) -> web.Response:
         since=q.get("since"),
         limit=q.get("limit"),
         projects=access.projects,
+        status=q.get("status"),
+        model=q.get("model"),
+        before=q.get("before"),
     )
     found = await request.app[STORE].list_interactions(query)
     return json_response({"object": "list", "data": [i.summary() for i in found]})

@@ -159,6 +159,8 @@ def _schemas() -> dict[str, Schema]:
         "context_pack": text_or_null,
         "tool_decisions": {"type": "array",
                            "description": "The gateway's are objects; a client-recorded list is kept as given."},
+        "context_scores": {"type": ["object", "null"], "additionalProperties": {"type": "number"},
+                           "description": "The pack's score of each memory and chunk used, by id."},
     }
     record_input: dict[str, Schema] = {
         "prompt": {"oneOf": [
@@ -177,6 +179,7 @@ def _schemas() -> dict[str, Schema]:
         **{name: _nullable("array", items={"type": ["string", "integer"]}) for name in ("memories_used",
                                                                                        "chunks_used")},
         "tool_decisions": _nullable("array"),
+        "context_scores": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
     }
     return {
         "Timestamp": {"type": "string", "pattern": _TIMESTAMP_PATTERN,
@@ -255,6 +258,8 @@ def _schemas() -> dict[str, Schema]:
                                                "reason", "decided_by")},
             "decided_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
             "always": {"type": "boolean"},
+            "context": {"type": ["object", "null"], "description": "What the person deciding is shown: the client, "
+                                                                   "the model, the last turns and the context pack."},
         }),
         "Decision": _object({"always": {"type": "boolean", "default": False,
                                         "description": "Approve: allow this tool for the project from now on."}},
@@ -435,6 +440,11 @@ def _paths() -> dict[str, Schema]:
                               tag="interactions", parameters=[
                                   _PROJECT, _query("session_id", {"type": "string"}, "Only this session."), _CLIENT,
                                   _query("since", _MOMENT, "Only records at or after this time (inclusive)."),
+                                  _query("status", {"type": "string"}, "Only records of this status."),
+                                  _query("model", {"type": "string"}, "Only records of this model (as the client "
+                                                                      "named it)."),
+                                  _query("before", {"type": "string"}, "The next page: records listed after this "
+                                                                       "interaction id."),
                                   _LIMIT]),
         },
         "/interactions/{interaction_id}": {"get": _operation(

@@ -40,6 +40,7 @@ async def test_a_record_round_trips_whole(any_store: Store) -> None:
         chunks_used=("ch_1", "ch_2"), context_pack="pack", tool_decisions=({"tool": "Bash", "action": "deny"},),
         prompt_tokens=2**62, completion_tokens=3, latency_ms=12.345678, ttft_ms=1.5, wire="openai_responses",
         usage_source="provider", cache_read_tokens=7, cache_creation_tokens=0, agent_id="a1", parent_agent_id="a0",
+        context_scores={"mem_1": 0.5, "ch_1": 1.25e-6, "ch_2": 3.0},
     )
     await any_store.insert_interactions([record])
     assert await any_store.get_interaction(record.id) == record
@@ -64,6 +65,45 @@ async def test_listing_is_newest_first_filtered_and_limited_to_the_readers_proje
     assert await listed(projects=frozenset()) == [] and await listed(limit=1) == [ids[3]]
     summary = (await any_store.list_interactions(InteractionQuery(limit=1)))[0]
     assert summary.prompt is None and summary.response is None  # a listing carries no bodies
+
+
+async def test_listing_filters_by_status_and_model_and_pages_past_an_id(any_store: Store) -> None:
+    records = [interaction(created_at="2026-05-01 09:00:00", status=status, model=model)
+               for status, model in [("ok", "a"), ("upstream_error", "a"), ("ok", "b"), ("ok", "a"), ("ok", "a")]]
+    await any_store.insert_interactions(records)
+
+    async def listed(**query: Any) -> list[str]:
+        return [i.id for i in await any_store.list_interactions(InteractionQuery.build(**query))]
+
+    ids = [r.id for r in records][::-1]  # one second for all: the id orders them
+    assert await listed(status="upstream_error") == [records[1].id]
+    assert await listed(model="b") == [records[2].id]
+    assert await listed(status="ok", model="a") == [records[4].id, records[3].id, records[0].id]
+    first = await listed(limit=2)
+    second = await listed(limit=2, before=first[-1])
+    third = await listed(limit=2, before=second[-1])
+    assert first + second + third == ids
+    assert await listed(before="no-such-id") == []
+
+
+async def test_an_approval_keeps_what_its_person_is_shown(any_store: Store) -> None:
+    context = {"client": "codex", "turns": [{"role": "user", "text": "deploy ✓"}],
+               "pack": [{"kind": "memory", "id": "mem_1", "score": 0.25, "text": "staging first"}]}
+    await any_store.insert_approval(approval("a-ctx", context=context))
+    await any_store.insert_approval(approval("a-bare"))
+    assert (await any_store.get_approval("a-ctx")).context == context  # type: ignore[union-attr]
+    assert (await any_store.get_approval("a-bare")).context is None  # type: ignore[union-attr]
+
+
+async def test_a_shared_secret_is_made_once_and_kept(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
+    await first.open()
+    await second.open()
+    made = await first.shared_secret("logins")
+    assert len(made) == 64 and await second.shared_secret("logins") == made
+    assert await second.shared_secret("other") != made
+    await first.close()
+    await second.close()
 
 
 async def test_a_batch_holding_a_record_the_store_cannot_hold_is_refused_whole(any_store: Store) -> None:
@@ -214,14 +254,19 @@ async def test_replicas_starting_at_once_on_a_fresh_database_migrate_once(postgr
     assert names == [m.__name__ for m in MIGRATIONS]
 
 
-async def test_a_decision_on_one_replica_is_heard_on_another_at_once(postgres_url: str) -> None:
+async def test_a_question_and_its_decision_on_one_replica_are_heard_on_another_at_once(postgres_url: str) -> None:
     holding, deciding = PostgresStore(postgres_url), PostgresStore(postgres_url)
     await holding.open()
     await deciding.open()
     heard: asyncio.Queue[str] = asyncio.Queue()
+    watching: asyncio.Queue[str] = asyncio.Queue()
     assert holding.watch_approvals(heard.put_nowait)
+    assert deciding.watch_approvals(watching.put_nowait)
     await holding.wait_listening()
+    await deciding.wait_listening()
     await holding.insert_approval(approval("a1"))
+    assert await asyncio.wait_for(watching.get(), 1.0) == "a1"  # another replica's page shows it
+    assert await asyncio.wait_for(heard.get(), 1.0) == "a1"
     await deciding.decide_approval("a1", ApprovalStatus.APPROVED, "alice")
     assert await asyncio.wait_for(heard.get(), 1.0) == "a1"
     await deciding.decide_approval("a1", ApprovalStatus.DENIED, "bob")  # changes nothing: announces nothing
