@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from capture.records import MAX_COUNT, Interaction
 from policy.rules import ProjectPolicy
 from proxy.edge.errors import GatewayError
@@ -105,6 +107,25 @@ class Usage:
         return self.prompt_tokens is not None or self.completion_tokens is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a conversation as a person reads it: who, and what they said or did
+    (a tool call reads `name(arguments)`)."""
+
+    role: str  # system, user, assistant, tool
+    text: str
+
+
+def text_of_any(value: Any) -> str:
+    """A value a turn holds that is not text (a tool's input or result), as text."""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)
+
+
 @dataclass(slots=True)  # not frozen: one is made per streamed chunk, and a frozen __init__ costs twice
 class StreamEvent:
     """One server-sent event from the provider: decoded, and, from the native transport, the
@@ -170,6 +191,11 @@ class Dialect(Protocol):
 
     def completion_text(self, recorded_reply: Any) -> str:
         """The generated text of a recorded reply, as a provider counts completion tokens."""
+        ...
+
+    def transcript(self, recorded_prompt: Any, recorded_reply: Any = None) -> list[Turn]:
+        """A recorded prompt (and reply), turn by turn, for a person to read. Total: what it
+        cannot read is left out, never raised."""
         ...
 
     def error_body(self, error: GatewayError) -> dict[str, Any]: ...

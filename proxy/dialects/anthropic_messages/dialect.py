@@ -13,7 +13,8 @@ from proxy.dialects.anthropic_messages.gate import MessagesStreamGate, enforce_m
 from proxy.dialects.anthropic_messages.relay import MessagesStreamRelay
 from proxy.edge.errors import GatewayError, UpstreamError
 from proxy.pipeline.context import ContextPack
-from proxy.pipeline.dialect import ClientRequest, UpstreamCall, Usage
+from proxy.dialects.anthropic_messages.transcript import transcript
+from proxy.pipeline.dialect import Turn, ClientRequest, UpstreamCall, Usage
 from proxy.pipeline.tool_guard import Keepalive, ToolGuard
 
 # Anthropic's error types by status; the provider's own type is kept where its status is.
@@ -60,6 +61,9 @@ class AnthropicMessages:
 
     def completion_text(self, recorded_reply: Any) -> str:
         return completion_text(recorded_reply)
+
+    def transcript(self, recorded_prompt: Any, recorded_reply: Any = None) -> list[Turn]:
+        return transcript(recorded_prompt, recorded_reply)
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         """`{"type": "error", "error": {"type", "message"}}`, as Anthropic answers: the

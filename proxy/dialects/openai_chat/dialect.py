@@ -14,7 +14,8 @@ from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import GatewayError, UpstreamError
 from proxy.edge.wire import error_envelope
 from proxy.pipeline.context import ContextPack
-from proxy.pipeline.dialect import ClientRequest, UpstreamCall, Usage
+from proxy.dialects.openai_chat.transcript import transcript
+from proxy.pipeline.dialect import Turn, ClientRequest, UpstreamCall, Usage
 from proxy.pipeline.tool_guard import Keepalive, ToolGuard
 
 
@@ -56,6 +57,9 @@ class OpenAIChat:
 
     def completion_text(self, recorded_reply: Any) -> str:
         return completion_text(recorded_reply)
+
+    def transcript(self, recorded_prompt: Any, recorded_reply: Any = None) -> list[Turn]:
+        return transcript(recorded_prompt, recorded_reply)
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)

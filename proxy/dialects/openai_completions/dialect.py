@@ -16,7 +16,7 @@ from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
 from proxy.edge.wire import SSE_DONE, error_envelope, sse_frame
 from proxy.pipeline.context import ContextPack
-from proxy.pipeline.dialect import ClientRequest, StreamEvent, UpstreamCall, Usage
+from proxy.pipeline.dialect import Turn, text_of_any, ClientRequest, StreamEvent, UpstreamCall, Usage
 from proxy.pipeline.tool_guard import Keepalive, ToolGuard
 
 WIRE = "openai_completions"
@@ -69,6 +69,11 @@ class OpenAICompletions:
     def completion_text(self, recorded_reply: Any) -> str:
         choices = recorded_reply.get("choices") if isinstance(recorded_reply, dict) else None
         return "".join(c["text"] for c in choices or () if isinstance(c, dict) and isinstance(c.get("text"), str))
+
+    def transcript(self, recorded_prompt: Any, recorded_reply: Any = None) -> list[Turn]:
+        turns = [Turn("user", text_of_any(recorded_prompt))] if recorded_prompt else []
+        text = self.completion_text(recorded_reply)
+        return [*turns, Turn("assistant", text)] if text else turns
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)

@@ -16,7 +16,7 @@ from proxy.dialects.openai_usage import usage_of
 from proxy.edge.errors import BadRequest, GatewayError, UpstreamError
 from proxy.edge.wire import error_envelope
 from proxy.pipeline.context import ContextPack
-from proxy.pipeline.dialect import ClientRequest, StreamRelay, UpstreamCall, Usage
+from proxy.pipeline.dialect import Turn, text_of_any, ClientRequest, StreamRelay, UpstreamCall, Usage
 from proxy.pipeline.tool_guard import Keepalive, ToolGuard
 
 WIRE = "openai_embeddings"
@@ -67,6 +67,9 @@ class OpenAIEmbeddings:
 
     def completion_text(self, recorded_reply: Any) -> str:
         return ""
+
+    def transcript(self, recorded_prompt: Any, recorded_reply: Any = None) -> list[Turn]:
+        return [Turn("user", text_of_any(recorded_prompt))] if recorded_prompt else []
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
         return error_envelope(error.message, error.kind, param=error.param, code=error.code)

@@ -1,0 +1,42 @@
+"""Chat messages as a person reads them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.dialects.openai_chat.assembly import TOOL_CALL_SHAPES
+from proxy.pipeline.dialect import Turn, text_of_any
+
+
+def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
+    messages = prompt if isinstance(prompt, list) else []
+    replies = reply if isinstance(reply, list) else [reply] if isinstance(reply, dict) else []
+    return [turn for message in [*messages, *replies] if isinstance(message, dict) for turn in _turns(message)]
+
+
+def _turns(message: dict[str, Any]) -> list[Turn]:
+    role = _role(message)
+    turns = []
+    text = _text(message.get("content"))
+    if text:
+        turns.append(Turn("system" if role == "developer" else role, text))
+    for call in message.get("tool_calls") or ():
+        for shape, text_key in TOOL_CALL_SHAPES.items():
+            holder = call.get(shape) if isinstance(call, dict) else None
+            if isinstance(holder, dict):
+                turns.append(Turn("assistant", f"{holder.get('name')}({text_of_any(holder.get(text_key, ''))})"))
+    return turns
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return ""
+
+
+def _role(message: dict[str, Any]) -> str:
+    role = message.get("role")
+    return role if isinstance(role, str) else "assistant"
