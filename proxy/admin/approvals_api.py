@@ -5,14 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from capture.approvals import ApprovalStatus
-from proxy.appkeys import APPROVALS, SETTINGS, STORE
+from proxy.appkeys import APPROVALS, STORE
 from proxy.edge.bodies import read_json
-from proxy.edge.access import read_access, require_admin
-from proxy.edge.errors import BadRequest, Conflict, Forbidden, NotFound
+from proxy.edge.access import decide_access, read_access
+from proxy.edge.errors import BadRequest, Conflict, NotFound
 from proxy.pipeline.identity import CLIENT_HEADER, MAX_NAME, own_header
 from proxy.edge.wire import json_response
-
-
 
 
 async def list_approvals(request: web.Request) -> web.Response:
@@ -37,12 +35,9 @@ async def get_approval(request: web.Request) -> web.Response:
 
 async def decide_approval(request: web.Request) -> web.Response:
     """`POST /approvals/{id}/approve|deny`, body optional: `{"always": true}` remembers an
-    allow for that project and tool."""
-    require_admin(request)
-    if request.app[SETTINGS].admin_key is None:
-        # Otherwise the very client whose calls are held could approve them itself.
-        raise Forbidden("deciding approvals over HTTP needs CTXGATE_ADMIN_KEY to be set; "
-                        "or use `ctxgate approvals approve|deny ID` where the store is", code="admin_key_not_set")
+    allow for that project and tool. The admin key decides any; a key with the approve scope
+    its own projects'."""
+    access = decide_access(request)
     approval_id, verdict = request.match_info["approval_id"], request.match_info["verdict"]
     always = False
     if request.can_read_body:
@@ -50,6 +45,9 @@ async def decide_approval(request: web.Request) -> web.Response:
         if not isinstance(body, dict) or not isinstance(body.get("always", False), bool):
             raise BadRequest("body must be an object like {\"always\": true}", param="always")
         always = body.get("always", False)
+    held = await request.app[STORE].get_approval(approval_id)
+    if held is None or not access.allows(held.project):
+        raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
     decided_by = own_header(request, CLIENT_HEADER, MAX_NAME) or "api"
     approval = await request.app[APPROVALS].decide(
         approval_id, approve=verdict == "approve", decided_by=decided_by, always=always

@@ -169,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--model", action="append", default=[], help="a model glob it may use (repeat; none: any)")
     new.add_argument("--rpm", type=int, help="requests per minute")
     new.add_argument("--read", action="store_true", help="may also read its projects' records through the APIs")
+    new.add_argument("--approve", action="store_true",
+                     help="may also read and decide its projects' held tool calls (API and /ui); implies --read")
     new.set_defaults(run=_keys_new)
 
     capture = commands.add_parser("capture", help="the capture spool and the records no store would take")
@@ -378,8 +380,8 @@ def _keys_new(args: argparse.Namespace) -> int:
         entry["models"] = args.model
     if args.rpm:
         entry["rpm"] = args.rpm
-    if args.read:
-        entry["scopes"] = ["proxy", "read"]
+    if args.read or args.approve:
+        entry["scopes"] = ["proxy", "read", *(["approve"] if args.approve else [])]
     print(f"key (shown once, give it to {args.client}): {key}")
     print("add under `keys:` in the config:")
     print(f"  - {orjson.dumps(entry).decode()}")

@@ -15,7 +15,7 @@ from typing import Any
 from policy.rules import PatternList
 
 KEY_PREFIX = "ctxg-"
-SCOPES = frozenset({"proxy", "read"})
+SCOPES = frozenset({"proxy", "read", "approve"})  # approve: decide its projects' held tool calls
 
 
 class KeyConfigError(ValueError):
@@ -100,6 +100,14 @@ class KeyRing:
     @property
     def is_open(self) -> bool:
         return not self.keys
+
+    def by_digest(self, sha256: str) -> VirtualKey | None:
+        """The key with this digest (a login made with it names it so)."""
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(sha256.encode(), key.sha256.encode()):
+                found = key
+        return found
 
     def find(self, presented: str | None) -> VirtualKey | None:
         if not presented:

@@ -1,18 +1,22 @@
-"""Who may read and decide through the management APIs (interactions, sessions, approvals).
+"""Who may read and decide through the management APIs and the operator page.
 
-The admin key sees everything; a virtual key with the `read` scope sees its own projects.
-With neither an admin key nor virtual keys configured, the gateway runs open, as it says at
-start-up.
+The admin key sees and decides everything; a virtual key with the `read` scope sees its own
+projects, and with the `approve` scope also decides their approvals. With neither an admin key
+nor virtual keys configured, the gateway runs open, as it says at start-up: anyone reads, and
+nobody decides over HTTP (the very client whose calls are held could approve them itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from proxy.appkeys import KEYRING, SETTINGS
+from proxy.config.keys import KeyRing, VirtualKey
+from proxy.config.settings import Settings
 from proxy.edge.errors import Forbidden, NotFound, Unauthorized
 from proxy.pipeline.identity import bearer_token
 
@@ -30,6 +34,61 @@ class ReadAccess:
         """A record of another project is as good as missing: 404, not a hint that it exists."""
         if not self.allows(project):
             raise NotFound(f"no {what}", code=f"{what.split()[0]}_not_found")
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A person at the management API or the page: what they see, and what they may decide
+    (None: nothing). `principal` names them for a login: `admin:<digest prefix>`, a key's
+    sha256, or `open`."""
+
+    name: str
+    principal: str
+    sees: ReadAccess
+    decides: ReadAccess | None
+
+    def may_decide(self, project: str | None) -> bool:
+        return self.decides is not None and self.decides.allows(project)
+
+
+OPEN_PRINCIPAL = "open"
+
+
+def admin_principal(admin_key: str) -> str:
+    """Changes with the admin key, so a new key ends the logins made with the old one."""
+    return "admin:" + hashlib.sha256(admin_key.encode()).hexdigest()[:16]
+
+
+def operator_of_principal(settings: Settings, keyring: KeyRing, principal: str) -> Operator | None:
+    """The operator a login names, if it still stands (the key is still configured, with a
+    scope that reads)."""
+    if principal == OPEN_PRINCIPAL:
+        return _open_operator() if settings.admin_key is None and keyring.is_open else None
+    if settings.admin_key is not None and hmac.compare_digest(principal, admin_principal(settings.admin_key)):
+        return Operator("admin", principal, ReadAccess(None), ReadAccess(None))
+    key = keyring.by_digest(principal)
+    return None if key is None else _key_operator(key)
+
+
+def operator_of_key(settings: Settings, keyring: KeyRing, presented: str | None) -> Operator | None:
+    """The operator a presented key (the admin key, or a virtual key that reads) makes; None
+    for anything else."""
+    if presented and settings.admin_key is not None and hmac.compare_digest(presented.encode(),
+                                                                            settings.admin_key.encode()):
+        return operator_of_principal(settings, keyring, admin_principal(settings.admin_key))
+    key = keyring.find(presented)
+    return None if key is None else _key_operator(key)
+
+
+def _key_operator(key: VirtualKey) -> Operator | None:
+    if "read" not in key.scopes:
+        return None
+    projects = ReadAccess(key.projects or None)
+    return Operator(key.client, key.sha256, projects, projects if "approve" in key.scopes else None)
+
+
+def _open_operator() -> Operator:
+    return Operator("anyone", OPEN_PRINCIPAL, ReadAccess(None), None)
 
 
 def is_admin(request: web.Request) -> bool:
@@ -52,6 +111,26 @@ def read_access(request: web.Request) -> ReadAccess:
     if "read" not in key.scopes:
         raise Forbidden("this key has no read scope", code="read_scope_required")
     return ReadAccess(key.projects or None)
+
+
+def decide_access(request: web.Request) -> ReadAccess:
+    """The projects whose approvals the caller may decide: all for the admin key, its own for
+    a key with the approve scope."""
+    if is_admin(request):
+        return ReadAccess(None)
+    if is_open(request):
+        raise Forbidden(DECIDING_NEEDS_A_KEY, code="admin_key_not_set")
+    key = request.app[KEYRING].find(bearer_token(request))
+    if key is None:
+        raise Unauthorized("deciding needs the admin key, or a ctxgate key with the approve scope, as "
+                           "'Authorization: Bearer <key>'", code="admin_key_required")
+    if "approve" not in key.scopes:
+        raise Forbidden("this key has no approve scope", code="approve_scope_required")
+    return ReadAccess(key.projects or None)
+
+
+DECIDING_NEEDS_A_KEY = ("deciding approvals over HTTP needs CTXGATE_ADMIN_KEY to be set (or virtual keys with the "
+                        "approve scope); or use `ctxgate approvals approve|deny ID` where the store is")
 
 
 def require_admin(request: web.Request) -> None:

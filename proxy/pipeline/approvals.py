@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -46,8 +47,10 @@ class Resolution:
 
 
 class ApprovalBook:
-    def __init__(self, store: Store, *, keepalive_every_s: float = 5.0) -> None:
+    def __init__(self, store: Store, *, keepalive_every_s: float = 5.0,
+                 on_asked: Callable[[Approval], None] | None = None) -> None:
         self.store = store
+        self.on_asked = on_asked  # told of each new question (notifications); must not block
         self.keepalive_every_s = keepalive_every_s
         self.requested_total = 0
         self.joined_total = 0  # asks of a call that joined one already pending
@@ -60,7 +63,27 @@ class ApprovalBook:
         # a person who answers it before the client comes back answers the call it re-sends.
         self._unclaimed: dict[tuple[str, str | None, str, str | None], str] = {}
         self._closing = False
-        self._poll_s = ANNOUNCED_POLL_S if store.watch_approvals(self._heard) else STORE_POLL_S
+        self._changed = asyncio.Event()  # set, and replaced, whenever an approval is asked or decided
+        self.is_announced = store.watch_approvals(self._heard)
+        self._poll_s = ANNOUNCED_POLL_S if self.is_announced else STORE_POLL_S
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def changed(self, timeout_s: float) -> bool:
+        """Until an approval is asked or decided here, or (on a store that announces them) by
+        any process; False after `timeout_s` with no such news."""
+        change = self._changed
+        try:
+            await asyncio.wait_for(change.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _announce(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def wait_requested(self, count: int, *, joined: int = 0) -> None:
         """Until at least `count` approvals have been requested since start, and `joined` asks
@@ -70,7 +93,7 @@ class ApprovalBook:
 
     async def request(
         self, *, project: str, session_id: str | None, interaction_id: str, tool: str, call_id: str | None,
-        arguments: str | None, rule: str, reason: str, timeout_s: float,
+        arguments: str | None, rule: str, reason: str, timeout_s: float, context: Any = None,
     ) -> Approval:
         call = (project, session_id, tool, arguments)
         joined = await self._pending_like(*call) or await self._unclaimed_answer(call)
@@ -88,9 +111,12 @@ class ApprovalBook:
             id=new_interaction_id(), created_at=format_timestamp(now),
             expires_at=format_timestamp(now + timedelta(seconds=timeout_s)), project=project, tool=tool,
             session_id=session_id, interaction_id=interaction_id, call_id=call_id, arguments=arguments,
-            rule=rule, reason=reason,
+            rule=rule, reason=reason, context=context,
         )
         await self.store.insert_approval(approval)
+        self._announce()
+        if self.on_asked is not None:
+            self.on_asked(approval)
         self._wakers[approval.id] = asyncio.Event()
         self._deadlines[approval.id] = time.monotonic() + timeout_s
         async with self._requested:
@@ -164,6 +190,7 @@ class ApprovalBook:
         waker = self._wakers.get(approval_id)
         if waker is not None:
             waker.set()
+        self._announce()
         return decided
 
     def _heard(self, approval_id: str | None) -> None:
@@ -173,11 +200,13 @@ class ApprovalBook:
         for waker in wakers:
             if waker is not None:
                 waker.set()
+        self._announce()
 
     def close(self) -> None:
         """The gateway is stopping: every waiter resolves to deny now; approvals whose waiters
         left stay pending, and the next start expires them."""
         self._closing = True
+        self._announce()
         for waker in self._wakers.values():
             waker.set()
         for orphan in self._orphans:
@@ -224,6 +253,7 @@ class ApprovalBook:
         with contextlib.suppress(StoreUnavailable):  # left pending: the next start expires it
             current = await self.store.decide_approval(approval.id, ApprovalStatus.EXPIRED, "client_gone")
             if current is not None and current.is_decided_as(ApprovalStatus.EXPIRED, "client_gone"):
+                self._announce()
                 log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool,
                          ended_by="client_gone")
 
@@ -231,6 +261,7 @@ class ApprovalBook:
         current = await self.store.decide_approval(approval.id, ApprovalStatus.EXPIRED, ended_by)
         if current is not None and current.status is not ApprovalStatus.EXPIRED:
             return self._resolved(current, started)  # a person decided in the same instant
+        self._announce()
         log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool, ended_by=ended_by)
         return Resolution(False, ended_by, _ms_since(started), current or approval)
 

@@ -10,9 +10,14 @@ from typing import Any
 
 from capture.records import Interaction, new_interaction_id, now_timestamp
 from proxy.pipeline.context import ContextPack
-from proxy.pipeline.dialect import ClientRequest, UpstreamCall, Usage
+from proxy.pipeline.dialect import ClientRequest, Dialect, UpstreamCall, Usage
 from proxy.pipeline.identity import Identity
 from proxy.pipeline.tool_guard import ToolDecision
+
+
+RECENT_TURNS = 6  # of the conversation, shown to the person deciding a tool call
+TURN_CHARS = 2000
+PACK_ITEM_CHARS = 400
 
 
 class Outcome(StrEnum):
@@ -44,6 +49,7 @@ class Exchange:
     params: dict[str, Any] = field(default_factory=dict)
     transport: str | None = None  # native | translate: how the call was carried
     pack: ContextPack | None = None
+    pack_ns: tuple[int, int] | None = None  # when the pack was searched for: perf_counter_ns at start and end
     response: Any = None
     outcome: Outcome | None = None
     error: str | None = None
@@ -110,7 +116,26 @@ class Exchange:
             cache_creation_tokens=self.usage.cache_creation_tokens,
             agent_id=self.identity.agent_id,
             parent_agent_id=self.identity.parent_agent_id,
+            context_scores={item.id: round(item.score, 6) for item in (*self.pack.memories, *self.pack.chunks)}
+            if self.pack else None,
         )
+
+    def asked_in(self, dialect: Dialect) -> dict[str, Any]:
+        """What the person deciding one of this exchange's tool calls is shown: who asked, the
+        last turns of the conversation as sent, and the context pack it was given."""
+        turns = dialect.transcript(self.prompt)[-RECENT_TURNS:]
+        pack = self.pack
+        return {
+            "client": self.identity.client if self.identity else None,
+            "model": self.request.model if self.request else None,
+            "turns": [{"role": turn.role, "text": turn.text[-TURN_CHARS:]} for turn in turns],
+            "pack": [] if pack is None else [
+                *({"kind": "memory", "id": m.id, "score": round(m.score, 6), "text": m.content[:PACK_ITEM_CHARS]}
+                  for m in pack.memories),
+                *({"kind": "chunk", "id": c.id, "score": round(c.score, 6), "source": c.source,
+                   "text": c.content[:PACK_ITEM_CHARS]} for c in pack.chunks),
+            ],
+        }
 
     def log_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}

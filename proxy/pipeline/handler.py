@@ -54,7 +54,9 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     identity = exchange.identity = identify(request, asked, settings, app[KEYRING])
     ensure_model_reachable(asked, identity, settings)
     await hold_to_rate(app[STORE], identity.key)  # a call refused before is not counted
+    packing = time.perf_counter_ns()
     pack = exchange.pack = await pack_context(request, asked, identity, settings)
+    exchange.pack_ns = (packing, time.perf_counter_ns())
     policy = settings.policy.for_project(identity.project) if settings.policy.enforcing else None
     call = exchange.call = dialect.prepare(asked, pack, policy, identity.bearer_token)
     exchange.transport = app[UPSTREAM].transport_for(call)
@@ -67,6 +69,7 @@ async def proxy_call(request: web.Request, dialect: Dialect) -> web.StreamRespon
     guard = ToolGuard(
         policies=settings.policy, book=app[APPROVALS], store=app[STORE], project=identity.project,
         session_id=identity.session_id, interaction_id=exchange.id, declared=asked.declared_tools,
+        asked_in=lambda: exchange.asked_in(dialect),
     )
     exchange.tool_decisions = guard.decisions
     exchange.time_stage(Stage.CONTEXT, started)

@@ -35,6 +35,7 @@ class ToolDecision:
     approval_id: str | None = None
     is_allowed: bool = False
     wait_ms: float = 0.0
+    started_ns: int = 0  # perf_counter_ns when the decision began (for its trace span)
 
     def refusal(self) -> str:
         """What the client reads in place of a call it will not get."""
@@ -61,6 +62,7 @@ class ToolGuard:
     session_id: str | None
     interaction_id: str
     declared: frozenset[str]
+    asked_in: Callable[[], Any] | None = None  # what the person deciding an asked call is shown (JSON)
     decisions: list[ToolDecision] = field(default_factory=list)
     _always_allowed: frozenset[str] | None = None
 
@@ -74,13 +76,14 @@ class ToolGuard:
     ) -> bool:
         """True when the call may reach the client. Records the decision either way. A legacy
         `function_call` is never declared: requests using that API are refused."""
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.perf_counter_ns()
         if name in self.declared and not legacy:
             decision = evaluate(self.policy, name, arguments, always_allowed=await self._remembered())
         else:
             decision = undeclared(name)
         entry = ToolDecision(tool=name, call_id=call_id, arguments=arguments, policy_action=str(decision.action),
-                             rule=decision.rule, reason=decision.reason, is_allowed=decision.action is Action.ALLOW)
+                             rule=decision.rule, reason=decision.reason, is_allowed=decision.action is Action.ALLOW,
+                             started_ns=started_ns)
         try:
             if not self.policies.enforcing:
                 entry.is_allowed, entry.decided_by = True, "observe_only"
@@ -117,7 +120,7 @@ class ToolGuard:
         approval = await self.book.request(
             project=self.project, session_id=self.session_id, interaction_id=self.interaction_id, tool=entry.tool,
             call_id=entry.call_id, arguments=entry.arguments, rule=decision.rule, reason=decision.reason,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, context=self.asked_in() if self.asked_in is not None else None,
         )
         entry.approval_id = approval.id  # in the audit trail even if the client leaves mid-wait
         resolution = await self.book.wait(approval, timeout_s, keepalive=keepalive, is_client_gone=is_client_gone)

@@ -251,6 +251,11 @@ async def test_keys_new_prints_a_key_its_entry_admits(capsys: pytest.CaptureFixt
     assert key not in out[2] and entry["client"] == "carol" and entry["rpm"] == 30
     found = KeyRing(parse_keys([entry], "keys")).find(key)
     assert found is not None and found.projects == frozenset({"atmos"})
+    assert found.scopes == frozenset({"proxy"})
+
+    assert await asyncio.to_thread(main, ["keys", "new", "--client", "lead", "--project", "atmos", "--approve"]) == 0
+    entry = json.loads(capsys.readouterr().out.splitlines()[2].strip().removeprefix("- "))
+    assert parse_keys([entry], "keys")[0].scopes == frozenset({"proxy", "read", "approve"})
 
 
 async def test_retention_days_cleans_inside_the_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
