@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # The real agent CLIs tests/agents drives through the gateway, pinned in package-lock.json.
 AGENTS := node_modules/.agents-installed
+# The browser tests/ui drives with Playwright: Debian's Chromium (Playwright's own download
+# needs the internet). Root installs it directly; anyone else through sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test typecheck bench bench-store serve agents
+.PHONY: demo test typecheck bench bench-store serve agents browser
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +31,17 @@ $(AGENTS): package.json package-lock.json
 
 agents: $(AGENTS)
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+	$(CHROMIUM) --version
+
+browser: $(CHROMIUM)
+
 demo: $(INSTALLED)
 	$(BIN)/ctxgate demo
 
-test: $(INSTALLED) $(AGENTS)
+test: $(INSTALLED) $(AGENTS) $(CHROMIUM)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

@@ -208,8 +208,16 @@ assert sys.argv[2] in json.dumps(record["response"]), record["response"]
 PY
 log "interaction $interaction recorded${database:+ in PostgreSQL}"
 
+# The operator page from the image: its templates and static files are in the installed package
+# (an open gateway shows it without a login).
+curl -fsS -o "$work/page.html" "http://127.0.0.1:$GATEWAY_PORT/ui/interactions/$interaction" \
+  || fail "the operator page did not answer for the interaction"
+grep -q "$marker" "$work/page.html" || fail "the operator page does not show the call"
+curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/ui/static/ui.css" || fail "the page's stylesheet is not served"
+log "operator page: the interaction shown, its stylesheet served"
+
 # SIGTERM to the gateway as PID 1: it drains and exits 0, well before podman's SIGKILL.
 podman stop -t 30 "$CTR" >/dev/null 2> >(unscheduled)
 code=$(podman inspect "$CTR" --format '{{.State.ExitCode}}')
 [[ $code == 0 ]] || fail "the gateway exited with status $code on SIGTERM"
-log "OK: hadolint clean, image verified, one call served through the container, clean stop"
+log "OK: hadolint clean, image verified, one call served through the container and shown on its page, clean stop"

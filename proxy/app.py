@@ -18,7 +18,7 @@ from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sessions_api
 from proxy.edge import health
-from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, UPSTREAM
+from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, OPERATOR_PAGE, SETTINGS, STORE, UPSTREAM
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
@@ -36,6 +36,9 @@ from proxy.edge.logs import stamp_response_headers, request_log_middleware
 from proxy.edge.metrics import Metrics
 from proxy.config.settings import Settings, legacy_spool_file, spool_directory
 from proxy.upstream.seam import Upstream
+from proxy.ui import routes as ui_routes
+from proxy.ui.logins import Logins
+from proxy.ui.site import OperatorPage
 
 log = structlog.get_logger("ctxgate.proxy")
 RETENTION_EVERY_S = 3600
@@ -57,7 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(declared_models=frozenset(route.model_name for route in settings.models))
     app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
-    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _retention])
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _operator_page, _retention])
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     list_models, get_model = model_handlers(OPENAI_CHAT, {ANTHROPIC_MESSAGES.marker_header: ANTHROPIC_MESSAGES})
@@ -93,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.spec)
+    ui_routes.add_routes(app)
     return app
 
 
@@ -147,6 +151,11 @@ async def _approvals(app: web.Application) -> AsyncIterator[None]:
     if expired:
         log.info("stale_approvals_expired", count=expired)
     app[APPROVALS] = ApprovalBook(app[STORE])
+    yield
+
+
+async def _operator_page(app: web.Application) -> AsyncIterator[None]:
+    app[OPERATOR_PAGE] = OperatorPage(Logins(app[STORE]), DIALECTS, app[SETTINGS].secrets)
     yield
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from proxy.edge.metrics import Metrics
     from proxy.config.settings import Settings
     from proxy.upstream.seam import Upstream
+    from proxy.ui.site import OperatorPage
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[Store] = web.AppKey("store")
@@ -23,6 +24,7 @@ UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 APPROVALS: web.AppKey[ApprovalBook] = web.AppKey("approvals")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
+OPERATOR_PAGE: web.AppKey[OperatorPage] = web.AppKey("operator_page")
 
 # Request-scoped: the exchange a chat request builds, read by the canonical log line.
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")

@@ -1,0 +1,225 @@
+"""The operator page's doors, over plain HTTP: logging in and out, logins that no longer
+stand, posts from another site, errors as pages, and nothing secret on a page."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from capture.approvals import ApprovalStatus
+from policy.rules import parse_policy
+from proxy.appkeys import APPROVALS, OPERATOR_PAGE, STORE
+from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
+from proxy.ui.login import COOKIE
+from tests.conftest import MODEL, PROVIDER_KEY, make_gateway
+from tests.ui.conftest import ADMIN_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY, POLICY, Operated
+
+EDIT = ToolCall("file_edit", '{"path": "/srv/x"}', id="call_edit")
+TOOLS = [{"type": "function", "function": {"name": "file_edit", "parameters": {"type": "object"}}}]
+
+
+def browser_like() -> aiohttp.ClientSession:
+    """A session that keeps cookies as a browser does (aiohttp's jar refuses an IP's by default)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def log_in(session: aiohttp.ClientSession, url: str, key: str) -> aiohttp.ClientResponse:
+    return await session.post(url + "/ui/login", data={"key": key, "next": "/ui/interactions"},
+                              allow_redirects=False)
+
+
+async def chat(url: str, key: str, *, project: str = "alpha", content: str = "hello",
+               tools: list[Any] | None = None) -> aiohttp.ClientResponse:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+    if tools:
+        body["tools"] = tools
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(url + "/v1/chat/completions", json=body,
+                                      headers={"Authorization": f"Bearer {key}", "X-Ctxgate-Project": project})
+        await response.read()
+        return response
+
+
+async def test_a_key_logs_in_once_and_the_browser_keeps_a_signed_login_not_the_key(operated: Operated) -> None:
+    async with browser_like() as session:
+        response = await log_in(session, operated.url, ALPHA_READER_KEY)
+        assert response.status == 303 and response.headers["Location"] == "/ui/interactions"
+        cookie = response.cookies[COOKIE]
+        assert ALPHA_READER_KEY not in cookie.value
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/ui"
+        page = await session.get(operated.url + "/ui/interactions", allow_redirects=False)
+        assert page.status == 200 and "alpha-reader" in await page.text()
+
+        await session.post(operated.url + "/ui/logout", allow_redirects=False)
+        after = await session.get(operated.url + "/ui/interactions", allow_redirects=False)
+        assert after.status == 303 and after.headers["Location"].startswith("/ui/login")
+
+
+@pytest.mark.parametrize("key", ["not-a-key", "", "ctxg-beta-agent-key-0123456789abcdef"])  # the last: no read scope
+async def test_a_key_that_does_not_read_gets_the_form_again_and_no_login(operated: Operated, key: str) -> None:
+    async with browser_like() as session:
+        response = await log_in(session, operated.url, key)
+        assert response.status == 401 and COOKIE not in response.cookies
+        assert "That key does not log in here" in await response.text()
+
+
+async def test_a_tampered_or_expired_login_is_refused(operated: Operated) -> None:
+    async with browser_like() as session:
+        cookie = (await log_in(session, operated.url, ALPHA_READER_KEY)).cookies[COOKIE].value
+    principal, until, signature = cookie.split(".")
+    forged = [
+        f"admin:0000000000000000.{until}.{signature}",  # someone else, same signature
+        f"{principal}.{int(until) + 3600}.{signature}",  # a longer login than was signed
+        f"{principal}.{until}.{'0' * 64}",
+    ]
+    logins = operated.gateway.app[OPERATOR_PAGE].logins
+    expired = await logins.cookie_for(principal, now=1_000_000.0)
+    for value in [*forged, expired]:
+        async with aiohttp.ClientSession(cookies={COOKIE: value}) as session:
+            response = await session.get(operated.url + "/ui/interactions", allow_redirects=False)
+            assert response.status == 303, value
+
+
+async def test_a_login_ends_when_its_key_leaves_the_config(aiohttp_server: Any, upstream: FakeUpstream,
+                                                           tmp_path: Path, operated: Operated) -> None:
+    async with browser_like() as session:
+        cookie = (await log_in(session, operated.url, ALPHA_READER_KEY)).cookies[COOKIE].value
+    await operated.gateway.server.close()
+    # The same store (so the same signing secret), restarted without that key.
+    again = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY), admin_key=ADMIN_KEY,
+                               keys=())
+    async with aiohttp.ClientSession(cookies={COOKIE: cookie}) as session:
+        response = await session.get(again.url + "/ui/interactions", allow_redirects=False)
+        assert response.status == 303
+
+
+async def test_a_post_from_another_site_decides_nothing(operated: Operated) -> None:
+    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            response = await session.post(operated.url + f"/ui/approvals/{pending.id}/decide",
+                                          data={"verdict": "approve"}, headers=headers, allow_redirects=False)
+            assert response.status == 403 and "text/html" in response.headers["Content-Type"]
+    assert (await operated.gateway.app[STORE].get_approval(pending.id)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
+    call.cancel()
+
+
+async def test_a_read_only_login_cannot_decide_even_by_posting(operated: Operated) -> None:
+    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with browser_like() as session:
+        await log_in(session, operated.url, ALPHA_READER_KEY)
+        page = await (await session.get(operated.url + "/ui/approvals")).text()
+        assert "file_edit" in page and 'value="approve"' not in page
+        response = await session.post(operated.url + f"/ui/approvals/{pending.id}/decide",
+                                      data={"verdict": "approve"}, allow_redirects=False)
+        assert response.status == 403
+    assert (await operated.gateway.app[STORE].get_approval(pending.id)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
+    call.cancel()
+
+
+async def test_errors_are_pages_with_their_status(operated: Operated) -> None:
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        for path, status in [("/ui/interactions/no-such-id", 404), ("/ui/no-such-page", 404),
+                             ("/ui/approvals/nope", 404), ("/ui/interactions?since=yesterday", 400),
+                             ("/ui/sessions/nobody", 404)]:
+            response = await session.get(operated.url + path, allow_redirects=False)
+            assert response.status == status, path
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert "Traceback" not in await response.text()
+        bad = await session.post(operated.url + "/ui/approvals/nope/decide", data={"verdict": "maybe"})
+        assert bad.status == 400
+
+
+async def test_no_secret_reaches_a_page(operated: Operated) -> None:
+    leaked = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    operated.gateway.upstream.push(Reply(text=f"your key is {leaked} and the admin's is {ADMIN_KEY}"))
+    await chat(operated.url, ALPHA_APPROVER_KEY, content=f"remember {leaked} and {PROVIDER_KEY}")
+    [stored] = await operated.gateway.recorded()
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        page = await (await session.get(operated.url + f"/ui/interactions/{stored.id}")).text()
+        session_page = await (await session.get(operated.url + f"/ui/sessions/{stored.session_id}")).text()
+    for text in (page, session_page):
+        assert "remember" in text and "[redacted]" in text
+        for secret in (leaked, ADMIN_KEY, PROVIDER_KEY, ALPHA_APPROVER_KEY):
+            assert secret not in text
+
+
+async def test_an_open_gateway_shows_its_pages_to_anyone_and_lets_nobody_decide_there(
+        aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
+    gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
+    upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(gateway.url, "client-provider-key", tools=TOOLS))
+    await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with aiohttp.ClientSession() as session:
+        page = await session.get(gateway.url + "/ui/approvals", allow_redirects=False)
+        text = await page.text()
+        assert page.status == 200 and "file_edit" in text and "CTXGATE_ADMIN_KEY" in text
+        refused = await session.post(gateway.url + f"/ui/approvals/{pending.id}/decide", data={"verdict": "approve"},
+                                     allow_redirects=False)
+        assert refused.status == 403
+    call.cancel()
+
+
+async def test_the_live_list_streams_the_held_call_and_its_end(operated: Operated) -> None:
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        events = await session.get(operated.url + "/ui/approvals/events")
+        assert events.headers["Content-Type"] == "text/event-stream"
+        first = await events.content.readuntil(b"\n\n")
+        assert first.startswith(b"event: approvals\n") and b'"count":0' in first
+        operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+        call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+        held = await asyncio.wait_for(events.content.readuntil(b"\n\n"), 10)
+        assert b'"count":1' in held and b"file_edit" in held
+        [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+        await operated.gateway.app[APPROVALS].decide(pending.id, approve=True, decided_by="dana")
+        ended = await asyncio.wait_for(events.content.readuntil(b"\n\n"), 10)
+        assert b'"count":0' in ended and b'"decided_by":"dana"' in ended
+        await asyncio.wait_for(call, 10)
+        events.close()
+
+
+async def test_an_approve_scoped_key_decides_its_projects_calls_over_the_api_and_no_others(
+        operated: Operated) -> None:
+    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with aiohttp.ClientSession() as session:
+        url = operated.url + f"/approvals/{pending.id}/approve"
+        refused = await session.post(url, headers={"Authorization": f"Bearer {ALPHA_READER_KEY}"})
+        assert (refused.status, (await refused.json())["error"]["code"]) == (403, "approve_scope_required")
+        elsewhere = await session.post(url, headers={"Authorization": f"Bearer {BETA_AGENT_KEY}"})
+        assert elsewhere.status == 403  # no read scope at all
+        decided = await session.post(url, headers={"Authorization": f"Bearer {ALPHA_APPROVER_KEY}",
+                                                   "X-Ctxgate-Client": "alpha-lead"})
+        assert decided.status == 200 and (await decided.json())["decided_by"] == "alpha-lead"
+    response = await asyncio.wait_for(call, 10)
+    assert response.status == 200
+
+
+async def test_an_approve_scoped_key_cannot_reach_another_projects_call(operated: Operated) -> None:
+    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(operated.url, BETA_AGENT_KEY, project="beta", tools=TOOLS))
+    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(operated.url + f"/approvals/{pending.id}/approve",
+                                      headers={"Authorization": f"Bearer {ALPHA_APPROVER_KEY}"})
+        assert response.status == 404  # another project's approval is as good as missing
+    assert (await operated.gateway.app[STORE].get_approval(pending.id)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
+    call.cancel()
