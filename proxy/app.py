@@ -18,7 +18,8 @@ from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sessions_api
 from proxy.edge import health
-from proxy.appkeys import APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, OPERATOR_PAGE, SETTINGS, STORE, UPSTREAM
+from proxy.appkeys import (APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, OPERATOR_PAGE, SETTINGS, STORE, UPSTREAM,
+                           WEBHOOKS)
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
@@ -36,6 +37,8 @@ from proxy.edge.logs import stamp_response_headers, request_log_middleware
 from proxy.edge.metrics import Metrics
 from proxy.config.settings import Settings, legacy_spool_file, spool_directory
 from proxy.upstream.seam import Upstream
+from proxy.edge.redaction import Redactor
+from proxy.notify.webhooks import WebhookSender
 from proxy.ui import routes as ui_routes
 from proxy.ui.logins import Logins
 from proxy.ui.site import OperatorPage
@@ -60,7 +63,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(declared_models=frozenset(route.model_name for route in settings.models))
     app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
-    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _approvals, _operator_page, _retention])
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _notifications, _approvals, _operator_page,
+                            _retention])
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     list_models, get_model = model_handlers(OPENAI_CHAT, {ANTHROPIC_MESSAGES.marker_header: ANTHROPIC_MESSAGES})
@@ -146,11 +150,27 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     await upstream.aclose()
 
 
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].notifications
+    if not settings.webhooks:
+        yield
+        return
+    if settings.page_url is None:
+        log.warning("notifications_without_links", hint="set notifications.page_url to the address people open "
+                                                        "the gateway at: the notifications then link to the approval")
+    sender = WebhookSender(settings, Redactor(app[SETTINGS].secrets))
+    await sender.start()
+    app[WEBHOOKS] = sender
+    yield
+    await sender.close()
+
+
 async def _approvals(app: web.Application) -> AsyncIterator[None]:
     expired = await app[STORE].expire_stale_approvals()
     if expired:
         log.info("stale_approvals_expired", count=expired)
-    app[APPROVALS] = ApprovalBook(app[STORE])
+    sender = app.get(WEBHOOKS)
+    app[APPROVALS] = ApprovalBook(app[STORE], on_asked=sender.approval_asked if sender is not None else None)
     yield
 
 

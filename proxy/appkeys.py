@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from proxy.config.settings import Settings
     from proxy.upstream.seam import Upstream
     from proxy.ui.site import OperatorPage
+    from proxy.notify.webhooks import WebhookSender
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[Store] = web.AppKey("store")
@@ -25,6 +26,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 APPROVALS: web.AppKey[ApprovalBook] = web.AppKey("approvals")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 OPERATOR_PAGE: web.AppKey[OperatorPage] = web.AppKey("operator_page")
+WEBHOOKS: web.AppKey[WebhookSender] = web.AppKey("webhooks")  # only with webhooks configured
 
 # Request-scoped: the exchange a chat request builds, read by the canonical log line.
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")

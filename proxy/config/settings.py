@@ -17,6 +17,7 @@ import yaml
 from capture.backends import sqlite_path
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
 from proxy.config.keys import KeyConfigError, VirtualKey, parse_keys
+from proxy.config.notifications import NotificationConfigError, NotificationSettings, parse_notifications
 
 DEFAULT_DB = "./ctxgate.db"
 CONFIG_FILE = "ctxgate.yaml"  # looked for in the current directory
@@ -71,6 +72,7 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)  # also admits to /metrics
     is_metrics_public: bool = False  # /metrics open even where keys guard everything else
     environment_secrets: tuple[str, ...] = field(default=(), repr=False)  # provider keys litellm may read
+    notifications: NotificationSettings = NotificationSettings()
 
     def context_for(self, project: str) -> ContextSettings:
         return self.context_projects.get(project, self.context)
@@ -91,6 +93,7 @@ class Settings:
         if self.metrics_token:
             found.append(self.metrics_token)
         found += self.environment_secrets
+        found += self.notifications.secrets
         return tuple(found)
 
 
@@ -108,6 +111,7 @@ _SCHEMA: dict[str, Any] = {
     "retention_days": int,
     "litellm_settings": dict,
     "logging": {"level": str, "format": str},
+    "notifications": {"page_url": str, "webhooks": list},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("json", "console")
@@ -334,7 +338,15 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         drop_params=_litellm_settings(raw.get("litellm_settings") or {}, path),
         log_level=level,
         log_format=log_format,
+        notifications=_notifications(raw.get("notifications"), path, env),
     )
+
+
+def _notifications(raw: Any, path: Path, env: Mapping[str, str]) -> NotificationSettings:
+    try:
+        return parse_notifications(raw, "notifications", lambda value, where: _resolve_secret(value, f"{path}: {where}", env))
+    except NotificationConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> ContextSettings:

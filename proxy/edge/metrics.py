@@ -6,6 +6,7 @@ Counted per process: with `serve --workers N` or replicas, a scraper sums them."
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from capture.store import Store
@@ -83,7 +84,9 @@ class Metrics:
         of any length) counts under one label, so callers cannot grow the metrics."""
         return _label(model) if model in self.declared_models else UNDECLARED
 
-    def render(self, writer: CaptureWriter, store: Store) -> str:
+    def render(self, writer: CaptureWriter, store: Store,
+               outlets: Iterable[tuple[str, str, int, str]] = ()) -> str:
+        """`outlets`: (name, kind, value, meaning) of the parts that send elsewhere (webhooks, traces)."""
         lines = [
             "# HELP ctxgate_requests_total Requests answered, by route and status.",
             "# TYPE ctxgate_requests_total counter",
@@ -135,6 +138,7 @@ class Metrics:
             ("capture_spool_failing", "gauge", int(writer.spool_error is not None), "1 while the spool refuses writes."),
             *((("store_pool_in_use", "gauge", pool[0], "Store connections in use."),
                ("store_pool_open", "gauge", pool[1], "Store connections open.")) if pool is not None else ()),
+            *outlets,
         ):
             lines += [f"# HELP ctxgate_{name} {meaning}", f"# TYPE ctxgate_{name} {kind}", f"ctxgate_{name} {value}"]
         return "\n".join(lines) + "\n"

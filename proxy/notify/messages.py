@@ -1,0 +1,64 @@
+"""What a webhook is sent when a tool call is held: a generic JSON event, or a Slack message.
+
+Both carry what a person needs to decide whether to go and look (tool, arguments, project,
+client, session, the rule that asked, the deadline) and the link to the approval on the page;
+neither carries the conversation or the context pack, which stay behind the page's login.
+Every text passes the redactor first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capture.approvals import Approval
+from proxy.edge.redaction import Redactor
+
+EVENT_APPROVAL_REQUESTED = "approval.requested"
+ARGUMENTS_CHARS = 1500
+
+
+def approval_event(approval: Approval, *, delivery_id: str, link: str | None, redactor: Redactor) -> dict[str, Any]:
+    context = approval.context if isinstance(approval.context, dict) else {}
+    return {
+        "type": EVENT_APPROVAL_REQUESTED,
+        "id": delivery_id,
+        "approval": {
+            "id": approval.id,
+            "project": approval.project,
+            "tool": approval.tool,
+            "arguments": redactor.scrub((approval.arguments or "")[:ARGUMENTS_CHARS]),
+            "client": context.get("client"),
+            "model": context.get("model"),
+            "session_id": approval.session_id,
+            "interaction_id": approval.interaction_id,
+            "rule": approval.rule,
+            "reason": approval.reason,
+            "created_at": approval.created_at,
+            "expires_at": approval.expires_at,
+        },
+        "url": link,
+    }
+
+
+def slack_message(approval: Approval, *, link: str | None, redactor: Redactor) -> dict[str, Any]:
+    """Incoming-webhook JSON: `text` for notifications and old clients, blocks for the rest."""
+    context = approval.context if isinstance(approval.context, dict) else {}
+    arguments = redactor.scrub((approval.arguments or "")[:ARGUMENTS_CHARS]).replace("```", "'''")
+    who = f" from {_plain(context['client'])}" if context.get("client") else ""
+    headline = f"ctxgate holds a call to `{_plain(approval.tool)}` in {_plain(approval.project)}{who}: it fails closed at {approval.expires_at} UTC"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{arguments}```"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _plain(
+            f"{approval.rule}: {approval.reason} · session {approval.session_id or '-'}")}]},
+    ]
+    if link and link.startswith("http"):
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open to decide"}, "url": link,
+             "style": "primary"}]})
+    return {"text": f"{headline}" + (f" {link}" if link else ""), "blocks": blocks}
+
+
+def _plain(text: Any) -> str:
+    """Text that Slack shows as written: its control characters escaped (&, <, >)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
