@@ -7,6 +7,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -18,8 +19,8 @@ from capture.tokens import count_tokens
 from capture.writer import CaptureWriter
 from proxy.admin import approvals_api, capture_api, knowledge_api, openapi, sessions_api
 from proxy.edge import health
-from proxy.appkeys import (APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, OPERATOR_PAGE, SETTINGS, STORE, UPSTREAM,
-                           WEBHOOKS)
+from proxy.appkeys import (APPROVALS, CAPTURE_WRITER, KEYRING, METRICS, OPERATOR_PAGE, SETTINGS, STORE, TRACES,
+                           UPSTREAM, WEBHOOKS)
 from proxy.pipeline.approvals import ApprovalBook
 from proxy.dialects.anthropic_messages.dialect import AnthropicMessages
 from proxy.dialects.openai_chat.dialect import OpenAIChat
@@ -39,6 +40,7 @@ from proxy.config.settings import Settings, legacy_spool_file, spool_directory
 from proxy.upstream.seam import Upstream
 from proxy.edge.redaction import Redactor
 from proxy.notify.webhooks import WebhookSender
+from proxy.edge.traces import TraceExporter
 from proxy.ui import routes as ui_routes
 from proxy.ui.logins import Logins
 from proxy.ui.site import OperatorPage
@@ -63,8 +65,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(declared_models=frozenset(route.model_name for route in settings.models))
     app[KEYRING] = KeyRing(settings.keys)
     # Started in this order, stopped in reverse: the writer drains before the store closes.
-    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _notifications, _approvals, _operator_page,
-                            _retention])
+    app.cleanup_ctx.extend([_store, _upstream, _capture_writer, _traces, _notifications, _approvals,
+                            _operator_page, _retention])
     app.on_shutdown.append(_release_waiters)
     app.on_response_prepare.append(stamp_response_headers)
     list_models, get_model = model_handlers(OPENAI_CHAT, {ANTHROPIC_MESSAGES.marker_header: ANTHROPIC_MESSAGES})
@@ -148,6 +150,20 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM] = upstream
     yield
     await upstream.aclose()
+
+
+async def _traces(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.telemetry.traces_url is None:
+        yield
+        return
+    exporter = TraceExporter(settings.telemetry, DIALECTS, Redactor(settings.secrets))
+    await exporter.start()
+    app[TRACES] = exporter
+    log.info("traces_exported", to=urlsplit(settings.telemetry.traces_url).netloc,
+             capture_content=settings.telemetry.capture_content)
+    yield
+    await exporter.close()
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:

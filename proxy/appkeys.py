@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from proxy.upstream.seam import Upstream
     from proxy.ui.site import OperatorPage
     from proxy.notify.webhooks import WebhookSender
+    from proxy.edge.traces import TraceExporter
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[Store] = web.AppKey("store")
@@ -27,6 +28,7 @@ APPROVALS: web.AppKey[ApprovalBook] = web.AppKey("approvals")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 OPERATOR_PAGE: web.AppKey[OperatorPage] = web.AppKey("operator_page")
 WEBHOOKS: web.AppKey[WebhookSender] = web.AppKey("webhooks")  # only with webhooks configured
+TRACES: web.AppKey[TraceExporter] = web.AppKey("traces")  # only with an OTLP endpoint configured
 
 # Request-scoped: the exchange a chat request builds, read by the canonical log line.
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("exchange")

@@ -18,6 +18,7 @@ from capture.backends import sqlite_path
 from policy.rules import PolicyConfigError, PolicySet, parse_policy
 from proxy.config.keys import KeyConfigError, VirtualKey, parse_keys
 from proxy.config.notifications import NotificationConfigError, NotificationSettings, parse_notifications
+from proxy.config.telemetry import TelemetryConfigError, TelemetrySettings, parse_telemetry
 
 DEFAULT_DB = "./ctxgate.db"
 CONFIG_FILE = "ctxgate.yaml"  # looked for in the current directory
@@ -73,6 +74,7 @@ class Settings:
     is_metrics_public: bool = False  # /metrics open even where keys guard everything else
     environment_secrets: tuple[str, ...] = field(default=(), repr=False)  # provider keys litellm may read
     notifications: NotificationSettings = NotificationSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     def context_for(self, project: str) -> ContextSettings:
         return self.context_projects.get(project, self.context)
@@ -94,6 +96,7 @@ class Settings:
             found.append(self.metrics_token)
         found += self.environment_secrets
         found += self.notifications.secrets
+        found += self.telemetry.secrets
         return tuple(found)
 
 
@@ -112,6 +115,8 @@ _SCHEMA: dict[str, Any] = {
     "litellm_settings": dict,
     "logging": {"level": str, "format": str},
     "notifications": {"page_url": str, "webhooks": list},
+    "telemetry": {"otlp_endpoint": str, "headers": dict, "service_name": str, "capture_content": bool,
+                  "queue_size": int},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("json", "console")
@@ -180,6 +185,8 @@ def load_settings(
     if env.get("CTXGATE_ADMIN_KEY"):
         settings = replace(settings, admin_key=env["CTXGATE_ADMIN_KEY"])
     settings = replace(settings, environment_secrets=_environment_secrets(env))
+    if config.path is None:  # the standard OTEL_* variables apply without a file too
+        settings = replace(settings, telemetry=_telemetry(None, None, env))
     if db:
         settings = replace(settings, store_url=db)
     if host:
@@ -339,6 +346,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> Settings:
         log_level=level,
         log_format=log_format,
         notifications=_notifications(raw.get("notifications"), path, env),
+        telemetry=_telemetry(raw.get("telemetry"), path, env),
     )
 
 
@@ -347,6 +355,14 @@ def _notifications(raw: Any, path: Path, env: Mapping[str, str]) -> Notification
         return parse_notifications(raw, "notifications", lambda value, where: _resolve_secret(value, f"{path}: {where}", env))
     except NotificationConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def _telemetry(raw: Any, path: Path | None, env: Mapping[str, str]) -> TelemetrySettings:
+    where = f"{path}: " if path is not None else ""
+    try:
+        return parse_telemetry(raw, "telemetry", lambda value, at: _resolve_secret(value, f"{where}{at}", env), env)
+    except TelemetryConfigError as error:
+        raise ConfigError(f"{where}{error}") from None
 
 
 def _context(raw: Any, base: ContextSettings, where: str, allowed: set[str]) -> ContextSettings:

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.edge.access import is_admin
-from proxy.appkeys import CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, WEBHOOKS
+from proxy.appkeys import CAPTURE_WRITER, KEYRING, METRICS, SETTINGS, STORE, TRACES, WEBHOOKS
 from proxy.edge.errors import Unauthorized
 from proxy.pipeline.identity import bearer_token
 from proxy.edge.wire import json_response
@@ -68,7 +68,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     require_metrics_access(request)
-    outlets = [gauge for outlet in (request.app.get(WEBHOOKS),) if outlet is not None for gauge in outlet.gauges()]
+    outlets = [gauge for outlet in (request.app.get(WEBHOOKS), request.app.get(TRACES)) if outlet is not None
+               for gauge in outlet.gauges()]
     text = request.app[METRICS].render(request.app[CAPTURE_WRITER], request.app[STORE], outlets)
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-cache"})
 

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from capture.writable import safe_json
-from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID
+from proxy.appkeys import EXCHANGE, METRICS, REQUEST_ID, TRACES, UPSTREAM
 from proxy.edge.errors import Handler
 from proxy.edge.redaction import Redactor
 
@@ -187,6 +187,10 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         route = request.match_info.route.resource
         request.app[METRICS].observe(route.canonical if route else "unmatched", status, latency_ms, exchange)
+        traces = request.app.get(TRACES)
+        if traces is not None and exchange is not None and exchange.call is not None:
+            traces.finished(exchange, traceparent=request.headers.get("traceparent"), http_status=status,
+                            provider=request.app[UPSTREAM].provider_name(exchange.call.model))
         log.info(
             "request_completed",
             method=request.method,

@@ -18,7 +18,7 @@ from proxy.pipeline.dialect import StreamEvent, UpstreamCall
 from proxy.edge.redaction import Redactor
 from proxy.edge.errors import BadRequest
 from proxy.upstream.native import NativeRoute, NativeTransport
-from proxy.upstream.resolver import native_route, route_wire
+from proxy.upstream.resolver import native_route, provider_of, route_wire
 from proxy.upstream.translate import Translate
 
 OPENAI_CHAT = "openai_chat"
@@ -37,6 +37,7 @@ class Upstream:
         self.native = NativeTransport(Redactor(settings.secrets), settings.upstream_timeout_s)
         self._native_routes = {route.model_name: native_route(route) for route in settings.models}
         self._wires = {route.model_name: route_wire(route) for route in settings.models}
+        self._routes = {route.model_name: route.model for route in settings.models}
 
     def transport_for(self, call: UpstreamCall) -> str:
         """native | translate; BadRequest, before anything is sent, for a call no transport
@@ -112,6 +113,10 @@ class Upstream:
 
     def count_tokens(self, model_name: str, prompt: Any, completion_text: str) -> tuple[int, int]:
         return self.translate.count_tokens(model_name, prompt, completion_text)
+
+    def provider_name(self, model_name: str) -> str | None:
+        """litellm's name of the provider a client's model name goes to (`openai`, `anthropic`)."""
+        return provider_of(self._routes.get(model_name, model_name))
 
     def _native(self, call: UpstreamCall) -> NativeRoute | None:
         if call.model not in self._native_routes and call.wire == ANTHROPIC_MESSAGES:
