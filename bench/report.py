@@ -21,11 +21,12 @@ if TYPE_CHECKING:
 
 JUDGED = "ctxgate_policy"
 SIDE_BY_SIDE = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy",
-                "ctxgate_translate", "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres")
+                "ctxgate_translate", "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres", "ctxgate_traced")
 LABELS = (("plain", 1), ("plain", 16), ("stream200", 1), ("stream200", 16), ("stream10", 16))
 SHORT, LONG = 10, 200  # content deltas per stream of the two stream scenarios
 TRANSLATE_BEFORE = 1.30  # ctxgate_translate's CPU/req against bare litellm's, quiet machine, 2026-11-30
 RSS_GROWTH = 0.05
+TRACED = 1.15  # CPU/request exporting traces against not: ours, since export is meant to be off the path
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,10 @@ def issue_checks(run: Run) -> list[Check]:
         on_postgres = functools.partial(_rps_ratio, run, "ctxgate_postgres", JUDGED, label)
         checks.append(_check(run, f"req/s {label} on PostgreSQL vs on SQLite", ">= 0.85x", ("ctxgate_postgres", JUDGED),
                              on_postgres, lambda x: x >= 0.85, "{:.2f}x"))
+    for label in ("plain", f"stream{LONG}"):
+        traced = functools.partial(_cpu_ratio, run, "ctxgate_traced", JUDGED, label)
+        checks.append(_check(run, f"CPU/request {label} exporting traces vs not", f"<= {TRACED:.2f}x",
+                             ("ctxgate_traced", JUDGED), traced, lambda x: x <= TRACED, "{:.2f}x"))
     for label in ("plain", f"stream{LONG}"):
         translated = functools.partial(_cpu_ratio, run, "ctxgate_translate", "bare_litellm", label)
         checks.append(_check(run, f"translate path: CPU/request {label} vs bare litellm", f"<= {TRANSLATE_BEFORE:.2f}x",

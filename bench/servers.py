@@ -78,8 +78,14 @@ def upstream_app() -> web.Application:
     anthropic = FakeAnthropic(keep_received=False, respond=reply_for)
     responses = FakeUpstream(keep_received=False, respond=reply_for)
 
+    async def traces(request: web.Request) -> web.Response:
+        """An OTLP/HTTP collector that takes every export (an empty ExportTraceServiceResponse)."""
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/traces", traces)
     app.router.add_post("/v1/messages", anthropic._messages)  # noqa: SLF001 - the fake's handler, reused as it is
     app.router.add_post("/v1/responses", responses._responses)  # noqa: SLF001 - likewise
     return app

@@ -11,6 +11,7 @@
 | `ctxgate_translate` | `ctxgate` with the route pinned to `transport: translate` (through litellm) |
 | `ctxgate_workers1`, `ctxgate_workers2` | `ctxgate_policy` served with `--workers 1` / `--workers 2` |
 | `ctxgate_postgres` | `ctxgate_policy` on a PostgreSQL store (a database of its own, dropped after) |
+| `ctxgate_traced` | `ctxgate_policy` exporting its traces over OTLP/HTTP to the fake upstream's `/v1/traces` |
 
 `passthrough` and `ctxgate_policy` are measured on Anthropic Messages too (`POST /v1/messages`,
 ctxgate's `claude-bench` route carried natively to the same upstream), and on the Responses API
@@ -39,7 +40,7 @@ from bench.policy import big_policy
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 ALL = ("direct", "passthrough", "bare_litellm", "litellm_proxy", "ctxgate", "ctxgate_policy", "ctxgate_translate",
-       "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres")
+       "ctxgate_workers1", "ctxgate_workers2", "ctxgate_postgres", "ctxgate_traced")
 WORKERS = {"ctxgate_workers1": 1, "ctxgate_workers2": 2}
 # The wires a scenario's calls are sent in: OpenAI chat (POST /v1/chat/completions) to every
 # target; Anthropic Messages (POST /v1/messages) and the Responses API (POST /v1/responses) to
@@ -120,8 +121,10 @@ def ctxgate_config(name: str, upstream_base: str) -> str:
             "      api_key: sk-bench\n"
         )
     text += "context:\n  enabled: true\n"
-    if name in ("ctxgate_policy", "ctxgate_postgres") or name in WORKERS:  # a 200-rule policy (bench/policy.py)
+    if name in ("ctxgate_policy", "ctxgate_postgres", "ctxgate_traced") or name in WORKERS:  # bench/policy.py's 200 rules
         text += "policy: " + orjson.dumps(big_policy()).decode() + "\n"
+    if name == "ctxgate_traced":  # the collector is the fake upstream's: its CPU is not the target's
+        text += f"telemetry: {{otlp_endpoint: '{upstream_base.removesuffix('/v1')}'}}\n"
     return text
 
 
