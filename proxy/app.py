@@ -160,7 +160,8 @@ async def _traces(app: web.Application) -> AsyncIterator[None]:
     exporter = TraceExporter(settings.telemetry, DIALECTS, Redactor(settings.secrets))
     await exporter.start()
     app[TRACES] = exporter
-    log.info("traces_exported", to=urlsplit(settings.telemetry.traces_url).netloc,
+    collector = urlsplit(settings.telemetry.traces_url)  # its host only: the address may hold a password
+    log.info("traces_exported", to=f"{collector.hostname}:{collector.port or collector.scheme}",
              capture_content=settings.telemetry.capture_content)
     yield
     await exporter.close()

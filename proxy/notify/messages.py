@@ -14,7 +14,7 @@ from capture.approvals import Approval
 from proxy.edge.redaction import Redactor
 
 EVENT_APPROVAL_REQUESTED = "approval.requested"
-ARGUMENTS_CHARS = 1500
+ARGUMENTS_CHARS = 1500  # escaped for Slack, up to five times as long: a section holds 3,000
 
 
 def approval_event(approval: Approval, *, delivery_id: str, link: str | None, redactor: Redactor) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def approval_event(approval: Approval, *, delivery_id: str, link: str | None, re
             "id": approval.id,
             "project": approval.project,
             "tool": approval.tool,
-            "arguments": redactor.scrub((approval.arguments or "")[:ARGUMENTS_CHARS]),
+            "arguments": _arguments(approval, redactor),
             "client": context.get("client"),
             "model": context.get("model"),
             "session_id": approval.session_id,
@@ -43,7 +43,8 @@ def approval_event(approval: Approval, *, delivery_id: str, link: str | None, re
 def slack_message(approval: Approval, *, link: str | None, redactor: Redactor) -> dict[str, Any]:
     """Incoming-webhook JSON: `text` for notifications and old clients, blocks for the rest."""
     context = approval.context if isinstance(approval.context, dict) else {}
-    arguments = redactor.scrub((approval.arguments or "")[:ARGUMENTS_CHARS]).replace("```", "'''")
+    # The model wrote the arguments: escaped, they can neither mention a channel nor make a link.
+    arguments = _plain(_arguments(approval, redactor))[:2900].replace("```", "'''")
     who = f" from {_plain(context['client'])}" if context.get("client") else ""
     headline = f"ctxgate holds a call to `{_plain(approval.tool)}` in {_plain(approval.project)}{who}: it fails closed at {approval.expires_at} UTC"
     blocks: list[dict[str, Any]] = [
@@ -57,6 +58,12 @@ def slack_message(approval: Approval, *, link: str | None, redactor: Redactor) -
             {"type": "button", "text": {"type": "plain_text", "text": "Open to decide"}, "url": link,
              "style": "primary"}]})
     return {"text": f"{headline}" + (f" {link}" if link else ""), "blocks": blocks}
+
+
+def _arguments(approval: Approval, redactor: Redactor) -> str:
+    """Scrubbed, then cut: a secret across the cut is gone whole, not halved."""
+    text = redactor.scrub((approval.arguments or "")[:ARGUMENTS_CHARS + 1024])
+    return text if len(text) <= ARGUMENTS_CHARS else text[:ARGUMENTS_CHARS] + "…"
 
 
 def _plain(text: Any) -> str:

@@ -128,8 +128,9 @@ class WebhookSender:
         for attempt in range(1, ATTEMPTS + 1):
             wait_s = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
             try:
-                async with self._session.post(delivery.hook.url, data=delivery.body,
-                                              headers=self._headers(delivery)) as response:
+                # No redirects: aiohttp would follow a 301/302 with a GET, without the body.
+                async with self._session.post(delivery.hook.url, data=delivery.body, headers=self._headers(delivery),
+                                              allow_redirects=False) as response:
                     await response.read()
                     if response.status < 300:
                         self.delivered_total += 1

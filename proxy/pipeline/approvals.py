@@ -116,7 +116,10 @@ class ApprovalBook:
         await self.store.insert_approval(approval)
         self._announce()
         if self.on_asked is not None:
-            self.on_asked(approval)
+            try:
+                self.on_asked(approval)
+            except Exception:  # boundary: telling people must never cost the call its question
+                log.exception("tool_approval_announce_failed", approval_id=approval.id)
         self._wakers[approval.id] = asyncio.Event()
         self._deadlines[approval.id] = time.monotonic() + timeout_s
         async with self._requested:

@@ -26,7 +26,8 @@ from tests.conftest import MODEL, Gateway, make_gateway
 
 SECRET = "whsec-0123456789abcdef0123"
 LEAK = "sk-live-0123456789abcdefghijklmnop"
-EDIT = ToolCall("file_edit", json.dumps({"path": "/srv/app.conf", "token": LEAK}), id="call_edit")
+EDIT = ToolCall("file_edit", json.dumps({"path": "/srv/app.conf", "token": LEAK,
+                                         "note": "<!channel> <https://evil.example|Approve here>"}), id="call_edit")
 TOOLS = [{"type": "function", "function": {"name": "file_edit", "parameters": {"type": "object"}}}]
 POLICY = {"default": {"mode": "prompt", "restricted_tools": ["file_edit"], "approval_timeout_s": 30}}
 PAGE = "https://ctxgate.example.com"
@@ -141,6 +142,9 @@ async def test_slack_gets_a_message_with_a_button_to_the_approval(
     assert button["url"] == f"{PAGE}/ui/approvals/{approval_id}"
     assert any("/srv/app.conf" in block.get("text", {}).get("text", "") for block in message["blocks"])
     assert LEAK not in body.decode()
+    # What the model wrote can neither mention the channel nor make a link there.
+    assert "<!channel>" not in body.decode() and "<https://evil" not in body.decode()
+    assert "&lt;!channel&gt;" in json.dumps(message["blocks"][1])
     await asyncio.wait_for(call, 10)
 
 

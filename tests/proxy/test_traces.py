@@ -255,3 +255,88 @@ def test_the_telemetry_config_and_the_standard_variables(tmp_path: Path) -> None
     config.write_text("telemetry: {otlp_endpoint: 'collector:4318'}\n")
     with pytest.raises(ConfigError, match="telemetry.otlp_endpoint"):
         load_settings(str(config), environ={})
+
+
+@pytest.mark.parametrize(("header", "parent"), [
+    (f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", (CLIENT_TRACE, CLIENT_SPAN, True)),
+    (f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00", (CLIENT_TRACE, CLIENT_SPAN, False)),
+    (f"01-{CLIENT_TRACE}-{CLIENT_SPAN}-01-what-comes-later", (CLIENT_TRACE, CLIENT_SPAN, True)),  # a later version
+    (f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-extra", None),  # version 00 has exactly four fields
+    (f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01", None),  # upper case is not valid
+    (f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01", None),
+    (f"00-{'0' * 32}-{CLIENT_SPAN}-01", None),
+    (f"00-{CLIENT_TRACE}-{'0' * 16}-01", None),
+    ("", None),
+])
+def test_traceparent_is_read_as_w3c_trace_context_says(header: str, parent: tuple[str, str, bool] | None) -> None:
+    from proxy.edge.spans import parse_traceparent
+
+    found = parse_traceparent(header)
+    assert (None if found is None else (found.trace_id.hex(), found.span_id.hex(), found.is_sampled)) == parent
+
+
+async def test_a_call_refused_before_it_was_sent_has_no_span(
+        aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, collector: Collector) -> None:
+    gateway = await traced(aiohttp_server, upstream, tmp_path, collector)
+    async with aiohttp.ClientSession() as session:
+        # Refused once the call is prepared, before it is sent: it goes on from a response no
+        # record holds.
+        refused = await session.post(gateway.url + "/v1/responses", json={
+            "model": MODEL, "input": "x", "previous_response_id": "resp_ctxgate_01a00000-0000-7000-8000-000000000000"})
+        assert refused.status == 400
+    upstream.push(Reply(text="sent"))
+    await ask(gateway, stream=False, content="nothing in the knowledge")
+    await collector.wait_spans(1)
+    await asyncio.sleep(0.1)
+    assert [span["name"] for span in collector.spans()] == [f"chat {MODEL}"]  # the sent call's only
+    assert len(upstream.received) == 1
+
+
+async def test_content_on_spans_is_capped_and_a_collectors_partial_refusal_is_counted(
+        aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, collector: Collector) -> None:
+    gateway = await traced(aiohttp_server, upstream, tmp_path, collector, capture_content=True)
+    upstream.push(Reply(text="short"))
+    await ask(gateway, stream=False, content="x " * 50_000)
+    [call] = [span for span in await collector.wait_spans(1) if span["name"].startswith("chat")]
+    assert len(call["attrs"]["gen_ai.input.messages"][0]["parts"][0]["content"]) == 4000
+
+    async def partly_refusing(request: web.Request) -> web.Response:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+        await request.read()
+        answer = ExportTraceServiceResponse()
+        answer.partial_success.rejected_spans = 1
+        answer.partial_success.error_message = "span too old"
+        return web.Response(body=answer.SerializeToString(), content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", partly_refusing)
+    server = await aiohttp_server(app)
+    exporter = gateway.app[TRACES]
+    exporter.url = str(server.make_url("/v1/traces"))
+    before = (exporter.exported_total, exporter.dropped_total)
+    upstream.push(Reply(text="again"))
+    await ask(gateway, stream=False, content="nothing in the knowledge")
+    for _ in range(200):
+        if exporter.dropped_total > before[1]:
+            break
+        await asyncio.sleep(0.01)
+    assert (exporter.exported_total - before[0], exporter.dropped_total - before[1]) == (0, 1)
+
+
+def test_an_endpoint_from_the_environment_never_gets_the_files_headers(tmp_path: Path) -> None:
+    config = tmp_path / "ctxgate.yaml"
+    config.write_text("telemetry:\n  otlp_endpoint: https://api.vendor.example\n"
+                      "  headers: {x-vendor-key: os.environ/VENDOR_KEY, X-Scope-OrgID: tenant1}\n")
+    environ = {"VENDOR_KEY": "vendor-secret-value"}
+    from_file = load_settings(str(config), environ=environ).telemetry
+    assert from_file.traces_url == "https://api.vendor.example/v1/traces"
+    assert from_file.secrets == ("vendor-secret-value",)  # "tenant1" is too short to be a secret
+    local = load_settings(str(config), environ={**environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://agent:4318"})
+    assert (local.telemetry.traces_url, dict(local.telemetry.headers)) == ("http://agent:4318/v1/traces", {})
+    for switch in ({"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}):
+        assert load_settings(str(config), environ={**environ, **switch}).telemetry.traces_url is None
+    with pytest.raises(ConfigError, match="http/protobuf"):
+        load_settings(str(config), environ={**environ, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    with pytest.raises(ConfigError, match="printable"):
+        load_settings(None, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://agent:4318",
+                                     "OTEL_EXPORTER_OTLP_HEADERS": "a=b%0D%0AX: 1"})
