@@ -7,7 +7,7 @@ from aiohttp import web
 from capture.approvals import ApprovalStatus
 from proxy.appkeys import APPROVALS, STORE
 from proxy.edge.bodies import read_json
-from proxy.edge.access import decide_access, read_access
+from proxy.edge.access import decider, read_access
 from proxy.edge.errors import BadRequest, Conflict, NotFound
 from proxy.pipeline.identity import CLIENT_HEADER, MAX_NAME, own_header
 from proxy.edge.wire import json_response
@@ -37,7 +37,7 @@ async def decide_approval(request: web.Request) -> web.Response:
     """`POST /approvals/{id}/approve|deny`, body optional: `{"always": true}` remembers an
     allow for that project and tool. The admin key decides any; a key with the approve scope
     its own projects'."""
-    access = decide_access(request)
+    operator = decider(request)
     approval_id, verdict = request.match_info["approval_id"], request.match_info["verdict"]
     always = False
     if request.can_read_body:
@@ -46,9 +46,11 @@ async def decide_approval(request: web.Request) -> web.Response:
             raise BadRequest("body must be an object like {\"always\": true}", param="always")
         always = body.get("always", False)
     held = await request.app[STORE].get_approval(approval_id)
-    if held is None or not access.allows(held.project):
+    if held is None or not operator.may_decide(held.project):
         raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
-    decided_by = own_header(request, CLIENT_HEADER, MAX_NAME) or "api"
+    # The admin may say who they are; a key is who it is, whatever its headers say.
+    decided_by = (own_header(request, CLIENT_HEADER, MAX_NAME) or "api") if operator.is_admin else \
+        operator.decider_name
     approval = await request.app[APPROVALS].decide(
         approval_id, approve=verdict == "approve", decided_by=decided_by, always=always
     )

@@ -170,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--rpm", type=int, help="requests per minute")
     new.add_argument("--read", action="store_true", help="may also read its projects' records through the APIs")
     new.add_argument("--approve", action="store_true",
-                     help="may also read and decide its projects' held tool calls (API and /ui); implies --read")
+                     help="a person's key that reads and decides its projects' held tool calls (API and /ui) "
+                          "and calls no model")
     new.set_defaults(run=_keys_new)
 
     capture = commands.add_parser("capture", help="the capture spool and the records no store would take")
@@ -380,8 +381,10 @@ def _keys_new(args: argparse.Namespace) -> int:
         entry["models"] = args.model
     if args.rpm:
         entry["rpm"] = args.rpm
-    if args.read or args.approve:
-        entry["scopes"] = ["proxy", "read", *(["approve"] if args.approve else [])]
+    if args.approve:  # a person's key: one that calls models could approve its own held calls
+        entry["scopes"] = ["read", "approve"]
+    elif args.read:
+        entry["scopes"] = ["proxy", "read"]
     print(f"key (shown once, give it to {args.client}): {key}")
     print("add under `keys:` in the config:")
     print(f"  - {orjson.dumps(entry).decode()}")

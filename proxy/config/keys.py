@@ -81,6 +81,10 @@ def _parse_key(entry: Any, where: str) -> VirtualKey:
         lists[name] = value
     if set(lists["scopes"]) - SCOPES:
         raise KeyConfigError(f"{where}.scopes: each must be one of {', '.join(sorted(SCOPES))}")
+    if {"approve"} <= set(lists["scopes"]) and ("proxy" in lists["scopes"] or not lists["scopes"]):
+        raise KeyConfigError(f"{where}.scopes: a key that calls models (proxy) cannot also approve: its holder could "
+                             "approve their own held calls; give the person who decides a key of their own "
+                             "(scopes: [read, approve])")
     rpm = entry.get("rpm")
     if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm <= 0):
         raise KeyConfigError(f"{where}.rpm: must be a positive whole number of requests per minute")

@@ -46,6 +46,12 @@ class Operator:
     principal: str
     sees: ReadAccess
     decides: ReadAccess | None
+    is_admin: bool = False
+
+    @property
+    def decider_name(self) -> str:
+        """As `decided_by` names them: a key by its client, never to be taken for the admin."""
+        return "admin" if self.is_admin else f"key:{self.name}"
 
     def may_decide(self, project: str | None) -> bool:
         return self.decides is not None and self.decides.allows(project)
@@ -65,7 +71,7 @@ def operator_of_principal(settings: Settings, keyring: KeyRing, principal: str) 
     if principal == OPEN_PRINCIPAL:
         return _open_operator() if settings.admin_key is None and keyring.is_open else None
     if settings.admin_key is not None and hmac.compare_digest(principal, admin_principal(settings.admin_key)):
-        return Operator("admin", principal, ReadAccess(None), ReadAccess(None))
+        return Operator("admin", principal, ReadAccess(None), ReadAccess(None), is_admin=True)
     key = keyring.by_digest(principal)
     return None if key is None else _key_operator(key)
 
@@ -113,11 +119,11 @@ def read_access(request: web.Request) -> ReadAccess:
     return ReadAccess(key.projects or None)
 
 
-def decide_access(request: web.Request) -> ReadAccess:
-    """The projects whose approvals the caller may decide: all for the admin key, its own for
-    a key with the approve scope."""
+def decider(request: web.Request) -> Operator:
+    """Who decides approvals over the API, and which projects': all for the admin key, its own
+    for a key with the approve scope (named as its client in `decided_by`)."""
     if is_admin(request):
-        return ReadAccess(None)
+        return Operator("admin", "admin", ReadAccess(None), ReadAccess(None), is_admin=True)
     if is_open(request):
         raise Forbidden(DECIDING_NEEDS_A_KEY, code="admin_key_not_set")
     key = request.app[KEYRING].find(bearer_token(request))
@@ -126,7 +132,8 @@ def decide_access(request: web.Request) -> ReadAccess:
                            "'Authorization: Bearer <key>'", code="admin_key_required")
     if "approve" not in key.scopes:
         raise Forbidden("this key has no approve scope", code="approve_scope_required")
-    return ReadAccess(key.projects or None)
+    projects = ReadAccess(key.projects or None)
+    return Operator(key.client, key.sha256, projects, projects)
 
 
 DECIDING_NEEDS_A_KEY = ("deciding approvals over HTTP needs CTXGATE_ADMIN_KEY to be set (or virtual keys with the "

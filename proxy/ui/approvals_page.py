@@ -16,7 +16,9 @@ from proxy.appkeys import APPROVALS, OPERATOR_PAGE, STORE
 from proxy.edge.access import DECIDING_NEEDS_A_KEY, Operator
 from proxy.edge.errors import BadRequest, Forbidden, NotFound
 from proxy.edge.wire import SSE_KEEPALIVE, json_response
+from proxy.ui.login import operator_for
 from proxy.ui.rendering import page, render, wants_json
+from proxy.ui.views import held_call
 
 log = structlog.get_logger("ctxgate.ui")
 
@@ -35,7 +37,8 @@ async def approvals(request: web.Request, operator: Operator) -> web.Response:
     just_decided = await request.app[STORE].get_approval(decided) if decided else None
     if just_decided is not None and not operator.sees.allows(just_decided.project):
         just_decided = None
-    return render(request, operator, "approvals.html", approvals=pending, just_decided=just_decided,
+    return render(request, operator, "approvals.html", approvals=[held_call(a) for a in pending],
+                  just_decided=just_decided,
                   deciding_note=_deciding_note(operator))
 
 
@@ -46,7 +49,7 @@ async def approval(request: web.Request, operator: Operator) -> web.Response:
     found = await request.app[STORE].get_approval(approval_id)
     if found is None or not operator.sees.allows(found.project):
         raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
-    return render(request, operator, "approval.html", approval=found, deciding_note=_deciding_note(operator))
+    return render(request, operator, "approval.html", held=held_call(found), deciding_note=_deciding_note(operator))
 
 
 @page
@@ -63,7 +66,7 @@ async def decide(request: web.Request, operator: Operator) -> web.StreamResponse
     if not operator.may_decide(held.project):
         raise Forbidden(_deciding_note(operator) or "this login may not decide approvals", code="approve_scope_required")
     approve, always = VERDICTS[verdict]
-    decided_by = f"ui:{operator.name}"
+    decided_by = f"ui:{operator.decider_name}"
     now = await request.app[APPROVALS].decide(approval_id, approve=approve, decided_by=decided_by, always=always)
     assert now is not None  # it was there a moment ago, and approvals are only deleted once decided
     is_ours = now.is_decided_as(ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED, decided_by)
@@ -78,7 +81,8 @@ async def decide(request: web.Request, operator: Operator) -> web.StreamResponse
 async def approval_events(request: web.Request, operator: Operator) -> web.StreamResponse:
     """Server-sent events for the live list: an `approvals` event with the list as HTML each
     time it changes (and, for the ones gone from it, how they were decided); a `trouble` event
-    while the store cannot be read."""
+    while the store cannot be read. The stream ends when the login does (its time, or its key
+    leaving the config), and on anything unexpected, which the browser answers by reconnecting."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
@@ -87,16 +91,24 @@ async def approval_events(request: web.Request, operator: Operator) -> web.Strea
     last_html: str | None = None
     last_sent = time.monotonic()
     with contextlib.suppress(ConnectionResetError):
-        while not book.is_closing and not _is_gone(request):
+        while not book.is_closing and not _is_gone(request) and await operator_for(request) == operator:
             try:
                 pending = await _pending(request, operator)
                 gone = [a for a in [await store.get_approval(i) for i in shown if i not in {p.id for p in pending}]
                         if a is not None]
             except StoreUnavailable as error:
                 await response.write(_event("trouble", {"message": f"the store is unavailable: {error}"}))
+                last_html = None  # the list is sent again once the store answers, which clears this
                 await book.changed(LIVE_POLL_S * 5)
                 continue
-            html = templates.html("_pending.html", approvals=pending, operator=operator)
+            except Exception:  # boundary: the browser reconnects to a fresh stream
+                log.exception("approval_events_failed")
+                return response
+            try:
+                html = templates.html("_pending.html", approvals=[held_call(a) for a in pending], operator=operator)
+            except Exception:  # boundary: likewise
+                log.exception("approval_events_failed")
+                return response
             if html != last_html or gone:
                 await response.write(_event("approvals", {
                     "count": len(pending), "pending": html,

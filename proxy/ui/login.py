@@ -36,7 +36,9 @@ async def operator_for(request: web.Request) -> Operator | None:
 
 
 def set_login(response: web.StreamResponse, request: web.Request, cookie: str) -> None:
-    response.set_cookie(COOKIE, cookie, max_age=LOGIN_S, path="/ui", httponly=True, samesite="Strict",
+    # Lax, not Strict: a link from a notification (Slack, mail) must open the page logged in.
+    # What could act on it, a post, is refused unless it comes from the page itself.
+    response.set_cookie(COOKIE, cookie, max_age=LOGIN_S, path="/ui", httponly=True, samesite="Lax",
                         secure=request.secure or request.headers.get("X-Forwarded-Proto") == "https")
 
 

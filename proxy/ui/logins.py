@@ -29,13 +29,16 @@ class Logins:
         return f"{signed}.{self._sign(await self._signing_key(), signed)}"
 
     async def principal_of(self, cookie: str, now: float | None = None) -> str | None:
-        """Who the cookie names, if its signature holds and its time has not run out."""
+        """Who the cookie names, if its signature holds and its time has not run out. Anything
+        else a browser sends is no login, never an error."""
         signed, _, signature = cookie.rpartition(".")
         principal, _, until = signed.rpartition(".")
-        if not principal or not until.isdigit() or int(until) < (now or time.time()):
+        if not principal or not signed.isascii() or not signature.isascii():
             return None
         expected = self._sign(await self._signing_key(), signed)
-        return principal if hmac.compare_digest(signature, expected) else None
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            return None
+        return principal if until.isdigit() and int(until) >= (now or time.time()) else None
 
     @staticmethod
     def _sign(key: bytes, text: str) -> str:

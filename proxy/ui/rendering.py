@@ -54,13 +54,16 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
 
 
 def ensure_same_origin(request: web.Request) -> None:
-    """A post made by another site's page (the login cookie is SameSite=Strict too, but a
-    browser that ignores that must not decide a tool call for someone)."""
+    """Refuse a post another site's page made: the browser says where it came from in
+    Sec-Fetch-Site (trusted as it is, so a proxy rewriting Host changes nothing); an older one
+    in Origin, which must then name this host ("null", an opaque origin, is another site)."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise Forbidden("this form can only be sent from the gateway's own page", code="cross_site_post")
     origin = request.headers.get("Origin")
-    if origin is not None and origin != "null" and urlsplit(origin).netloc != request.host:
+    if site is not None:
+        is_ours = site in ("same-origin", "none")
+    else:
+        is_ours = origin is None or (origin != "null" and urlsplit(origin).netloc == request.host)
+    if not is_ours:
         raise Forbidden("this form can only be sent from the gateway's own page", code="cross_site_post")
 
 

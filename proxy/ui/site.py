@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 import markupsafe
@@ -35,7 +35,8 @@ class OperatorPage:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.filters.update(pretty=pretty_json, seconds_left=seconds_left, iso=iso_utc, score=score)
+        self.templates.filters.update(pretty=pretty_json, seconds_left=seconds_left, iso=iso_utc, score=score,
+                                      path_part=path_part)
         self.templates.globals.update(query_with=query_with)
 
     def html(self, template: str, **values: Any) -> str:
@@ -44,10 +45,20 @@ class OperatorPage:
 
 def _scrubbed(redactor: Redactor, value: Any) -> Any:
     """Text without secrets; text a filter already escaped (Markup) stays marked so, since the
-    scrub only puts `[redacted]` in, which needs no escaping."""
+    scrub only puts `[redacted]` in, which needs no escaping. A structure is printed as its
+    JSON, scrubbed too."""
     if isinstance(value, markupsafe.Markup):
         return markupsafe.Markup(redactor.scrub(str(value)))
-    return redactor.scrub(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return redactor.scrub(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redactor.scrub(pretty_json(value))
+
+
+def path_part(value: Any) -> str:
+    """A value as one segment of a path: `/` escaped too (a session id may hold one)."""
+    return quote(str(value), safe="")
 
 
 def pretty_json(value: Any) -> str:

@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from proxy.demo.fake_upstream import FakeUpstream
-from proxy.config.keys import digest, parse_keys
+from proxy.config.keys import KeyConfigError, digest, parse_keys
 from tests.conftest import MODEL, Gateway, make_gateway
 
 
@@ -255,7 +255,9 @@ async def test_keys_new_prints_a_key_its_entry_admits(capsys: pytest.CaptureFixt
 
     assert await asyncio.to_thread(main, ["keys", "new", "--client", "lead", "--project", "atmos", "--approve"]) == 0
     entry = json.loads(capsys.readouterr().out.splitlines()[2].strip().removeprefix("- "))
-    assert parse_keys([entry], "keys")[0].scopes == frozenset({"proxy", "read", "approve"})
+    assert parse_keys([entry], "keys")[0].scopes == frozenset({"read", "approve"})  # a person's key: no model calls
+    with pytest.raises(KeyConfigError, match="cannot also approve"):
+        parse_keys([{**entry, "scopes": ["proxy", "approve"]}], "keys")
 
 
 async def test_retention_days_cleans_inside_the_gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:

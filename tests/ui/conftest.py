@@ -24,7 +24,8 @@ CHROMIUM = "/usr/bin/chromium"  # `make browser` installs it; Playwright's own d
 SCREENSHOTS = Path(os.environ.get("CTXGATE_SCREENSHOTS", Path(__file__).parents[2] / "build" / "screenshots"))
 ADMIN_KEY = "admin-key-of-the-operator-page"
 ALPHA_READER_KEY = "ctxg-alpha-reader-key-0123456789abcdef"
-ALPHA_APPROVER_KEY = "ctxg-alpha-approver-key-0123456789abcdef"
+ALPHA_APPROVER_KEY = "ctxg-alpha-approver-key-0123456789abcdef"  # a person's: decides, calls no model
+ALPHA_AGENT_KEY = "ctxg-alpha-agent-key-0123456789abcdef"
 BETA_AGENT_KEY = "ctxg-beta-agent-key-0123456789abcdef"
 POLICY = {
     "default": {"mode": "prompt", "allowed_tools": ["file_read"], "restricted_tools": ["file_edit"],
@@ -49,7 +50,8 @@ async def operated(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) 
         VirtualKey(sha256=digest(ALPHA_READER_KEY), client="alpha-reader", projects=frozenset({"alpha"}),
                    scopes=frozenset({"proxy", "read"})),
         VirtualKey(sha256=digest(ALPHA_APPROVER_KEY), client="alpha-lead", projects=frozenset({"alpha"}),
-                   scopes=frozenset({"proxy", "read", "approve"})),
+                   scopes=frozenset({"read", "approve"})),
+        VirtualKey(sha256=digest(ALPHA_AGENT_KEY), client="alpha-agent", projects=frozenset({"alpha"})),
         VirtualKey(sha256=digest(BETA_AGENT_KEY), client="beta-agent", projects=frozenset({"beta"})),
     )
     gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY),

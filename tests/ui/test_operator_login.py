@@ -16,7 +16,8 @@ from proxy.appkeys import APPROVALS, OPERATOR_PAGE, STORE
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.ui.login import COOKIE
 from tests.conftest import MODEL, PROVIDER_KEY, make_gateway
-from tests.ui.conftest import ADMIN_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY, POLICY, Operated
+from tests.ui.conftest import (ADMIN_KEY, ALPHA_AGENT_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY,
+                               POLICY, Operated)
 
 EDIT = ToolCall("file_edit", '{"path": "/srv/x"}', id="call_edit")
 TOOLS = [{"type": "function", "function": {"name": "file_edit", "parameters": {"type": "object"}}}]
@@ -50,7 +51,7 @@ async def test_a_key_logs_in_once_and_the_browser_keeps_a_signed_login_not_the_k
         assert response.status == 303 and response.headers["Location"] == "/ui/interactions"
         cookie = response.cookies[COOKIE]
         assert ALPHA_READER_KEY not in cookie.value
-        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/ui"
+        assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/ui"
         page = await session.get(operated.url + "/ui/interactions", allow_redirects=False)
         assert page.status == 200 and "alpha-reader" in await page.text()
 
@@ -99,7 +100,7 @@ async def test_a_login_ends_when_its_key_leaves_the_config(aiohttp_server: Any, 
 
 async def test_a_post_from_another_site_decides_nothing(operated: Operated) -> None:
     operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
     await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
     [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
     async with browser_like() as session:
@@ -114,7 +115,7 @@ async def test_a_post_from_another_site_decides_nothing(operated: Operated) -> N
 
 async def test_a_read_only_login_cannot_decide_even_by_posting(operated: Operated) -> None:
     operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
     await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
     [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
     async with browser_like() as session:
@@ -145,7 +146,7 @@ async def test_errors_are_pages_with_their_status(operated: Operated) -> None:
 async def test_no_secret_reaches_a_page(operated: Operated) -> None:
     leaked = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
     operated.gateway.upstream.push(Reply(text=f"your key is {leaked} and the admin's is {ADMIN_KEY}"))
-    await chat(operated.url, ALPHA_APPROVER_KEY, content=f"remember {leaked} and {PROVIDER_KEY}")
+    await chat(operated.url, ALPHA_AGENT_KEY, content=f"remember {leaked} and {PROVIDER_KEY}")
     [stored] = await operated.gateway.recorded()
     async with browser_like() as session:
         await log_in(session, operated.url, ADMIN_KEY)
@@ -153,7 +154,7 @@ async def test_no_secret_reaches_a_page(operated: Operated) -> None:
         session_page = await (await session.get(operated.url + f"/ui/sessions/{stored.session_id}")).text()
     for text in (page, session_page):
         assert "remember" in text and "[redacted]" in text
-        for secret in (leaked, ADMIN_KEY, PROVIDER_KEY, ALPHA_APPROVER_KEY):
+        for secret in (leaked, ADMIN_KEY, PROVIDER_KEY, ALPHA_AGENT_KEY):
             assert secret not in text
 
 
@@ -182,7 +183,7 @@ async def test_the_live_list_streams_the_held_call_and_its_end(operated: Operate
         first = await events.content.readuntil(b"\n\n")
         assert first.startswith(b"event: approvals\n") and b'"count":0' in first
         operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-        call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+        call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
         held = await asyncio.wait_for(events.content.readuntil(b"\n\n"), 10)
         assert b'"count":1' in held and b"file_edit" in held
         [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
@@ -196,7 +197,7 @@ async def test_the_live_list_streams_the_held_call_and_its_end(operated: Operate
 async def test_an_approve_scoped_key_decides_its_projects_calls_over_the_api_and_no_others(
         operated: Operated) -> None:
     operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_APPROVER_KEY, tools=TOOLS))
+    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
     await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
     [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
     async with aiohttp.ClientSession() as session:
@@ -206,8 +207,8 @@ async def test_an_approve_scoped_key_decides_its_projects_calls_over_the_api_and
         elsewhere = await session.post(url, headers={"Authorization": f"Bearer {BETA_AGENT_KEY}"})
         assert elsewhere.status == 403  # no read scope at all
         decided = await session.post(url, headers={"Authorization": f"Bearer {ALPHA_APPROVER_KEY}",
-                                                   "X-Ctxgate-Client": "alpha-lead"})
-        assert decided.status == 200 and (await decided.json())["decided_by"] == "alpha-lead"
+                                                   "X-Ctxgate-Client": "admin"})  # a key is who it is
+        assert decided.status == 200 and (await decided.json())["decided_by"] == "key:alpha-lead"
     response = await asyncio.wait_for(call, 10)
     assert response.status == 200
 
@@ -223,3 +224,78 @@ async def test_an_approve_scoped_key_cannot_reach_another_projects_call(operated
         assert response.status == 404  # another project's approval is as good as missing
     assert (await operated.gateway.app[STORE].get_approval(pending.id)).status is ApprovalStatus.PENDING  # type: ignore[union-attr]
     call.cancel()
+
+
+async def test_pages_render_whatever_a_record_holds(operated: Operated) -> None:
+    """Records posted through the capture API, and approvals kept before their context was,
+    hold what they hold: every page still renders, and no secret in them shows."""
+    from capture.approvals import Approval
+
+    odd = [
+        {"prompt": "p", "tool_decisions": [{"tool": "Bash", "action": "deny"}, "x", {}, {"wait_ms": "12"},
+                                           {"tool": {"key": PROVIDER_KEY}, "action": ["sk-nested-0123456789abcdef"]}]},
+        {"prompt": [{"role": "user", "content": "q", "tool_calls": 1}], "response": {"tool_calls": True},
+         "wire": "openai_chat", "session_id": "odd", "project": "alpha"},
+        {"prompt": {"messages": 3}, "wire": "anthropic_messages", "response": [1, 2]},
+        {"prompt": {"input": [{"type": "function_call"}]}, "wire": "openai_responses", "context_scores": {"m": 1}},
+        {"prompt": "p", "wire": "no_such_wire", "memories_used": ["m1"]},
+    ]
+    await operated.gateway.app[STORE].insert_approval(Approval(
+        id="from-before", created_at="2026-01-01 00:00:00", expires_at="2999-01-01 00:00:00", project="alpha",
+        tool="Bash", arguments="not json"))
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        ids = []
+        for record in odd:
+            posted = await session.post(operated.url + "/interactions", json=record,
+                                        headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert posted.status == 201, await posted.text()
+            ids.append((await posted.json())["id"])
+        pages = [f"/ui/interactions/{i}" for i in ids] + [
+            "/ui/interactions", "/ui/sessions", "/ui/sessions/odd?project=alpha", "/ui/approvals",
+            "/ui/approvals/from-before"]
+        for path in pages:
+            response = await session.get(operated.url + path)
+            text = await response.text()
+            assert response.status == 200, (path, text[-400:])
+            assert PROVIDER_KEY not in text and "sk-nested-0123456789abcdef" not in text, path
+
+
+@pytest.mark.parametrize("cookie", ["x", "a.b.c", "admin:0.²²².aa", "p.1" + "9" * 5000 + ".sig", "p.1.é"])
+async def test_a_malformed_login_cookie_is_no_login(operated: Operated, cookie: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(operated.url + "/ui/interactions", allow_redirects=False,
+                                     headers={"Cookie": f"{COOKIE}={cookie}".encode().decode("latin-1")})
+        assert response.status == 303
+
+
+async def test_a_session_id_with_a_slash_links_to_its_replay(operated: Operated) -> None:
+    operated.gateway.upstream.push(Reply(text="ok"))
+    async with aiohttp.ClientSession() as session:
+        await session.post(operated.url + "/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {ALPHA_AGENT_KEY}", "X-Ctxgate-Session": "team/x"})
+    await operated.gateway.recorded()
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        listing = await (await session.get(operated.url + "/ui/sessions")).text()
+        assert 'href="/ui/sessions/team%2Fx?project=alpha"' in listing
+        replay = await session.get(operated.url + "/ui/sessions/team%2Fx?project=alpha")
+        assert replay.status == 200 and "team/x" in await replay.text()
+
+
+async def test_where_a_post_came_from_is_read_from_the_browser_not_the_host(operated: Operated) -> None:
+    async with browser_like() as session:
+        await log_in(session, operated.url, ADMIN_KEY)
+        # Behind a proxy that rewrote Host: the browser still says same-origin.
+        behind_proxy = await session.post(operated.url + "/ui/approvals/nope/decide", data={"verdict": "approve"},
+                                          headers={"Sec-Fetch-Site": "same-origin",
+                                                   "Origin": "https://gate.example.com"})
+        assert behind_proxy.status == 404  # past the origin check, to the missing approval
+        opaque = await session.post(operated.url + "/ui/approvals/nope/decide", data={"verdict": "approve"},
+                                    headers={"Origin": "null"})
+        assert opaque.status == 403
+    async with browser_like() as session:
+        login = await session.post(operated.url + "/ui/login", data={"key": ADMIN_KEY}, allow_redirects=False,
+                                   headers={"Origin": "null"})
+        assert login.status == 403 and COOKIE not in login.cookies

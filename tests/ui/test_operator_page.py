@@ -15,7 +15,8 @@ from capture.approvals import ApprovalStatus
 from proxy.appkeys import APPROVALS, STORE
 from proxy.demo.fake_upstream import Reply, ToolCall
 from tests.conftest import MODEL
-from tests.ui.conftest import (ADMIN_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY, Operated, logged_in,
+from tests.ui.conftest import (ADMIN_KEY, ALPHA_AGENT_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY,
+                               Operated, logged_in,
                                screenshot)
 
 EDIT = ToolCall("file_edit", '{"path": "/srv/payments/deploy.yaml", "content": "replicas: 3"}', id="call_edit")
@@ -24,7 +25,7 @@ TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": 
 QUESTION = "Please deploy the payments service to staging"
 
 
-async def ask(operated: Operated, *, key: str = ALPHA_APPROVER_KEY, project: str = "alpha",
+async def ask(operated: Operated, *, key: str = ALPHA_AGENT_KEY, project: str = "alpha",
               question: str = QUESTION) -> Any:
     """One streamed call through the SDK, assembled as the SDK assembles it."""
     client = openai.AsyncOpenAI(base_url=operated.url + "/v1", api_key=key, max_retries=0)
@@ -62,7 +63,7 @@ async def test_a_streamed_call_held_on_the_gateway_is_approved_by_clicking_and_r
     await expect(card.locator("pre.arguments")).to_have_text(
         '{\n  "path": "/srv/payments/deploy.yaml",\n  "content": "replicas: 3"\n}')
     await expect(card.locator(".facts")).to_contain_text("alpha")
-    await expect(card.locator(".facts")).to_contain_text("alpha-lead")  # the client
+    await expect(card.locator(".facts")).to_contain_text("alpha-agent")  # the client
     await expect(card.locator(".turns")).to_contain_text(QUESTION)
     await card.get_by_text("Context pack: 1 item").click()
     await expect(card.locator("table")).to_contain_text(operated.memory_id)
@@ -93,7 +94,7 @@ async def test_a_call_denied_from_the_keyboard_is_refused_to_the_client(operated
     completion = await asyncio.wait_for(call, 10)
     assert calls_of(completion) == []
     assert "a person denied it" in completion.choices[0].message.content
-    await expect(page.locator("#decided-log")).to_contain_text("denied by ui:alpha-lead")
+    await expect(page.locator("#decided-log")).to_contain_text("denied by ui:key:alpha-lead")
 
 
 async def test_always_allow_lets_this_call_through_and_the_next_without_asking(

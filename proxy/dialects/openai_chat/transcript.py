@@ -20,7 +20,8 @@ def _turns(message: dict[str, Any]) -> list[Turn]:
     text = _text(message.get("content"))
     if text:
         turns.append(Turn("system" if role == "developer" else role, text))
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         for shape, text_key in TOOL_CALL_SHAPES.items():
             holder = call.get(shape) if isinstance(call, dict) else None
             if isinstance(holder, dict):
