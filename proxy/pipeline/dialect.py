@@ -116,6 +116,21 @@ class Turn:
     text: str
 
 
+def text_of_parts(content: Any) -> str:
+    """A message's text: a string, or the text of each of its parts (blocks), a line each."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return ""
+
+
+def role_of(message: dict[str, Any]) -> str:
+    role = message.get("role")
+    return role if isinstance(role, str) else "assistant"
+
+
 def text_of_any(value: Any) -> str:
     """A value a turn holds that is not text (a tool's input or result), as text."""
     if isinstance(value, str):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.pipeline.dialect import Turn, text_of_any
+from proxy.pipeline.dialect import Turn, text_of_any, text_of_parts
 
 
 def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
     if not isinstance(prompt, dict):
         return []
-    system = _text(prompt.get("system"))
+    system = text_of_parts(prompt.get("system"))
     turns = [Turn("system", system)] if system else []
     messages = prompt.get("messages")
     for message in [*(messages if isinstance(messages, list) else []), reply]:
@@ -34,14 +34,5 @@ def _turns(role: str, content: Any) -> list[Turn]:
             turns.append(Turn(role, f"{block.get('name')}({text_of_any(block.get('input', {}))})"))
         elif kind == "tool_result":
             result = block.get("content")
-            turns.append(Turn("tool", _text(result) if isinstance(result, list) else text_of_any(result or "")))
+            turns.append(Turn("tool", text_of_parts(result) if isinstance(result, list) else text_of_any(result or "")))
     return turns
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(block["text"] for block in content
-                         if isinstance(block, dict) and isinstance(block.get("text"), str))
-    return ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.dialects.openai_chat.assembly import TOOL_CALL_SHAPES
-from proxy.pipeline.dialect import Turn, text_of_any
+from proxy.pipeline.dialect import Turn, role_of, text_of_any, text_of_parts
 
 
 def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
@@ -15,9 +15,9 @@ def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
 
 
 def _turns(message: dict[str, Any]) -> list[Turn]:
-    role = _role(message)
+    role = role_of(message)
     turns = []
-    text = _text(message.get("content"))
+    text = text_of_parts(message.get("content"))
     if text:
         turns.append(Turn("system" if role == "developer" else role, text))
     calls = message.get("tool_calls")
@@ -27,17 +27,3 @@ def _turns(message: dict[str, Any]) -> list[Turn]:
             if isinstance(holder, dict):
                 turns.append(Turn("assistant", f"{holder.get('name')}({text_of_any(holder.get(text_key, ''))})"))
     return turns
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(part["text"] for part in content
-                         if isinstance(part, dict) and isinstance(part.get("text"), str))
-    return ""
-
-
-def _role(message: dict[str, Any]) -> str:
-    role = message.get("role")
-    return role if isinstance(role, str) else "assistant"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.pipeline.dialect import Turn, text_of_any
+from proxy.pipeline.dialect import Turn, role_of, text_of_any, text_of_parts
 
 
 def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
@@ -24,25 +24,11 @@ def transcript(prompt: Any, reply: Any = None) -> list[Turn]:
 def _turns(item: dict[str, Any]) -> list[Turn]:
     kind = item.get("type", "message")
     if kind == "message":
-        role = _role(item)
-        text = _text(item.get("content"))
+        role = role_of(item)
+        text = text_of_parts(item.get("content"))
         return [Turn("system" if role == "developer" else role, text)] if text else []
     if kind in ("function_call", "custom_tool_call"):
         return [Turn("assistant", f"{item.get('name')}({text_of_any(item.get('arguments', item.get('input', '')))})")]
     if kind in ("function_call_output", "custom_tool_call_output"):
         return [Turn("tool", text_of_any(item.get("output", "")))]
     return []
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(part["text"] for part in content
-                         if isinstance(part, dict) and isinstance(part.get("text"), str))
-    return ""
-
-
-def _role(message: dict[str, Any]) -> str:
-    role = message.get("role")
-    return role if isinstance(role, str) else "assistant"
