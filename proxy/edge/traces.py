@@ -21,13 +21,13 @@ import aiohttp
 import structlog
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from proxy.config.telemetry import TelemetrySettings
 from proxy.edge.redaction import Redactor
-from proxy.edge.spans import Finished, SpanBuilder, any_value, finished_call, parse_traceparent
+from proxy.edge.spans import Finished, SpanBuilder, finished_call, parse_traceparent, put_attributes
 from proxy.pipeline.dialect import Dialect
 from proxy.pipeline.exchange import Exchange
 
@@ -59,13 +59,14 @@ class TraceExporter:
         self._in_flight: list[Finished] = []  # taken from the queue, not yet exported
         self._pump: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._resource = Resource(attributes=[KeyValue(key=key, value=any_value(value)) for key, value in {
+        self._resource = Resource()
+        put_attributes(self._resource.attributes, {
             "service.name": settings.service_name,
             "service.version": _version(),
             "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
             "telemetry.sdk.name": "ctxgate",
             "telemetry.sdk.language": "python",
-        }.items()])
+        })
         self._scope = InstrumentationScope(name="ctxgate", version=_version())
 
     async def start(self) -> None:
