@@ -73,9 +73,11 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def logged_in(browser: Browser, url: str, key: str, *, javascript: bool = True) -> Page:
-    """A new browser context logged in through the form, as a person would."""
-    context = await browser.new_context(java_script_enabled=javascript, viewport={"width": 1280, "height": 900})
+async def logged_in(browser: Browser, url: str, key: str, *, javascript: bool = True, bypass_csp: bool = False) -> Page:
+    """A new browser context logged in through the form, as a person would (`bypass_csp`: so
+    that a test can add a script of its own, which the page's policy refuses)."""
+    context = await browser.new_context(java_script_enabled=javascript, viewport={"width": 1280, "height": 900},
+                                        bypass_csp=bypass_csp)
     page = await context.new_page()
     await page.goto(url + "/ui/")
     await page.get_by_label("Key").fill(key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -214,3 +215,37 @@ async def test_the_interaction_page_shows_the_prompt_the_pack_and_the_decision(
 
 
 MEMORY_START = "Deployments of the payments service"
+
+
+AXE = Path(__file__).parents[2] / "node_modules" / "axe-core" / "axe.min.js"  # make agents installs it
+
+
+async def accessibility_violations(page: Page) -> list[str]:
+    """What axe-core's WCAG 2.0 and 2.1 A and AA rules find on the page as it stands."""
+    await page.add_script_tag(path=str(AXE))
+    found = await page.evaluate(
+        "async () => (await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))}))")
+    return [f"{v['id']} ({v['impact']}): {v['nodes'][:3]}" for v in found]
+
+
+async def test_every_page_passes_the_wcag_checks_axe_makes(operated: Operated, browser: Browser) -> None:
+    operated.gateway.upstream.push(Reply(text="Editing.", tool_calls=(EDIT,)))
+    call = asyncio.create_task(ask(operated))
+    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
+    context = await browser.new_context(bypass_csp=True)  # the page's policy refuses added scripts
+    login = await context.new_page()
+    await login.goto(operated.url + "/ui/login")
+    assert await accessibility_violations(login) == []
+    page = await logged_in(browser, operated.url, ADMIN_KEY, bypass_csp=True)
+    await held_card(page)
+    assert await accessibility_violations(page) == [], "approvals"
+    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    await operated.gateway.app[APPROVALS].decide(pending.id, approve=True, decided_by="ivy")
+    await asyncio.wait_for(call, 10)
+    [stored] = await operated.gateway.recorded()
+    for path in ("/ui/interactions", f"/ui/interactions/{stored.id}", "/ui/sessions",
+                 f"/ui/sessions/{stored.session_id}", "/ui/knowledge?project=alpha&q=payments+deployments",
+                 f"/ui/approvals/{pending.id}"):
+        await page.goto(operated.url + path)
+        assert await accessibility_violations(page) == [], path
