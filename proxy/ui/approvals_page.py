@@ -68,7 +68,8 @@ async def decide(request: web.Request, operator: Operator) -> web.StreamResponse
     approve, always = VERDICTS[verdict]
     decided_by = f"ui:{operator.decider_name}"
     now = await request.app[APPROVALS].decide(approval_id, approve=approve, decided_by=decided_by, always=always)
-    assert now is not None  # it was there a moment ago, and approvals are only deleted once decided
+    if now is None:  # cleaned away since it was read (retention deletes decided approvals)
+        raise NotFound(f"no approval with id {approval_id!r}", code="approval_not_found")
     is_ours = now.is_decided_as(ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED, decided_by)
     log.info("approval_decided_on_page", approval_id=approval_id, verdict=verdict, operator=operator.name,
              is_ours=is_ours)
@@ -96,17 +97,13 @@ async def approval_events(request: web.Request, operator: Operator) -> web.Strea
                 pending = await _pending(request, operator)
                 gone = [a for a in [await store.get_approval(i) for i in shown if i not in {p.id for p in pending}]
                         if a is not None]
+                html = templates.html("_pending.html", approvals=[held_call(a) for a in pending], operator=operator)
             except StoreUnavailable as error:
                 await response.write(_event("trouble", {"message": f"the store is unavailable: {error}"}))
                 last_html = None  # the list is sent again once the store answers, which clears this
                 await book.changed(LIVE_POLL_S * 5)
                 continue
             except Exception:  # boundary: the browser reconnects to a fresh stream
-                log.exception("approval_events_failed")
-                return response
-            try:
-                html = templates.html("_pending.html", approvals=[held_call(a) for a in pending], operator=operator)
-            except Exception:  # boundary: likewise
                 log.exception("approval_events_failed")
                 return response
             if html != last_html or gone:

@@ -49,6 +49,8 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
         except (GatewayError, StoreUnavailable, InvalidRecord, RecordRejected) as error:
             mapped = as_gateway_error(error)
             assert mapped is not None
+            if wants_json(request):  # the page's script shows the message where the person clicked
+                return mapped.response()
             return render(request, operator, "error.html", status=mapped.status, error=mapped)
     return handle
 

@@ -299,3 +299,12 @@ async def test_where_a_post_came_from_is_read_from_the_browser_not_the_host(oper
         login = await session.post(operated.url + "/ui/login", data={"key": ADMIN_KEY}, allow_redirects=False,
                                    headers={"Origin": "null"})
         assert login.status == 403 and COOKIE not in login.cookies
+
+
+async def test_the_pages_script_gets_a_refusal_it_can_show(operated: Operated) -> None:
+    async with browser_like() as session:
+        await log_in(session, operated.url, ALPHA_READER_KEY)
+        refused = await session.post(operated.url + "/ui/approvals/nope/decide", data={"verdict": "approve"},
+                                     headers={"X-Requested-With": "ctxgate-ui"})
+        assert refused.status == 404
+        assert (await refused.json())["error"]["code"] == "approval_not_found"
