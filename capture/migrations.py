@@ -257,10 +257,16 @@ def m012_operator_page(execute: Execute) -> None:
     execute("CREATE TABLE gateway_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def m013_ended_logins(execute: Execute) -> None:
+    """Operator-page logins ended before their time (logged out), by id, until that time:
+    after it the signature refuses them anyway, and the row can go."""
+    execute("CREATE TABLE ended_logins (login_id TEXT PRIMARY KEY, until BIGINT NOT NULL)")
+
+
 MIGRATIONS: tuple[Callable[[Execute], None], ...] = (
     m001_interactions, m002_approvals, m003_sessions, m004_context, m005_no_vocabulary_tables,
     m006_knowledge_version, m007_interaction_wire, m008_interaction_usage_source, m009_interaction_agent,
-    m010_response_ids, m011_rate_buckets, m012_operator_page,
+    m010_response_ids, m011_rate_buckets, m012_operator_page, m013_ended_logins,
 )
 
 

@@ -639,6 +639,18 @@ class PostgresStore:
         except StoreUnavailable:  # calls go on while the database is away, counted here meanwhile
             return self._local_rates.take(bucket, per_minute)
 
+    async def end_login(self, login_id: str, until: int) -> None:
+        async def end(db: Connection) -> None:
+            await db.execute("DELETE FROM ended_logins WHERE until < $1", int(time.time()))
+            await db.execute("INSERT INTO ended_logins (login_id, until) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                             login_id, until)
+
+        await self._in_transaction(end)
+
+    async def is_login_ended(self, login_id: str) -> bool:
+        return bool(await self._call(lambda db: db.fetchval("SELECT 1 FROM ended_logins WHERE login_id = $1",
+                                                             login_id)))
+
     async def shared_secret(self, name: str) -> str:
         made = secrets.token_hex(32)
 

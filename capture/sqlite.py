@@ -512,6 +512,21 @@ class SQLiteStore:
     async def take_rate_token(self, bucket: str, per_minute: int) -> int | None:
         return self._rates.take(bucket, per_minute)  # workers sharing a file count apart
 
+    async def end_login(self, login_id: str, until: int) -> None:
+        def end(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("DELETE FROM ended_logins WHERE until < ?", (int(time.time()),))
+                db.execute("INSERT INTO ended_logins (login_id, until) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                           (login_id, until))
+
+        await self._run(end)
+
+    async def is_login_ended(self, login_id: str) -> bool:
+        def find(db: sqlite3.Connection) -> bool:
+            return db.execute("SELECT 1 FROM ended_logins WHERE login_id = ?", (login_id,)).fetchone() is not None
+
+        return await self._run(find)
+
     async def shared_secret(self, name: str) -> str:
         made = secrets.token_hex(32)
 

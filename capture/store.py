@@ -138,3 +138,9 @@ class Store(Protocol):
     async def shared_secret(self, name: str) -> str:
         """A random secret made once under `name` (64 hex digits), the same for every process
         using this store: what the operator page signs its logins with."""
+
+    async def end_login(self, login_id: str, until: int) -> None:
+        """The login `login_id` ends now for every process, though signed to last until `until`
+        (Unix seconds); ended logins past their time are forgotten."""
+
+    async def is_login_ended(self, login_id: str) -> bool: ...

@@ -92,8 +92,10 @@ async def approval_events(request: web.Request, operator: Operator) -> web.Strea
     last_html: str | None = None
     last_sent = time.monotonic()
     with contextlib.suppress(ConnectionResetError):
-        while not book.is_closing and not _is_gone(request) and await operator_for(request) == operator:
+        while not book.is_closing and not _is_gone(request):
             try:
+                if await operator_for(request) != operator:  # logged out, out of time, or its key gone
+                    return response
                 pending = await _pending(request, operator)
                 gone = [a for a in [await store.get_approval(i) for i in shown if i not in {p.id for p in pending}]
                         if a is not None]

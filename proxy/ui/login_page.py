@@ -6,7 +6,7 @@ from aiohttp import web
 
 from proxy.appkeys import KEYRING, OPERATOR_PAGE, SETTINGS
 from proxy.edge.access import is_open, operator_of_key
-from proxy.ui.login import clear_login, set_login
+from proxy.ui.login import COOKIE, clear_login, set_login
 from proxy.ui.rendering import ensure_same_origin, render
 
 HOME = "/ui/approvals"
@@ -33,7 +33,11 @@ async def log_in(request: web.Request) -> web.Response:
 
 
 async def log_out(request: web.Request) -> web.Response:
+    """The login ends for every copy of its cookie, on every replica."""
     ensure_same_origin(request)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        await request.app[OPERATOR_PAGE].logins.end(cookie)
     response = web.HTTPSeeOther("/ui/login")
     clear_login(response)
     raise response

@@ -106,6 +106,21 @@ async def test_a_shared_secret_is_made_once_and_kept(store_url: str) -> None:
     await second.close()
 
 
+async def test_an_ended_login_is_ended_for_every_store_and_forgotten_after_its_time(store_url: str) -> None:
+    import time
+
+    first, second = open_store(store_url), open_store(store_url)
+    await first.open()
+    await second.open()
+    await first.end_login("old", int(time.time()) - 10)
+    assert await second.is_login_ended("old")
+    await first.end_login("current", int(time.time()) + 3600)  # ending another forgets those out of time
+    assert await second.is_login_ended("current") and not await second.is_login_ended("old")
+    assert not await second.is_login_ended("never")
+    await first.close()
+    await second.close()
+
+
 async def test_a_batch_holding_a_record_the_store_cannot_hold_is_refused_whole(any_store: Store) -> None:
     fine = interaction()
     with pytest.raises(RecordRejected):

@@ -58,6 +58,10 @@ async def test_a_key_logs_in_once_and_the_browser_keeps_a_signed_login_not_the_k
         await session.post(operated.url + "/ui/logout", allow_redirects=False)
         after = await session.get(operated.url + "/ui/interactions", allow_redirects=False)
         assert after.status == 303 and after.headers["Location"].startswith("/ui/login")
+    # A copy of the cookie taken before logging out (another tab, or someone who took it) ends too.
+    async with aiohttp.ClientSession(cookies={COOKIE: cookie.value}) as copy:
+        response = await copy.get(operated.url + "/ui/interactions", allow_redirects=False)
+        assert response.status == 303
 
 
 @pytest.mark.parametrize("key", ["not-a-key", "", "ctxg-beta-agent-key-0123456789abcdef"])  # the last: no read scope
@@ -71,11 +75,12 @@ async def test_a_key_that_does_not_read_gets_the_form_again_and_no_login(operate
 async def test_a_tampered_or_expired_login_is_refused(operated: Operated) -> None:
     async with browser_like() as session:
         cookie = (await log_in(session, operated.url, ALPHA_READER_KEY)).cookies[COOKIE].value
-    principal, until, signature = cookie.split(".")
+    principal, until, login_id, signature = cookie.split(".")
     forged = [
-        f"admin:0000000000000000.{until}.{signature}",  # someone else, same signature
-        f"{principal}.{int(until) + 3600}.{signature}",  # a longer login than was signed
-        f"{principal}.{until}.{'0' * 64}",
+        f"admin:0000000000000000.{until}.{login_id}.{signature}",  # someone else, same signature
+        f"{principal}.{int(until) + 3600}.{login_id}.{signature}",  # a longer login than was signed
+        f"{principal}.{until}.{'1' * 24}.{signature}",  # another login's id
+        f"{principal}.{until}.{login_id}.{'0' * 64}",
     ]
     logins = operated.gateway.app[OPERATOR_PAGE].logins
     expired = await logins.cookie_for(principal, now=1_000_000.0)
