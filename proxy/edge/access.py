@@ -30,6 +30,13 @@ class ReadAccess:
     def allows(self, project: str | None) -> bool:
         return self.projects is None or project in self.projects
 
+    def narrowed(self, wanted: str | None) -> frozenset[str] | None:
+        """The projects a query may read when it asks for `wanted` (None: all it sees): that
+        one if it may see it, else none."""
+        if wanted is None:
+            return self.projects
+        return frozenset({wanted}) if self.allows(wanted) else frozenset()
+
     def check(self, project: str | None, what: str) -> None:
         """A record of another project is as good as missing: 404, not a hint that it exists."""
         if not self.allows(project):

@@ -8,7 +8,8 @@ from aiohttp import web
 from capture.records import LIST_LIMIT_CAP, InteractionQuery
 from proxy.appkeys import OPERATOR_PAGE, STORE
 from proxy.edge.access import Operator
-from proxy.edge.errors import BadRequest, NotFound
+from proxy.admin.sessions_api import one_session
+from proxy.edge.errors import NotFound
 from proxy.ui.rendering import page, render
 from proxy.ui.views import reading_of
 
@@ -41,9 +42,7 @@ async def interaction(request: web.Request, operator: Operator) -> web.Response:
 @page
 async def sessions(request: web.Request, operator: Operator) -> web.Response:
     wanted = request.query.get("project", "").strip()
-    projects = operator.sees.projects
-    if wanted:
-        projects = frozenset({wanted}) if operator.sees.allows(wanted) else frozenset()
+    projects = operator.sees.narrowed(wanted or None)
     client = request.query.get("client", "").strip() or None
     found = await request.app[STORE].list_sessions(projects=projects, client=client, limit=PAGE_SIZE * 2)
     return render(request, operator, "sessions.html", sessions=found, project=wanted, client=client or "")
@@ -53,16 +52,7 @@ async def sessions(request: web.Request, operator: Operator) -> web.Response:
 async def session(request: web.Request, operator: Operator) -> web.Response:
     """A session turn by turn. Two projects may use one session id: `?project=` says which."""
     session_id = request.match_info["session_id"]
-    wanted = request.query.get("project")
-    projects = operator.sees.projects
-    if wanted is not None:
-        projects = frozenset({wanted}) if operator.sees.allows(wanted) else frozenset()
-    found = await request.app[STORE].get_sessions(session_id, projects)
-    if not found:
-        raise NotFound(f"no session with id {session_id!r}", code="session_not_found")
-    if len(found) > 1:
-        raise BadRequest(f"session id {session_id!r} is used in projects {', '.join(s.project for s in found)}: "
-                         "choose one with ?project=", param="project", code="session_ambiguous")
-    turns = await request.app[STORE].session_interactions(found[0].project, session_id, LIST_LIMIT_CAP)
-    return render(request, operator, "session.html", session=found[0],
+    found = await one_session(request.app[STORE], session_id, operator.sees.narrowed(request.query.get("project")))
+    turns = await request.app[STORE].session_interactions(found.project, session_id, LIST_LIMIT_CAP)
+    return render(request, operator, "session.html", session=found,
                   readings=[reading_of(turn, request.app[OPERATOR_PAGE].dialects) for turn in turns])
