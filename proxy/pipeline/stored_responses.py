@@ -19,7 +19,7 @@ from aiohttp import web
 from capture.records import Interaction
 from proxy.appkeys import KEYRING, SETTINGS, STORE, UPSTREAM
 from proxy.config.keys import VirtualKey
-from proxy.edge.errors import ERROR_BODY, BadRequest, GatewayError, NotFound, TooManyRequests
+from proxy.edge.errors import ERROR_BODY, BadRequest, GatewayError, NotFound
 from proxy.edge.wire import json_response
 from proxy.pipeline.dialect import interaction_of_made_response
 from proxy.pipeline.identity import caller_key, caller_token, hold_to_rate, project_of
