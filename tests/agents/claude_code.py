@@ -55,6 +55,9 @@ class Sniffer:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/ui"):  # the operator page: forms, not the agent's calls
+            page: web.StreamResponse = await handler(request)
+            return page
         raw = await request.read()  # aiohttp keeps the bytes: the gateway reads them again
         self.seen.append(Seen(request.method, request.path_qs, dict(request.headers),
                               orjson.loads(raw) if raw else None))
@@ -118,16 +121,18 @@ class Stack:
     sniffer: Sniffer
 
 
-async def start_stack(aiohttp_server: Any, tmp_path: Path, policy: dict[str, Any], respond: Responder) -> Stack:
+async def start_stack(aiohttp_server: Any, tmp_path: Path, policy: dict[str, Any], respond: Responder,
+                      *, admin_key: str | None = None) -> Stack:
     """The fake provider answering with `respond`, and the gateway in front of it (its store
-    under `tmp_path`) with `policy` and the memory the task's pack carries."""
+    under `tmp_path`) with `policy` and the memory the task's pack carries; with `admin_key`,
+    people decide on the operator page with it."""
     provider = FakeAnthropic(respond=respond)
     upstream_server = await aiohttp_server(provider.app())
     provider.base_url = str(upstream_server.make_url("")).rstrip("/")
     route = ModelRoute(model_name=MODEL, model="anthropic/claude-fake", api_base=provider.base_url,
                        api_key=PROVIDER_KEY)
     settings = gateway_settings(FakeUpstream(base_url="http://127.0.0.1:9/v1"), tmp_path,
-                                policy=parse_policy(policy), models=(route,))
+                                policy=parse_policy(policy), models=(route,), admin_key=admin_key)
     app = create_app(settings)
     sniffer = Sniffer()
     app.middlewares.insert(0, sniffer.middleware)  # outermost: sees every request as it came
@@ -136,7 +141,8 @@ async def start_stack(aiohttp_server: Any, tmp_path: Path, policy: dict[str, Any
     gateway = Gateway(server=server, app=app, upstream=FakeUpstream())
     async with aiohttp.ClientSession() as session:
         response = await session.post(gateway.url + "/memories", json={"project": settings.default_project,
-                                                                        "content": MEMORY})
+                                                                        "content": MEMORY},
+                                      headers={"Authorization": f"Bearer {admin_key}"} if admin_key else {})
         assert response.status == 201, await response.text()
     return Stack(gateway=gateway, provider=provider, sniffer=sniffer)
 

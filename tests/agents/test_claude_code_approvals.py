@@ -24,15 +24,17 @@ from typing import Any
 
 import orjson
 import pytest
+from playwright.async_api import Browser, expect
 
 from proxy.appkeys import APPROVALS, SETTINGS
 from proxy.demo.fake_anthropic import FakeAnthropic
 from proxy.demo.fake_upstream import Reply
 from tests.agents.claude_code import (
-    ANSWER_PREFIX, Responder, Stack, assert_one_claude_code_session, claude_running, is_the_task, scripted,
+    ANSWER_PREFIX, PROMPT, Responder, Stack, assert_one_claude_code_session, claude_running, is_the_task, scripted,
     start_stack, tool_result_text, until,
 )
 from tests.conftest import Gateway
+from tests.ui.conftest import browser, logged_in, screenshot  # noqa: F401 (browser: a fixture, used by name)
 
 CTXGATE = Path(sys.executable).with_name("ctxgate")  # the console script of this venv
 PERSON = "carol"
@@ -233,3 +235,33 @@ async def test_a_stream_cut_after_an_asked_call_was_whole_runs_it_once_without_a
     assert (cut.status, decisions(cut)) == ("upstream_error", [("Bash", "allow", "human", pending["id"])])
     assert answered.status == "ok" and tool_result_text({"messages": answered.prompt["messages"]}) is not None
     assert_one_claude_code_session(records, calls)
+
+
+ADMIN_KEY = "admin-key-of-the-person-at-the-page"
+
+
+async def test_a_bash_call_claude_code_waits_on_is_approved_on_the_page_and_runs(
+    claude: Path, aiohttp_server: Any, tmp_path: Path, browser: Browser
+) -> None:
+    """The person in the loop, end to end: Claude Code's Bash call held on the gateway, shown on
+    the operator page in Chromium with the command and the task, approved by a click."""
+    marker = tmp_path / "work" / "probe-ran"
+    stack = await start_stack(aiohttp_server, tmp_path, ASKED, scripted(probe(marker)), admin_key=ADMIN_KEY)
+    book = stack.gateway.app[APPROVALS]
+    page = await logged_in(browser, stack.gateway.url, ADMIN_KEY)
+    async with claude_running(claude, stack.gateway, tmp_path) as running:
+        await until(book.wait_requested(1), running)
+        card = page.locator("article.approval")
+        await expect(card).to_have_count(1, timeout=10_000)
+        await expect(card.locator("h2")).to_have_text("Bash")
+        await expect(card.locator("pre.arguments")).to_contain_text(probe(marker))
+        await expect(card.locator(".facts")).to_contain_text("claude-cli")  # the client, from Claude Code's User-Agent
+        await expect(card.locator(".turns")).to_contain_text(PROMPT)  # the task it was given, among the last turns
+        await screenshot(page, "approvals-claude-code")
+        assert not marker.exists()  # held: Claude Code has not been given the call
+        await card.get_by_role("button", name="Approve").click()
+        run = await running
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert marker.read_text() == "ok\n" and run.result["result"] == ANSWER_PREFIX + PROBE
+    [decided] = await approvals(stack.gateway, "all")
+    assert (decided["status"], decided["decided_by"]) == ("approved", "ui:admin")
