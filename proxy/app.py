@@ -187,7 +187,8 @@ async def _approvals(app: web.Application) -> AsyncIterator[None]:
     if expired:
         log.info("stale_approvals_expired", count=expired)
     sender = app.get(WEBHOOKS)
-    app[APPROVALS] = ApprovalBook(app[STORE], on_asked=sender.approval_asked if sender is not None else None)
+    app[APPROVALS] = ApprovalBook(app[STORE], on_asked=sender.approval_asked if sender is not None else None,
+                                  on_decided=sender.approval_decided if sender is not None else None)
     yield
 
 

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 WEBHOOK_FORMATS = ("json", "slack")
 _SECTION_KEYS = {"page_url", "webhooks"}
-_WEBHOOK_KEYS = {"url", "format", "secret"}
+_WEBHOOK_KEYS = {"url", "format", "secret", "events"}
+WEBHOOK_EVENTS = ("approval.requested", "approval.decided")
 
 Resolve = Callable[[Any, str], Any]  # `os.environ/NAME` resolved, for the value at a place
 
@@ -24,6 +25,7 @@ class Webhook:
     url: str = field(repr=False)  # a Slack webhook's address is its credential
     format: str = "json"
     secret: str | None = field(default=None, repr=False)  # signs each body (HMAC-SHA256)
+    events: frozenset[str] = frozenset(WEBHOOK_EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,10 @@ def _webhook(raw: Any, where: str, resolve: Resolve) -> Webhook:
     secret = resolve(raw.get("secret"), f"{where}.secret")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         raise NotificationConfigError(f"{where}.secret: must be a string of at least 16 characters")
-    return Webhook(url=url, format=kind, secret=secret)
+    events = raw.get("events", list(WEBHOOK_EVENTS))
+    if not isinstance(events, list) or not events or not set(events) <= set(WEBHOOK_EVENTS):
+        raise NotificationConfigError(f"{where}.events: a list of {', '.join(WEBHOOK_EVENTS)}")
+    return Webhook(url=url, format=kind, secret=secret, events=frozenset(events))
 
 
 def _is_http_url(value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""What a webhook is sent when a tool call is held: a generic JSON event, or a Slack message.
+"""What a webhook is sent when a tool call is held, and when it is decided: a generic JSON
+event, or a Slack message.
 
 Both carry what a person needs to decide whether to go and look (tool, arguments, project,
 client, session, the rule that asked, the deadline) and the link to the approval on the page;
@@ -10,17 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from capture.approvals import Approval
+from capture.approvals import Approval, ApprovalStatus
 from proxy.edge.redaction import Redactor
 
 EVENT_APPROVAL_REQUESTED = "approval.requested"
+EVENT_APPROVAL_DECIDED = "approval.decided"
 ARGUMENTS_CHARS = 1500  # escaped for Slack, up to five times as long: a section holds 3,000
 
 
 def approval_event(approval: Approval, *, delivery_id: str, link: str | None, redactor: Redactor) -> dict[str, Any]:
+    """`approval.requested` for a pending approval, `approval.decided` (with its status, who
+    and when) for a decided one."""
     context = approval.context if isinstance(approval.context, dict) else {}
+    is_pending = approval.status is ApprovalStatus.PENDING
+    decision = {} if is_pending else {"status": str(approval.status), "decided_by": approval.decided_by,
+                                      "decided_at": approval.decided_at, "always": approval.always}
     return {
-        "type": EVENT_APPROVAL_REQUESTED,
+        "type": EVENT_APPROVAL_REQUESTED if is_pending else EVENT_APPROVAL_DECIDED,
         "id": delivery_id,
         "approval": {
             "id": approval.id,
@@ -35,6 +42,7 @@ def approval_event(approval: Approval, *, delivery_id: str, link: str | None, re
             "reason": approval.reason,
             "created_at": approval.created_at,
             "expires_at": approval.expires_at,
+            **decision,
         },
         "url": link,
     }
@@ -43,6 +51,12 @@ def approval_event(approval: Approval, *, delivery_id: str, link: str | None, re
 def slack_message(approval: Approval, *, link: str | None, redactor: Redactor) -> dict[str, Any]:
     """Incoming-webhook JSON: `text` for notifications and old clients, blocks for the rest."""
     context = approval.context if isinstance(approval.context, dict) else {}
+    if approval.status is not ApprovalStatus.PENDING:
+        how = "allowed from now on" if approval.always else str(approval.status)
+        said = (f"ctxgate: the call to `{_plain(approval.tool)}` in {_plain(approval.project)} was {how} "
+                f"by {_plain(approval.decided_by)}")
+        return {"text": said + (f" {link}" if link else ""),
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": said}}]}
     # The model wrote the arguments: escaped, they can neither mention a channel nor make a link.
     arguments = _plain(_arguments(approval, redactor))[:2900].replace("```", "'''")
     who = f" from {_plain(context['client'])}" if context.get("client") else ""

@@ -30,7 +30,7 @@ import structlog
 from capture.approvals import Approval
 from proxy.config.notifications import NotificationSettings, Webhook
 from proxy.edge.redaction import Redactor
-from proxy.notify.messages import EVENT_APPROVAL_REQUESTED, approval_event, slack_message
+from proxy.notify.messages import EVENT_APPROVAL_DECIDED, EVENT_APPROVAL_REQUESTED, approval_event, slack_message
 
 log = structlog.get_logger("ctxgate.notify")
 
@@ -72,13 +72,22 @@ class WebhookSender:
 
     def approval_asked(self, approval: Approval) -> None:
         """Never blocks and never raises: called as the call is held."""
+        self._send(approval, EVENT_APPROVAL_REQUESTED)
+
+    def approval_decided(self, approval: Approval) -> None:
+        """Never blocks and never raises: called as a decision is made here."""
+        self._send(approval, EVENT_APPROVAL_DECIDED)
+
+    def _send(self, approval: Approval, event: str) -> None:
         link = self.settings.approval_link(approval.id)
         for hook in self.settings.webhooks:
+            if event not in hook.events:
+                continue
             delivery_id = str(uuid.uuid4())
             message = slack_message(approval, link=link, redactor=self.redactor) if hook.format == "slack" else \
                 approval_event(approval, delivery_id=delivery_id, link=link, redactor=self.redactor)
             try:
-                self._queue.put_nowait(Delivery(hook, EVENT_APPROVAL_REQUESTED, delivery_id, orjson.dumps(message)))
+                self._queue.put_nowait(Delivery(hook, event, delivery_id, orjson.dumps(message)))
             except asyncio.QueueFull:
                 self.dropped_total += 1
                 log.warning("notification_dropped", approval_id=approval.id, reason="queue_full")

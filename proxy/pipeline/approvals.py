@@ -48,9 +48,13 @@ class Resolution:
 
 class ApprovalBook:
     def __init__(self, store: Store, *, keepalive_every_s: float = 5.0,
-                 on_asked: Callable[[Approval], None] | None = None) -> None:
+                 on_asked: Callable[[Approval], None] | None = None,
+                 on_decided: Callable[[Approval], None] | None = None) -> None:
         self.store = store
-        self.on_asked = on_asked  # told of each new question (notifications); must not block
+        # Told (notifications) of each new question, and of each one decided here: by a person
+        # through this process, or expired by its waiter. Neither may block.
+        self.on_asked = on_asked
+        self.on_decided = on_decided
         self.keepalive_every_s = keepalive_every_s
         self.requested_total = 0
         self.joined_total = 0  # asks of a call that joined one already pending
@@ -115,11 +119,7 @@ class ApprovalBook:
         )
         await self.store.insert_approval(approval)
         self._announce()
-        if self.on_asked is not None:
-            try:
-                self.on_asked(approval)
-            except Exception:  # boundary: telling people must never cost the call its question
-                log.exception("tool_approval_announce_failed", approval_id=approval.id)
+        _tell(self.on_asked, approval)
         self._wakers[approval.id] = asyncio.Event()
         self._deadlines[approval.id] = time.monotonic() + timeout_s
         async with self._requested:
@@ -194,6 +194,8 @@ class ApprovalBook:
         if waker is not None:
             waker.set()
         self._announce()
+        if decided is not None and decided.is_decided_as(status, decided_by):
+            _tell(self.on_decided, decided)
         return decided
 
     def _heard(self, approval_id: str | None) -> None:
@@ -257,6 +259,7 @@ class ApprovalBook:
             current = await self.store.decide_approval(approval.id, ApprovalStatus.EXPIRED, "client_gone")
             if current is not None and current.is_decided_as(ApprovalStatus.EXPIRED, "client_gone"):
                 self._announce()
+                _tell(self.on_decided, current)
                 log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool,
                          ended_by="client_gone")
 
@@ -265,6 +268,8 @@ class ApprovalBook:
         if current is not None and current.status is not ApprovalStatus.EXPIRED:
             return self._resolved(current, started)  # a person decided in the same instant
         self._announce()
+        if current is not None:
+            _tell(self.on_decided, current)
         log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool, ended_by=ended_by)
         return Resolution(False, ended_by, _ms_since(started), current or approval)
 
@@ -278,6 +283,15 @@ class ApprovalBook:
         decided_by = "human" if approval.status in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED) else (
             approval.decided_by or "timeout")
         return Resolution(approved, decided_by, _ms_since(started), approval)
+
+
+def _tell(hook: Callable[[Approval], None] | None, approval: Approval) -> None:
+    if hook is None:
+        return
+    try:
+        hook(approval)
+    except Exception:  # boundary: telling people must never cost a call its question or its answer
+        log.exception("tool_approval_announce_failed", approval_id=approval.id)
 
 
 def _deadline_of(approval: Approval, otherwise: float) -> float:

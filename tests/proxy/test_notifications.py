@@ -216,7 +216,48 @@ def test_the_notifications_config_is_checked_and_its_secrets_are_secrets(tmp_pat
                        ("webhooks: [{url: 'https://x', format: teams}]", "webhooks[0].format"),
                        ("webhooks: [{url: 'https://x', secret: short}]", "webhooks[0].secret"),
                        ("webhooks: [{url: 'https://x', colour: red}]", "'colour'"),
+                       ("webhooks: [{url: 'https://x', events: [approval.eaten]}]", "webhooks[0].events"),
                        ("page_url: gw.example.com", "page_url")]:
         config.write_text(f"notifications: {{{bad}}}\n")
         with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
             load_settings(str(config), environ=environ)
+
+
+async def test_the_decision_follows_the_question_and_a_hook_may_take_questions_only(
+        aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, receiver: Receiver) -> None:
+    questions_only = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", questions_only.handle)
+    server = await aiohttp_server(app)
+    questions_only.url = str(server.make_url("/hook"))
+    gateway = await notifying(aiohttp_server, upstream, tmp_path, Webhook(receiver.url, "json", SECRET),
+                              Webhook(questions_only.url, "slack", events=frozenset({"approval.requested"})))
+    call = await held_call(gateway)
+    approval_id = await approve_pending(gateway)
+    await asyncio.wait_for(call, 10)
+    await receiver.wait(2)
+    asked, decided = (json.loads(body) for _, body, _ in receiver.received)
+    assert (asked["type"], decided["type"]) == ("approval.requested", "approval.decided")
+    assert decided["approval"]["id"] == approval_id and decided["id"] != asked["id"]
+    assert (decided["approval"]["status"], decided["approval"]["decided_by"]) == ("approved", "erin")
+    assert verified(receiver.received[1][0], receiver.received[1][1], SECRET)
+    await questions_only.wait(1)
+    await asyncio.sleep(0.2)
+    assert len(questions_only.received) == 1  # its question only, never the decision
+
+
+async def test_a_call_that_times_out_is_told_as_expired_once(
+        aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, receiver: Receiver) -> None:
+    gateway = await make_gateway(
+        aiohttp_server, upstream, tmp_path, admin_key=ADMIN_KEY,
+        policy=parse_policy({"default": {"mode": "prompt", "restricted_tools": ["file_edit"], "approval_timeout_s": 0.3}}),
+        notifications=NotificationSettings(page_url=PAGE, webhooks=(Webhook(receiver.url, "slack"),)))
+    upstream.push(Reply(tool_calls=(EDIT,)))
+    chunks = await gateway.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "edit it"}], tools=TOOLS)  # type: ignore[arg-type]
+    assert not chunks.choices[0].message.tool_calls
+    await receiver.wait(2)
+    await asyncio.sleep(0.2)
+    held, expired = (json.loads(body) for _, body, _ in receiver.received)
+    assert "holds a call to `file_edit`" in held["text"]
+    assert "was expired by timeout" in expired["text"] and len(receiver.received) == 2
