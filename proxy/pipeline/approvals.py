@@ -268,7 +268,7 @@ class ApprovalBook:
         if current is not None and current.status is not ApprovalStatus.EXPIRED:
             return self._resolved(current, started)  # a person decided in the same instant
         self._announce()
-        if current is not None:
+        if current is not None and current.is_decided_as(ApprovalStatus.EXPIRED, ended_by):
             _tell(self.on_decided, current)
         log.info("tool_approval_timed_out", approval_id=approval.id, tool=approval.tool, ended_by=ended_by)
         return Resolution(False, ended_by, _ms_since(started), current or approval)
