@@ -8,7 +8,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything
 
 import asyncio  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import AsyncIterator  # noqa: E402
+from collections.abc import AsyncIterator, Callable  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -152,3 +152,11 @@ def transport(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def gateway(aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path, transport: str) -> Gateway:
     return await make_gateway(aiohttp_server, upstream, tmp_path, transport=transport)
+
+
+async def settled(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Until `condition()` holds (a counter moved by work off the request's path, which has
+    nothing to await), or `timeout_s` passed: the assertion after it says what was found."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)

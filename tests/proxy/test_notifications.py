@@ -22,7 +22,7 @@ from proxy.appkeys import APPROVALS, STORE, WEBHOOKS
 from proxy.config.notifications import NotificationSettings, Webhook
 from proxy.config.settings import ConfigError, load_settings
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.conftest import MODEL, Gateway, make_gateway
+from tests.conftest import MODEL, Gateway, make_gateway, settled
 
 SECRET = "whsec-0123456789abcdef0123"
 LEAK = "sk-live-0123456789abcdefghijklmnop"
@@ -155,10 +155,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_and_the_same_delivery_
     call = await held_call(gateway)
     await receiver.wait(4)
     sender = gateway.app[WEBHOOKS]
-    for _ in range(100):
-        if sender.delivered_total:
-            break
-        await asyncio.sleep(0.01)
+    await settled(lambda: sender.delivered_total > 0)
     assert {headers["X-Ctxgate-Delivery"] for headers, _, _ in receiver.received} == {
         json.loads(receiver.received[0][1])["id"]}
     gaps = [later[2] - earlier[2] for earlier, later in zip(receiver.received, receiver.received[1:])]
@@ -178,10 +175,7 @@ async def test_a_receiver_refusing_the_body_is_not_retried(
     call = await held_call(gateway)
     await receiver.wait(1)
     sender = gateway.app[WEBHOOKS]
-    for _ in range(100):
-        if sender.failed_total:
-            break
-        await asyncio.sleep(0.01)
+    await settled(lambda: sender.failed_total > 0)
     assert (len(receiver.received), sender.failed_total, sender.retried_total) == (1, 1, 0)
     assert "X-Ctxgate-Signature" not in receiver.received[0][0]  # no secret configured: unsigned
     await approve_pending(gateway)

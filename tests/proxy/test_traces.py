@@ -24,7 +24,7 @@ from proxy.appkeys import APPROVALS, STORE, TRACES
 from proxy.config.settings import ConfigError, load_settings
 from proxy.config.telemetry import TelemetrySettings
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.conftest import MODEL, PROVIDER_KEY, Gateway, make_gateway
+from tests.conftest import MODEL, PROVIDER_KEY, Gateway, make_gateway, settled
 
 CLIENT_TRACE, CLIENT_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 EDIT = ToolCall("file_edit", '{"path": "/srv/app.conf"}', id="call_edit")
@@ -218,10 +218,7 @@ async def test_a_failing_collector_is_retried_and_one_that_stays_down_costs_coun
     collector.statuses = [503, 503, 503]  # every attempt fails
     upstream.push(Reply(text="b"))
     await ask(gateway, stream=False)
-    for _ in range(200):
-        if exporter.dropped_total:
-            break
-        await asyncio.sleep(0.01)
+    await settled(lambda: exporter.dropped_total > 0)
     assert (exporter.exported_total, exporter.dropped_total) == (2, 2)
     async with aiohttp.ClientSession() as session:
         metrics = await (await session.get(gateway.url + "/metrics",
@@ -316,10 +313,7 @@ async def test_content_on_spans_is_capped_and_a_collectors_partial_refusal_is_co
     before = (exporter.exported_total, exporter.dropped_total)
     upstream.push(Reply(text="again"))
     await ask(gateway, stream=False, content="nothing in the knowledge")
-    for _ in range(200):
-        if exporter.dropped_total > before[1]:
-            break
-        await asyncio.sleep(0.01)
+    await settled(lambda: exporter.dropped_total > before[1])
     assert (exporter.exported_total - before[0], exporter.dropped_total - before[1]) == (0, 1)
 
 

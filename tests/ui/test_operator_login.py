@@ -10,17 +10,26 @@ from typing import Any
 import aiohttp
 import pytest
 
-from capture.approvals import ApprovalStatus
+from capture.approvals import Approval, ApprovalStatus
 from policy.rules import parse_policy
 from proxy.appkeys import APPROVALS, OPERATOR_PAGE, STORE
 from proxy.demo.fake_upstream import FakeUpstream, Reply, ToolCall
 from proxy.ui.login import COOKIE
-from tests.conftest import MODEL, PROVIDER_KEY, make_gateway
+from tests.conftest import MODEL, PROVIDER_KEY, Gateway, make_gateway
 from tests.ui.conftest import (ADMIN_KEY, ALPHA_AGENT_KEY, ALPHA_APPROVER_KEY, ALPHA_READER_KEY, BETA_AGENT_KEY,
                                POLICY, Operated)
 
 EDIT = ToolCall("file_edit", '{"path": "/srv/x"}', id="call_edit")
 TOOLS = [{"type": "function", "function": {"name": "file_edit", "parameters": {"type": "object"}}}]
+
+
+async def held(gateway: Gateway, key: str, *, project: str = "alpha") -> tuple[asyncio.Task[Any], Approval]:
+    """A call whose file_edit the policy holds, made with `key`; the call, and its approval."""
+    gateway.upstream.push(Reply(tool_calls=(EDIT,)))
+    call = asyncio.create_task(chat(gateway.url, key, project=project, tools=TOOLS))
+    await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(1), 10)
+    [pending] = await gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    return call, pending
 
 
 def browser_like() -> aiohttp.ClientSession:
@@ -104,10 +113,7 @@ async def test_a_login_ends_when_its_key_leaves_the_config(aiohttp_server: Any, 
 
 
 async def test_a_post_from_another_site_decides_nothing(operated: Operated) -> None:
-    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
-    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
-    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    call, pending = await held(operated.gateway, ALPHA_AGENT_KEY)
     async with browser_like() as session:
         await log_in(session, operated.url, ADMIN_KEY)
         for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
@@ -119,10 +125,7 @@ async def test_a_post_from_another_site_decides_nothing(operated: Operated) -> N
 
 
 async def test_a_read_only_login_cannot_decide_even_by_posting(operated: Operated) -> None:
-    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
-    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
-    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    call, pending = await held(operated.gateway, ALPHA_AGENT_KEY)
     async with browser_like() as session:
         await log_in(session, operated.url, ALPHA_READER_KEY)
         page = await (await session.get(operated.url + "/ui/approvals")).text()
@@ -166,10 +169,7 @@ async def test_no_secret_reaches_a_page(operated: Operated) -> None:
 async def test_an_open_gateway_shows_its_pages_to_anyone_and_lets_nobody_decide_there(
         aiohttp_server: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
     gateway = await make_gateway(aiohttp_server, upstream, tmp_path, policy=parse_policy(POLICY))
-    upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(gateway.url, "client-provider-key", tools=TOOLS))
-    await asyncio.wait_for(gateway.app[APPROVALS].wait_requested(1), 10)
-    [pending] = await gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    call, pending = await held(gateway, "client-provider-key")
     async with aiohttp.ClientSession() as session:
         page = await session.get(gateway.url + "/ui/approvals", allow_redirects=False)
         text = await page.text()
@@ -201,10 +201,7 @@ async def test_the_live_list_streams_the_held_call_and_its_end(operated: Operate
 
 async def test_an_approve_scoped_key_decides_its_projects_calls_over_the_api_and_no_others(
         operated: Operated) -> None:
-    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, ALPHA_AGENT_KEY, tools=TOOLS))
-    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
-    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    call, pending = await held(operated.gateway, ALPHA_AGENT_KEY)
     async with aiohttp.ClientSession() as session:
         url = operated.url + f"/approvals/{pending.id}/approve"
         refused = await session.post(url, headers={"Authorization": f"Bearer {ALPHA_READER_KEY}"})
@@ -219,10 +216,7 @@ async def test_an_approve_scoped_key_decides_its_projects_calls_over_the_api_and
 
 
 async def test_an_approve_scoped_key_cannot_reach_another_projects_call(operated: Operated) -> None:
-    operated.gateway.upstream.push(Reply(tool_calls=(EDIT,)))
-    call = asyncio.create_task(chat(operated.url, BETA_AGENT_KEY, project="beta", tools=TOOLS))
-    await asyncio.wait_for(operated.gateway.app[APPROVALS].wait_requested(1), 10)
-    [pending] = await operated.gateway.app[STORE].list_approvals(ApprovalStatus.PENDING)
+    call, pending = await held(operated.gateway, BETA_AGENT_KEY, project="beta")
     async with aiohttp.ClientSession() as session:
         response = await session.post(operated.url + f"/approvals/{pending.id}/approve",
                                       headers={"Authorization": f"Bearer {ALPHA_APPROVER_KEY}"})
@@ -234,8 +228,6 @@ async def test_an_approve_scoped_key_cannot_reach_another_projects_call(operated
 async def test_pages_render_whatever_a_record_holds(operated: Operated) -> None:
     """Records posted through the capture API, and approvals kept before their context was,
     hold what they hold: every page still renders, and no secret in them shows."""
-    from capture.approvals import Approval
-
     odd = [
         {"prompt": "p", "tool_decisions": [{"tool": "Bash", "action": "deny"}, "x", {}, {"wait_ms": "12"},
                                            {"tool": {"key": PROVIDER_KEY}, "action": ["sk-nested-0123456789abcdef"]}]},
